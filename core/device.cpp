@@ -3,6 +3,8 @@
 #include "core/error.h"
 #if INFLLM_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "core/cuda/stream.h"
 #endif
 
 namespace infllm {
@@ -43,6 +45,13 @@ Device parse_device(const std::string& text) {
     }
   }
   fail("unknown device \"", text, "\": use auto, cpu, cuda or cuda:N");
+}
+
+void* device_stream(Device device) {
+#if INFLLM_WITH_CUDA
+  if (device.is_cuda()) return cuda::compute_stream(device.index);
+#endif
+  return nullptr;
 }
 
 void require_device(Device device, const char* where) {

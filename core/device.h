@@ -25,6 +25,8 @@ int cuda_device_count();
 Device best_device();
 // Parses "cpu", "cuda", "cuda:1" or "auto" (= best_device()).
 Device parse_device(const std::string& text);
+// The compute stream (a cudaStream_t) that kernels on `device` run on; nullptr for the CPU.
+void* device_stream(Device device);
 // Throws a clear error when `device` is a GPU that this process cannot use.
 void require_device(Device device, const char* where);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/device.h"
+#include "core/error.h"
 
 #if INFLLM_WITH_CUDA
 #define INFLLM_DISPATCH(device, kernel, ...) \
@@ -11,4 +12,13 @@
 #else
 #define INFLLM_DISPATCH(device, kernel, ...) \
   (::infllm::require_device((device), #kernel), ::infllm::cpu::kernel(__VA_ARGS__))
+#endif
+
+// Guards a call into a CUDA-only kernel (one without a cpu:: twin under the same name): in a
+// CPU-only build the call is replaced by an error, which cannot be reached because no CUDA
+// tensor can exist there.
+#if INFLLM_WITH_CUDA
+#define INFLLM_IF_CUDA(...) __VA_ARGS__
+#else
+#define INFLLM_IF_CUDA(...) ::infllm::fail("this build has no CUDA backend")
 #endif

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/bf16.h"
+#include "core/error.h"
 
 namespace infllm {
 
@@ -66,6 +67,16 @@ decltype(auto) visit_dtype(DType dtype, Fn&& fn) {
     case DType::u32:
       return fn.template operator()<uint32_t>();
   }
+  return fn.template operator()<float>();
+}
+
+// For CPU reference kernels templated on the float type: calls fn.template operator()<T>()
+// with T = float or double, and `fail`s (core/error.h) on any other dtype.
+template <class Fn>
+decltype(auto) visit_f32_f64(DType dtype, const char* op, Fn&& fn) {
+  INFLLM_CHECK(dtype == DType::f32 || dtype == DType::f64, op,
+               ": the CPU computes in f32 or f64, got ", dtype_name(dtype));
+  if (dtype == DType::f64) return fn.template operator()<double>();
   return fn.template operator()<float>();
 }
 

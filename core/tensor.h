@@ -110,6 +110,15 @@ struct AutogradMeta {
 
 Shape contiguous_strides(const Shape& shape);
 
+// bf16 elements as raw 16-bit patterns, the form CUDA kernel headers take (they stay
+// includable from plain C++).
+inline uint16_t* bf16_bits(const Tensor& t) { return &t.data<bf16>()->bits; }
+
+// Uninitialized device scratch of at least `bytes` bytes (for kernels' workspaces).
+inline Tensor scratch(size_t bytes, Device device) {
+  return Tensor::empty({int64_t((bytes + 3) / 4)}, DType::i32, device);
+}
+
 // Copies src into dst (same shape and dtype; any devices; dst may be a strided view on CPU).
 void copy_into(const Tensor& src, Tensor& dst);
 
