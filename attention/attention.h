@@ -1,0 +1,27 @@
+// Causal self-attention as a differentiable tensor op, with InfLLM-V2's dense/sparse switch:
+// the same q, k, v (same weights) go through dense flash attention for short sequences and
+// through block selection + block-sparse flash attention for long ones (DESIGN.md section 3).
+#pragma once
+
+#include "attention/attention_policy.h"
+#include "attention/infllm_v2.h"
+#include "core/tensor.h"
+
+namespace infllm {
+
+struct AttentionOptions {
+  attention::AttentionMode mode = attention::AttentionMode::automatic;
+  attention::SparseConfig sparse;  // also holds dense_len, the switch point
+};
+
+// q [B, T, Hq, D], k and v [B, T, Hkv, D] (RoPE already applied) -> [B, T, Hq, D].
+// CPU computes f32/f64 (the reference), CUDA bf16. Gradients flow to q, k, v; the block
+// selection of the sparse path carries none.
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionOptions& options);
+
+// The sparse path's block lists for (q, k): i32 [B, T, Hkv, topk], ascending, -1 padded.
+Tensor select_attention_blocks(const Tensor& q, const Tensor& k,
+                               const attention::SparseConfig& config);
+
+}  // namespace infllm

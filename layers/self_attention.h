@@ -1,0 +1,21 @@
+// Grouped-query self-attention: one fused qkv projection, RoPE on q and k, causal attention
+// (dense or InfLLM-V2 sparse by the switch), output projection.
+#pragma once
+
+#include "layers/linear.h"
+#include "layers/model_config.h"
+
+namespace infllm {
+
+class SelfAttention : public Module {
+ public:
+  SelfAttention(ParameterFactory& factory, const ModelConfig& config);
+  Tensor forward(const Tensor& x) const;  // [B, T, d_model] -> [B, T, d_model]
+
+ private:
+  ModelConfig config_;
+  Linear& wqkv_;  // [(Hq + 2 Hkv) * head_dim, d_model]
+  Linear& wo_;    // [d_model, Hq * head_dim], init scaled by 1/sqrt(2 n_layers)
+};
+
+}  // namespace infllm

@@ -1,0 +1,42 @@
+// The decoder-only language model: embedding, n pre-norm blocks, final norm, LM head
+// (optionally tied to the embedding) fused with the cross-entropy loss.
+#pragma once
+
+#include <vector>
+
+#include "layers/block.h"
+#include "layers/embedding.h"
+#include "layers/model_config.h"
+#include "layers/rms_norm.h"
+
+namespace infllm {
+
+class TransformerLM : public Module {
+ public:
+  // Parameters are drawn from Philox(seed) in f32 and cast to `dtype` on `device`.
+  TransformerLM(const ModelConfig& config, uint64_t seed, Device device, DType dtype);
+
+  // tokens i32 [B, T] -> final hidden states [B, T, d_model] (before the LM head).
+  Tensor hidden_states(const Tensor& tokens) const;
+  // Mean next-token cross-entropy of targets i32 [B, T] (-1 ignored; valid_count of them not).
+  Tensor loss(const Tensor& tokens, const Tensor& targets, int64_t valid_count) const;
+  // Logits [B, T, V] of the last position only, for generation: [B, V].
+  Tensor last_logits(const Tensor& tokens) const;
+
+  const ModelConfig& config() const { return config_; }
+  ModelConfig& mutable_config() { return config_; }
+  // Matmul FLOPs per token for forward + backward (6 N plus causal attention), for MFU.
+  double flops_per_token(int64_t T) const;
+
+ private:
+  const Tensor& head_weight() const;
+
+  ModelConfig config_;
+  ParameterFactory factory_;  // declared before the modules it creates
+  Embedding& embedding_;
+  std::vector<Block*> blocks_;
+  RMSNorm* final_norm_ = nullptr;
+  Linear* head_ = nullptr;  // null when tied to the embedding
+};
+
+}  // namespace infllm

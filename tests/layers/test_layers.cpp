@@ -1,0 +1,151 @@
+// Gradients of the model's differentiable layers and of a whole tiny transformer, against
+// finite differences in f64; the switchable attention's dense and sparse paths agree when the
+// sparse path can see every block.
+#include "attention/attention.h"
+#include "autograd/engine.h"
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+#include "autograd/node.h"
+#include "layers/cross_entropy.h"
+#include "layers/rms_norm.h"
+#include "layers/rope.h"
+#include "layers/swiglu.h"
+#include "layers/transformer.h"
+#include "tests/test_util.h"
+
+namespace infllm {
+namespace {
+
+Tensor input(const Shape& shape, double low = -1.0, double high = 1.0) {
+  Tensor t = testing::random_uniform(shape, low, high, DType::f64);
+  t.set_requires_grad(true);
+  return t;
+}
+
+void expect_gradients_match(const char* name,
+                            const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                            const std::vector<Tensor>& inputs, double tolerance = 1e-6) {
+  GradcheckResult r = gradcheck(fn, inputs);
+  EXPECT_LT(r.max_error, tolerance) << name << ": " << r.worst;
+}
+
+TEST(LayerGradients, RmsNormRopeSwiglu) {
+  expect_gradients_match("rms_norm", [](auto& v) { return rms_norm(v[0], v[1], 1e-5); },
+                         {input({5, 7}), input({7}, 0.5, 1.5)});
+  expect_gradients_match("rope", [](auto& v) { return rope(v[0], 10000.0, 3); },
+                         {input({2, 5, 3, 8})});
+  expect_gradients_match("swiglu", [](auto& v) { return swiglu(v[0]); }, {input({4, 10})});
+}
+
+TEST(LayerGradients, LmHeadCrossEntropy) {
+  Tensor targets = Tensor::from_vector<int32_t>({3, 0, -1, 10, 7, 7}, {6});
+  expect_gradients_match(
+      "lm_head_cross_entropy",
+      [&](auto& v) { return lm_head_cross_entropy(v[0], v[1], targets, 5); },
+      {input({6, 5}), input({11, 5})});
+}
+
+TEST(LayerGradients, AttentionDenseAndSparse) {
+  AttentionOptions dense;
+  dense.mode = attention::AttentionMode::dense;
+  expect_gradients_match("dense attention",
+                         [&](auto& v) { return causal_attention(v[0], v[1], v[2], dense); },
+                         {input({1, 7, 4, 4}), input({1, 7, 2, 4}), input({1, 7, 2, 4})});
+  AttentionOptions sparse;
+  sparse.mode = attention::AttentionMode::sparse;
+  sparse.sparse = {4, 2, 4, 1, 4, 3, 0};  // kernel 4, stride 2, blocks of 4, 1 local block, top 3
+  expect_gradients_match("sparse attention",
+                         [&](auto& v) { return causal_attention(v[0], v[1], v[2], sparse); },
+                         {input({1, 23, 4, 4}), input({1, 23, 2, 4}), input({1, 23, 2, 4})});
+}
+
+TEST(SwitchableAttention, SparseEqualsDenseWhenTopkCoversEveryBlock) {
+  Tensor q = testing::random_normal({2, 70, 6, 8}), k = testing::random_normal({2, 70, 3, 8});
+  Tensor v = testing::random_normal({2, 70, 3, 8});
+  AttentionOptions dense, sparse;
+  dense.mode = attention::AttentionMode::dense;
+  sparse.mode = attention::AttentionMode::sparse;
+  sparse.sparse = {4, 2, 8, 1, 8, 9, 0};  // 9 blocks of 8 cover all 70 tokens
+  std::vector<double> ref = testing::as_f64(causal_attention(q, k, v, dense));
+  EXPECT_LT(testing::rel_error(causal_attention(q, k, v, sparse), ref), 1e-6);
+}
+
+TEST(SwitchableAttention, AutoModeSwitchesAtDenseLen) {
+  Tensor q = testing::random_normal({1, 48, 2, 8}), k = testing::random_normal({1, 48, 1, 8});
+  Tensor v = testing::random_normal({1, 48, 1, 8});
+  AttentionOptions options;
+  options.sparse = {4, 2, 8, 1, 8, 2, 0};  // top 2 blocks: sparse differs from dense
+  AttentionOptions dense = options;
+  dense.mode = attention::AttentionMode::dense;
+  std::vector<double> ref = testing::as_f64(causal_attention(q, k, v, dense));
+  options.sparse.dense_len = 48;  // T <= dense_len: dense
+  EXPECT_LT(testing::rel_error(causal_attention(q, k, v, options), ref), 1e-6);
+  options.sparse.dense_len = 47;  // T > dense_len: sparse, which sees fewer keys
+  EXPECT_GT(testing::rel_error(causal_attention(q, k, v, options), ref), 1e-3);
+}
+
+ModelConfig tiny_config() {
+  ModelConfig config;
+  config.vocab_size = 13;
+  config.d_model = 8;
+  config.n_layers = 2;
+  config.n_heads = 2;
+  config.n_kv_heads = 1;
+  config.head_dim = 4;
+  config.ffn_hidden = 12;
+  config.init_std = 0.3;
+  return config;
+}
+
+TEST(TransformerLM, WholeModelGradientMatchesFiniteDifferences) {
+  for (bool checkpointing : {false, true}) {
+    ModelConfig config = tiny_config();
+    config.tie_embeddings = checkpointing;  // cover both head variants
+    config.activation_checkpointing = checkpointing;
+    TransformerLM model(config, 11, Device::cpu(), DType::f64);
+    Tensor tokens = Tensor::from_vector<int32_t>({1, 5, 12, 0, 3, 3, 8, 2, 9, 4}, {2, 5});
+    Tensor targets = Tensor::from_vector<int32_t>({5, 12, 0, 3, 3, 8, 2, 9, 4, 6}, {2, 5});
+    auto params = model.named_parameters();
+    backward(model.loss(tokens, targets, 10));
+    // Central differences on a sample of every parameter's elements.
+    autograd::NoGradGuard no_grad;
+    for (auto& [name, tensor] : params) {
+      double* data = tensor->data<double>();
+      std::vector<double> grad = tensor->grad().to_vector<double>();
+      for (int64_t e = 0; e < tensor->numel(); e += 7) {
+        double saved = data[e], eps = 1e-6;
+        data[e] = saved + eps;
+        double plus = model.loss(tokens, targets, 10).item();
+        data[e] = saved - eps;
+        double minus = model.loss(tokens, targets, 10).item();
+        data[e] = saved;
+        EXPECT_NEAR(grad[e], (plus - minus) / (2 * eps), 1e-6)
+            << name << "[" << e << "] checkpointing=" << checkpointing;
+      }
+    }
+  }
+}
+
+TEST(TransformerLM, SameSeedSameWeightsAndNamesAreStable) {
+  TransformerLM a(tiny_config(), 5, Device::cpu(), DType::f32);
+  TransformerLM b(tiny_config(), 5, Device::cpu(), DType::f32);
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  EXPECT_EQ(pa.front().first, "embedding.weight");
+  EXPECT_EQ(pa[1].first, "blocks.0.attention_norm.weight");
+  EXPECT_EQ(pa.back().first, "head.weight");
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_EQ(pa[i].second->to_vector<float>(), pb[i].second->to_vector<float>()) << pa[i].first;
+  }
+}
+
+TEST(TransformerLM, BadInputsAreClearErrors) {
+  TransformerLM model(tiny_config(), 5, Device::cpu(), DType::f32);
+  Tensor bad_token = Tensor::from_vector<int32_t>({1, 99}, {1, 2});
+  Tensor targets = Tensor::from_vector<int32_t>({1, 2}, {1, 2});
+  EXPECT_THROW(model.loss(bad_token, targets, 2), Error);
+  EXPECT_THROW(model.loss(Tensor::from_vector<float>({1, 2}, {1, 2}), targets, 2), Error);
+}
+
+}  // namespace
+}  // namespace infllm
