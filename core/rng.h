@@ -6,11 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define INFLLM_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define INFLLM_HOST_DEVICE inline
-#endif
+#include "core/host_device.h"
 
 namespace infllm {
 
@@ -18,11 +14,11 @@ struct Philox4 {
   uint32_t v[4];
 };
 
-INFLLM_HOST_DEVICE uint32_t mul_hi32(uint32_t a, uint32_t b) {
+INFLLM_HOST_DEVICE inline uint32_t mul_hi32(uint32_t a, uint32_t b) {
   return uint32_t((uint64_t(a) * uint64_t(b)) >> 32);
 }
 
-INFLLM_HOST_DEVICE Philox4 philox4x32(uint64_t counter, uint64_t seed) {
+INFLLM_HOST_DEVICE inline Philox4 philox4x32(uint64_t counter, uint64_t seed) {
   uint32_t c0 = uint32_t(counter), c1 = uint32_t(counter >> 32), c2 = 0, c3 = 0;
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
   for (int round = 0; round < 10; ++round) {
@@ -39,12 +35,12 @@ INFLLM_HOST_DEVICE Philox4 philox4x32(uint64_t counter, uint64_t seed) {
 }
 
 // Uniform in [0, 1) with 24 random bits: exactly representable in f32, identical everywhere.
-INFLLM_HOST_DEVICE float philox_uniform(uint64_t counter, uint64_t seed) {
+INFLLM_HOST_DEVICE inline float philox_uniform(uint64_t counter, uint64_t seed) {
   return float(philox4x32(counter, seed).v[0] >> 8) * (1.0f / 16777216.0f);
 }
 
 // Standard normal by Box-Muller, computed in f64 so both backends round to the same f32.
-INFLLM_HOST_DEVICE float philox_normal(uint64_t counter, uint64_t seed) {
+INFLLM_HOST_DEVICE inline float philox_normal(uint64_t counter, uint64_t seed) {
   Philox4 r = philox4x32(counter, seed);
   double u1 = (double(r.v[0] >> 8) + 1.0) * (1.0 / 16777217.0);  // (0, 1]: log is finite
   double u2 = double(r.v[1] >> 8) * (1.0 / 16777216.0);

@@ -173,7 +173,8 @@ struct Layout {
 };
 
 template <int kOperands>
-Layout<kOperands> make_layout(const char* op, const std::array<const Tensor*, kOperands>& operands) {
+Layout<kOperands> make_layout(const char* op,
+                              const std::array<const Tensor*, kOperands>& operands) {
   const Shape& shape = operands[0]->shape();
   Layout<kOperands> layout;
   for (int64_t d = int64_t(shape.size()) - 1; d >= 0; --d) {
@@ -210,7 +211,9 @@ __global__ void map_strided_kernel(Out* out, Inputs<In, kIn> in, Layout<kIn + 1>
   }
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+bool aligned16(const void* ptr) {
+  return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+}
 
 // out = fn(inputs...) elementwise; every input has out's shape (broadcasts are stride-0 views).
 template <class Out, class In, int kIn, class Fn>
@@ -219,8 +222,8 @@ void map(const char* op, const Tensor& out, const std::array<const Tensor*, kIn>
   Inputs<In, kIn> in;
   for (int k = 0; k < kIn; ++k) {
     const Tensor& x = *inputs[k];
-    INFLLM_CHECK(x.shape() == out.shape() && x.device() == out.device(), op,
-                 " on CUDA: operand ", x.str(), " does not match the output ", out.str());
+    INFLLM_CHECK(x.shape() == out.shape() && x.device() == out.device(), op, " on CUDA: operand ",
+                 x.str(), " does not match the output ", out.str());
     in.ptr[k] = static_cast<const In*>(x.data_ptr());
     contiguous = contiguous && x.is_contiguous() && aligned16(in.ptr[k]);
   }
@@ -245,33 +248,48 @@ void map(const char* op, const Tensor& out, const std::array<const Tensor*, kIn>
 template <class Fn>
 void visit_unary(UnaryOp op, Fn&& fn) {
   switch (op) {
-    case UnaryOp::neg: return fn.template operator()<UnaryOp::neg>();
-    case UnaryOp::exp: return fn.template operator()<UnaryOp::exp>();
-    case UnaryOp::log: return fn.template operator()<UnaryOp::log>();
-    case UnaryOp::sqrt: return fn.template operator()<UnaryOp::sqrt>();
-    case UnaryOp::rsqrt: return fn.template operator()<UnaryOp::rsqrt>();
-    case UnaryOp::sigmoid: return fn.template operator()<UnaryOp::sigmoid>();
-    case UnaryOp::silu: return fn.template operator()<UnaryOp::silu>();
-    case UnaryOp::silu_grad: return fn.template operator()<UnaryOp::silu_grad>();
-    case UnaryOp::gelu: return fn.template operator()<UnaryOp::gelu>();
-    case UnaryOp::gelu_grad: return fn.template operator()<UnaryOp::gelu_grad>();
-    case UnaryOp::square: return fn.template operator()<UnaryOp::square>();
+    case UnaryOp::neg:
+      return fn.template operator()<UnaryOp::neg>();
+    case UnaryOp::exp:
+      return fn.template operator()<UnaryOp::exp>();
+    case UnaryOp::log:
+      return fn.template operator()<UnaryOp::log>();
+    case UnaryOp::sqrt:
+      return fn.template operator()<UnaryOp::sqrt>();
+    case UnaryOp::rsqrt:
+      return fn.template operator()<UnaryOp::rsqrt>();
+    case UnaryOp::sigmoid:
+      return fn.template operator()<UnaryOp::sigmoid>();
+    case UnaryOp::silu:
+      return fn.template operator()<UnaryOp::silu>();
+    case UnaryOp::silu_grad:
+      return fn.template operator()<UnaryOp::silu_grad>();
+    case UnaryOp::gelu:
+      return fn.template operator()<UnaryOp::gelu>();
+    case UnaryOp::gelu_grad:
+      return fn.template operator()<UnaryOp::gelu_grad>();
+    case UnaryOp::square:
+      return fn.template operator()<UnaryOp::square>();
   }
 }
 
 template <class Fn>
 void visit_binary(BinaryOp op, Fn&& fn) {
   switch (op) {
-    case BinaryOp::add: return fn.template operator()<BinaryOp::add>();
-    case BinaryOp::sub: return fn.template operator()<BinaryOp::sub>();
-    case BinaryOp::mul: return fn.template operator()<BinaryOp::mul>();
-    case BinaryOp::div: return fn.template operator()<BinaryOp::div>();
+    case BinaryOp::add:
+      return fn.template operator()<BinaryOp::add>();
+    case BinaryOp::sub:
+      return fn.template operator()<BinaryOp::sub>();
+    case BinaryOp::mul:
+      return fn.template operator()<BinaryOp::mul>();
+    case BinaryOp::div:
+      return fn.template operator()<BinaryOp::div>();
   }
 }
 
 void check_same_dtype(const char* op, const Tensor& x, const Tensor& out) {
-  INFLLM_CHECK(x.dtype() == out.dtype(), op, " on CUDA: input ", x.str(), " and output ",
-               out.str(), " differ in dtype (cast first)");
+  INFLLM_CHECK(x.dtype() == out.dtype(), op, " on CUDA: input ", x.str(), " and output ", out.str(),
+               " differ in dtype (cast first)");
 }
 
 }  // namespace
@@ -297,17 +315,15 @@ void binary_scalar(BinaryOp op, const Tensor& a, double scalar, Tensor& out) {
   const char* name = binary_op_name(op);
   check_same_dtype(name, a, out);
   visit_cuda_float(a.dtype(), name, [&]<class T>() {
-    visit_binary(op, [&]<BinaryOp kOp>() {
-      map<T, T, 1>(name, out, {&a}, ScalarFn<kOp>{float(scalar)});
-    });
+    visit_binary(
+        op, [&]<BinaryOp kOp>() { map<T, T, 1>(name, out, {&a}, ScalarFn<kOp>{float(scalar)}); });
   });
 }
 
 void cast(const Tensor& x, Tensor& out) {
   visit_cuda_dtype(x.dtype(), "cast", [&]<class From>() {
-    visit_cuda_dtype(out.dtype(), "cast", [&]<class To>() {
-      map<To, From, 1>("cast", out, {&x}, CastFn<To>{});
-    });
+    visit_cuda_dtype(out.dtype(), "cast",
+                     [&]<class To>() { map<To, From, 1>("cast", out, {&x}, CastFn<To>{}); });
   });
 }
 
@@ -325,9 +341,12 @@ void copy_strided(const Tensor& src, Tensor& dst) {
   }
   auto copy = [&]<class U>() { map<U, U, 1>("copy_strided", dst, {&src}, CopyFn{}); };
   switch (dtype_size(src.dtype())) {
-    case 2: return copy.template operator()<uint16_t>();
-    case 4: return copy.template operator()<uint32_t>();
-    case 8: return copy.template operator()<uint64_t>();
+    case 2:
+      return copy.template operator()<uint16_t>();
+    case 4:
+      return copy.template operator()<uint32_t>();
+    case 8:
+      return copy.template operator()<uint64_t>();
   }
   fail("copy_strided on CUDA: unsupported element size of ", src.str());
 }

@@ -48,9 +48,14 @@ class DeviceScope {
 template <class Fn>
 void visit_cuda_float(DType dtype, const char* op, Fn&& fn) {
   switch (dtype) {
-    case DType::f32: fn.template operator()<float>(); return;
-    case DType::bf16: fn.template operator()<__nv_bfloat16>(); return;
-    default: fail_dtype(op, dtype, "f32 or bf16");
+    case DType::f32:
+      fn.template operator()<float>();
+      return;
+    case DType::bf16:
+      fn.template operator()<__nv_bfloat16>();
+      return;
+    default:
+      fail_dtype(op, dtype, "f32 or bf16");
   }
 }
 
@@ -58,18 +63,35 @@ void visit_cuda_float(DType dtype, const char* op, Fn&& fn) {
 template <class Fn>
 void visit_cuda_dtype(DType dtype, const char* op, Fn&& fn) {
   switch (dtype) {
-    case DType::f32: fn.template operator()<float>(); return;
-    case DType::bf16: fn.template operator()<__nv_bfloat16>(); return;
-    case DType::i32: fn.template operator()<int32_t>(); return;
-    case DType::i64: fn.template operator()<int64_t>(); return;
-    case DType::u16: fn.template operator()<uint16_t>(); return;
-    case DType::u32: fn.template operator()<uint32_t>(); return;
-    default: fail_dtype(op, dtype, "f32, bf16, i32, i64, u16 or u32");
+    case DType::f32:
+      fn.template operator()<float>();
+      return;
+    case DType::bf16:
+      fn.template operator()<__nv_bfloat16>();
+      return;
+    case DType::i32:
+      fn.template operator()<int32_t>();
+      return;
+    case DType::i64:
+      fn.template operator()<int64_t>();
+      return;
+    case DType::u16:
+      fn.template operator()<uint16_t>();
+      return;
+    case DType::u32:
+      fn.template operator()<uint32_t>();
+      return;
+    default:
+      fail_dtype(op, dtype, "f32, bf16, i32, i64, u16 or u32");
   }
 }
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
 
 template <class T>
 __device__ __forceinline__ T from_float(float x) {

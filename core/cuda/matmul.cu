@@ -16,14 +16,14 @@
 namespace infllm::cuda {
 namespace {
 
-#define CUBLAS_CHECK(call)                                                                  \
-  do {                                                                                      \
-    cublasStatus_t status_ = (call);                                                        \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                 \
-      ::infllm::fail("cuBLASLt error ", cublasLtGetStatusName(status_), " (",               \
+#define CUBLAS_CHECK(call)                                                                    \
+  do {                                                                                        \
+    cublasStatus_t status_ = (call);                                                          \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                   \
+      ::infllm::fail("cuBLASLt error ", cublasLtGetStatusName(status_), " (",                 \
                      cublasLtGetStatusString(status_), ") in ", #call, " at ", __FILE__, ":", \
-                     __LINE__);                                                             \
-    }                                                                                       \
+                     __LINE__);                                                               \
+    }                                                                                         \
   } while (0)
 
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
@@ -78,14 +78,14 @@ cudaDataType_t cuda_type(DType dtype) {
 cublasLtMatrixLayout_t make_layout(DType dtype, int64_t rows, int64_t cols, int64_t batch,
                                    bool broadcast) {
   cublasLtMatrixLayout_t layout;
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, cuda_type(dtype), uint64_t(cols),
-                                          uint64_t(rows), cols));
+  CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&layout, cuda_type(dtype), uint64_t(cols), uint64_t(rows), cols));
   int32_t count = int32_t(batch);
   int64_t stride = broadcast ? 0 : rows * cols;
   CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
                                                 sizeof(count)));
-  CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
-      layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                &stride, sizeof(stride)));
   return layout;
 }
 
@@ -126,13 +126,14 @@ Plan make_plan(const PlanKey& key, cublasLtHandle_t handle) {
       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_out}};
   for (const auto& [attribute, bytes] : alignments) {
     uint32_t value = bytes;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
   }
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(handle, plan.desc, plan.layout_b, plan.layout_a,
-                                     plan.layout_out, plan.layout_out, preference, 1, &result, &found);
+  cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle, plan.desc, plan.layout_b, plan.layout_a, plan.layout_out, plan.layout_out, preference,
+      1, &result, &found);
   CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(preference));
   INFLLM_CHECK(status == CUBLAS_STATUS_SUCCESS && found > 0,
                "matmul on CUDA: cuBLASLt has no algorithm for ", describe(key), " (",
@@ -163,8 +164,8 @@ unsigned alignment(const void* ptr) {
 void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulArgs& args) {
   INFLLM_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3 && a.is_contiguous() &&
                    b.is_contiguous() && out.is_contiguous(),
-               "matmul on CUDA: expected contiguous 3-D operands, got a ", a.str(), ", b ",
-               b.str(), ", out ", out.str());
+               "matmul on CUDA: expected contiguous 3-D operands, got a ", a.str(), ", b ", b.str(),
+               ", out ", out.str());
   int64_t batch = out.size(0), m = out.size(1), n = out.size(2);
   int64_t k = args.trans_a ? a.size(1) : a.size(2);
   bool shapes_ok = (args.trans_a ? a.size(2) : a.size(1)) == m &&
@@ -188,6 +189,13 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, const MatmulArgs& arg
   if (out.numel() == 0) return;
   INFLLM_CHECK(k > 0, "matmul on CUDA: K = 0 (empty inner dimension) for out ", out.str());
 
+  // A weight shared by the whole batch times a plain a: one [batch * M, K] @ [K, N] product is
+  // faster than a strided batch that rereads b.
+  bool shared_b = b.size(0) == 1 && a.size(0) == batch && !args.trans_a;
+  if (shared_b) {
+    m *= batch;
+    batch = 1;
+  }
   DeviceScope scope(out.device());
   DeviceContext& context = device_context(scope.device());
   PlanKey key{scope.device(),

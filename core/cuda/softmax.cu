@@ -62,7 +62,9 @@ __global__ void softmax_backward_kernel(const T* y, const T* dy, T* dx, int64_t 
   }
 }
 
-int64_t row_length(const Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
+int64_t row_length(const Tensor& t) {
+  return t.dim() == 0 ? 1 : t.size(-1);
+}
 
 // Launches kernel<T, threads per row> over the rows of `shape_of`, a warp or a block per row.
 template <class Launch>
@@ -73,8 +75,8 @@ void launch_rows(const Tensor& shape_of, Launch&& launch) {
   DeviceScope scope(shape_of.device());
   if (n <= 1024) {
     constexpr int rows_per_block = kThreads / 32;
-    launch.template operator()<32>(unsigned((rows + rows_per_block - 1) / rows_per_block),
-                                   kThreads, scope.stream(), rows, n);
+    launch.template operator()<32>(unsigned((rows + rows_per_block - 1) / rows_per_block), kThreads,
+                                   scope.stream(), rows, n);
   } else {
     launch.template operator()<kLongRowThreads>(unsigned(rows), kLongRowThreads, scope.stream(),
                                                 rows, n);

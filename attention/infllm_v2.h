@@ -1,0 +1,112 @@
+// InfLLM-V2 stage 1: which KV blocks each query token attends to (DESIGN.md section 3, steps 1-4).
+//
+// Layouts (contiguous, row-major), G = Hq / Hkv:
+//   q       [B, T, Hq,  D]   after RoPE
+//   k       [B, T, Hkv, D]   after RoPE
+//   kc      [B, n_kernels, Hkv, D]   compressed keys, n_kernels = num_kernels(cfg, T)
+//   scores  [B, T, Hkv, num_blocks(cfg, T)]   block scores S (CPU reference only)
+//   blocks  [B, T, Hkv, cfg.topk] int32: the blocks token t of KV group g attends to, ascending,
+//           padded with -1; exactly the BlockList that attention_forward reads (max_blocks = topk).
+//
+// The algorithm, for token t of group g (j_t = t / block_size is t's own block):
+//   1. kernel i = mean of k over tokens [i*stride, i*stride + kernel_size); no parameters.
+//   2. p[t,h,i] = softmax over the causal kernels (those ending at or before t) of
+//   q[t,h].kc[i]*scale;
+//      s[t,g,i] = sum of p over the G heads of the group. A token before the first kernel's end
+//      has no kernel scores.
+//   3. S[t,g,j] = max of s over kernels [r*j - 1, r*j + r - 1] (r = block_size / stride) that are
+//      causal for t; -inf when none is. Blocks j < init_blocks and the local_blocks blocks ending
+//      at j_t are forced (+inf). Blocks after j_t are never candidates.
+//   4. the k = min(topk, j_t + 1) best blocks, ranked by S descending and, on equal S, by the LOWER
+//      block index first (equal scores are common: neighbouring blocks share kernel r*j + r - 1).
+//      topk counts the forced blocks. Written ascending; no gradient flows through selection.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "attention/flash_attention.h"
+
+#include "core/host_device.h"
+
+namespace infllm::attention {
+
+// Defaults are the released MiniCPM4 sparse_config. All values are runtime (recipe `attention:`).
+struct SparseConfig {
+  int kernel_size = 32;    // tokens averaged into one compressed key
+  int kernel_stride = 16;  // tokens between the starts of consecutive kernels
+  int block_size = 64;     // tokens per selectable KV block
+  int init_blocks = 1;     // leading blocks every token sees (attention sinks)
+  int window_size = 2048;  // tokens of the local window, a whole number of blocks
+  int topk = 64;           // blocks per (token, group), forced blocks included
+  int dense_len = 8192;    // sequences up to this length use dense attention (attention_policy.h)
+
+  INFLLM_HOST_DEVICE int local_blocks() const { return window_size / block_size; }
+  // Kernels whose span starts in one block: the pooling window of block j is [r*j - 1, r*j + r -
+  // 1].
+  INFLLM_HOST_DEVICE int kernels_per_block() const { return block_size / kernel_stride; }
+};
+
+// Throws infllm::Error naming `op` and the offending field when the configuration is unusable.
+void check_sparse_config(const char* op, const SparseConfig& cfg);
+
+// Full kernels inside the first n tokens; num_kernels(cfg, t + 1) are causal for token t.
+INFLLM_HOST_DEVICE inline int num_kernels(const SparseConfig& cfg, int n) {
+  return n < cfg.kernel_size ? 0 : (n - cfg.kernel_size) / cfg.kernel_stride + 1;
+}
+INFLLM_HOST_DEVICE inline int num_blocks(const SparseConfig& cfg, int n) {
+  return (n + cfg.block_size - 1) / cfg.block_size;
+}
+// Init blocks and the local window: always selected (for blocks j <= t / block_size).
+INFLLM_HOST_DEVICE inline bool is_forced_block(const SparseConfig& cfg, int t, int j) {
+  const int own = t / cfg.block_size;
+  return j < cfg.init_blocks || (j <= own && j > own - cfg.local_blocks());
+}
+
+// Fraction of the selected entries on which two block lists [rows, max_blocks] agree:
+// sum over rows of |a_row ∩ b_row| / sum over rows of |a_row| (valid entries, -1 ignored).
+double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks);
+
+namespace cpu {
+
+// Reference implementation in double precision, OpenMP over (b, t). T = float or double.
+template <class T>
+void compress_keys(const SparseConfig& cfg, const AttentionShape& shape, const T* k, T* kc);
+
+// Block scores S [B, T, Hkv, num_blocks(cfg, T)]: +inf forced, -inf future or without kernels.
+template <class T>
+std::vector<double> score_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q,
+                                 const T* k);
+
+// blocks [B, T, Hkv, cfg.topk].
+template <class T>
+void select_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q, const T* k,
+                   int32_t* blocks);
+
+}  // namespace cpu
+
+namespace cuda {
+
+// Device pointers; bf16 as raw bits (see flash_attention.h); `stream` is a cudaStream_t.
+// D must be 64 or 128, G <= 64, block_size / kernel_stride a power of two <= 32 and
+// num_blocks(cfg, T) <= 4096.
+using bf16_bits = uint16_t;
+
+// kc [B, num_kernels(cfg, T), Hkv, D], mean in f32, rounded to bf16.
+void compress_keys(const SparseConfig& cfg, const AttentionShape& shape, const bf16_bits* k,
+                   bf16_bits* kc, void* stream);
+
+// Scratch that select_blocks needs: the compressed keys plus one chunk of block scores
+// (bounded: query tokens are processed in chunks of at most 256 MiB of scores).
+size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionShape& shape);
+
+// blocks [B, T, Hkv, cfg.topk] int32. `workspace` holds select_blocks_workspace_bytes bytes of
+// device memory, or is nullptr: then it is taken from cudaMallocAsync on `stream` and freed there.
+void select_blocks(const SparseConfig& cfg, const AttentionShape& shape, const bf16_bits* q,
+                   const bf16_bits* k, int32_t* blocks, void* stream, void* workspace);
+
+}  // namespace cuda
+
+}  // namespace infllm::attention

@@ -1,0 +1,67 @@
+#include "train/batch_source.h"
+
+#include <cstring>
+
+#include "core/ops.h"
+
+namespace infllm::train {
+namespace {
+
+// Host span -> device tensor, staged through pinned memory when the loader gave pinned data.
+Tensor upload(std::span<const int32_t> values, int64_t B, int64_t T, Device device) {
+  Tensor host = Tensor::empty({B, T}, DType::i32, Device::cpu());
+  std::memcpy(host.data<int32_t>(), values.data(), values.size_bytes());
+  return host.to(device);
+}
+
+}  // namespace
+
+BatchSource::BatchSource(const Recipe& recipe, Device device, int rank, int world)
+    : recipe_(recipe), device_(device), rank_(rank) {
+  if (recipe.data.train == kRandomData) return;
+  data::LoaderOptions options;
+  options.T = recipe.data.seq_len;
+  options.B = recipe.data.batch_size;
+  options.rank = rank;
+  options.world = world;
+  options.seed = recipe.train.seed;
+  options.prefetch = recipe.data.prefetch;
+  loader_ = std::make_unique<data::Loader>(recipe.data.train, options);
+  INFLLM_CHECK(loader_->vocab_size() <= recipe.model.vocab_size, "data.train: ",
+               recipe.data.train, " has vocab_size ", loader_->vocab_size(),
+               " but model.vocab_size is ", recipe.model.vocab_size,
+               " (set model.vocab_size to at least ", loader_->vocab_size(), ")");
+}
+
+int64_t BatchSource::vocab_size() const {
+  return loader_ ? loader_->vocab_size() : recipe_.model.vocab_size;
+}
+
+void BatchSource::set_step(int64_t step) {
+  step_ = step;
+  if (loader_) loader_->set_step(step);
+}
+
+TokenBatch BatchSource::next() {
+  int64_t B = recipe_.data.batch_size, T = recipe_.data.seq_len;
+  TokenBatch batch;
+  batch.valid_targets = B * T;
+  if (loader_) {
+    data::Batch b = loader_->next();
+    batch.inputs = upload(b.inputs, B, T, device_);
+    batch.targets = upload(b.targets, B, T, device_);
+  } else {
+    // Uniform tokens drawn on the device from Philox(seed, step, rank): no host traffic.
+    uint64_t offset = (uint64_t(step_) * 1024 + uint64_t(rank_)) * uint64_t(2 * B * (T + 1));
+    double vocab = double(recipe_.model.vocab_size);
+    Tensor draws = ops::uniform({B, T + 1}, recipe_.train.seed, offset, 0.0, vocab, DType::f32,
+                                device_);
+    Tensor tokens = ops::cast(draws, DType::i32);
+    batch.inputs = tokens.slice(1, 0, T).contiguous();
+    batch.targets = tokens.slice(1, 1, T + 1).contiguous();
+  }
+  ++step_;
+  return batch;
+}
+
+}  // namespace infllm::train

@@ -1,0 +1,36 @@
+// Where training batches come from: the token file through the deterministic loader, or
+// uniform random tokens (data.train: random) for benchmarks. Either way a batch is a function
+// of (seed, step, rank), so a resumed run continues with exactly the batches it would have seen.
+#pragma once
+
+#include <memory>
+
+#include "core/tensor.h"
+#include "data/loader.h"
+#include "train/recipe.h"
+
+namespace infllm::train {
+
+struct TokenBatch {
+  Tensor inputs;   // i32 [B, T] on the run's device
+  Tensor targets;  // i32 [B, T]
+  int64_t valid_targets = 0;
+};
+
+class BatchSource {
+ public:
+  BatchSource(const Recipe& recipe, Device device, int rank, int world);
+  TokenBatch next();
+  int64_t step() const { return step_; }  // micro-batches handed out so far
+  void set_step(int64_t step);
+  int64_t vocab_size() const;
+
+ private:
+  const Recipe& recipe_;
+  Device device_;
+  int rank_;
+  std::unique_ptr<data::Loader> loader_;  // null for random data
+  int64_t step_ = 0;
+};
+
+}  // namespace infllm::train

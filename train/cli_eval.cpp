@@ -1,0 +1,56 @@
+// infllm eval CHECKPOINT [--data FILE] [--attention dense|sparse|auto] [--seq-len T] ...
+#include <cstdio>
+
+#include "train/cli_args.h"
+#include "train/commands.h"
+#include "train/evaluate.h"
+#include "train/load_model.h"
+#include "train/run_setup.h"
+
+namespace infllm::train {
+namespace {
+
+constexpr const char* kHelp = R"(usage: infllm eval CHECKPOINT [options]
+
+Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/latest).
+  --data FILE          token file to score (default: the recipe's data.val)
+  --attention MODE     dense | sparse | auto (default: the recipe's attention.mode), so the
+                       same weights can be compared through both paths
+  --seq-len T          tokens per window (default: the recipe's data.seq_len)
+  --batch B            windows per forward pass (default: the recipe's data.batch_size)
+  --windows K          windows scored (default 64)
+  --device D           auto | cpu | cuda | cuda:N (default auto)
+)";
+
+}  // namespace
+
+int eval_command(int argc, char** argv) {
+  CliArgs args = parse_cli("eval", argc, argv,
+                           {"--data", "--attention", "--seq-len", "--batch", "--windows",
+                            "--device"},
+                           {});
+  if (args.has("--help") || args.positionals.size() != 1) {
+    std::fputs(kHelp, args.has("--help") ? stdout : stderr);
+    return args.has("--help") ? 0 : 2;
+  }
+  LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
+  const Recipe& recipe = loaded.recipe;
+  if (args.has("--attention")) {
+    AttentionOptions options = loaded.model->config().attention;
+    options.mode = attention::parse_attention_mode(args.get("--attention", ""), "--attention");
+    loaded.model->set_attention(options);
+  }
+  std::string data = args.get("--data", recipe.data.val);
+  INFLLM_CHECK(!data.empty(), "infllm eval: the recipe has no data.val; pass --data FILE");
+  int64_t T = args.get_int("--seq-len", recipe.data.seq_len);
+  int64_t B = args.get_int("--batch", recipe.data.batch_size);
+  EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
+  std::string mode = attention::to_string(loaded.model->config().attention.mode);
+  std::printf("{\"checkpoint\": \"%s\", \"step\": %lld, \"data\": \"%s\", \"seq_len\": %lld, "
+              "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f}\n",
+              args.positionals[0].c_str(), (long long)loaded.step, data.c_str(), (long long)T,
+              mode.c_str(), (long long)r.tokens, r.loss, r.perplexity);
+  return 0;
+}
+
+}  // namespace infllm::train

@@ -1,0 +1,55 @@
+// infllm train RECIPE [key.sub=value ...] [--resume] [--nproc N]
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "distributed/launcher.h"
+#include "train/cli_args.h"
+#include "train/commands.h"
+#include "train/trainer.h"
+
+namespace infllm::train {
+namespace {
+
+constexpr const char* kHelp = R"(usage: infllm train RECIPE [section.key=value ...] [--resume] [--nproc N]
+
+Trains the model a YAML recipe describes; the run folder is train.out_dir.
+  section.key=value  override a recipe value, e.g. train.steps=100 train.out_dir=runs/q
+  --resume           continue from the newest checkpoint in <out_dir>/checkpoints
+  --nproc N          start N processes on this node, one per GPU (data parallel)
+Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; a second one stops at once.
+)";
+
+}  // namespace
+
+int train_command(int argc, char** argv) {
+  CliArgs args = parse_cli("train", argc, argv, {"--nproc"}, {"--resume"});
+  if (args.has("--help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  if (args.positionals.empty()) {
+    std::fputs(kHelp, stderr);
+    return 2;
+  }
+  long long nproc = args.get_int("--nproc", 0);
+  if (nproc > 0) {
+    // Re-run this executable with the same command line, minus --nproc, in nproc children.
+    std::vector<std::string> child = {"/proc/self/exe", "train"};
+    for (int i = 1; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg == "--nproc") {
+        ++i;
+      } else if (arg.rfind("--nproc=", 0) != 0) {
+        child.push_back(arg);
+      }
+    }
+    return distributed::launch_local(int(nproc), child);
+  }
+  std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
+  Recipe recipe = load_recipe(args.positionals[0], overrides);
+  std::fputs(("# resolved recipe\n" + recipe_to_yaml(recipe)).c_str(), stderr);
+  return train(recipe, {args.has("--resume")});
+}
+
+}  // namespace infllm::train

@@ -1,0 +1,11 @@
+// The subcommands of the `infllm` executable. Each returns the process exit code.
+#pragma once
+
+namespace infllm::train {
+
+int train_command(int argc, char** argv);
+int eval_command(int argc, char** argv);
+int generate_command(int argc, char** argv);
+int bench_command(int argc, char** argv);
+
+}  // namespace infllm::train

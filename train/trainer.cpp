@@ -1,0 +1,232 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "autograd/engine.h"
+#include "autograd/functions.h"
+#include "core/ops.h"
+#include "train/batch_source.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/load_model.h"
+#include "train/run_log.h"
+#include "train/run_setup.h"
+#include "train/signals.h"
+#include "train/train_step.h"
+#if INFLLM_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda/allocator.h"
+#endif
+
+namespace infllm::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double total_memory_gb(Device device) {
+#if INFLLM_WITH_CUDA
+  if (device.is_cuda()) {
+    size_t free_bytes = 0, total = 0;
+    if (cudaMemGetInfo(&free_bytes, &total) == cudaSuccess) return double(total) / 1e9;
+  }
+#endif
+  return 0;
+}
+
+double peak_memory_gb(Device device) {
+#if INFLLM_WITH_CUDA
+  if (device.is_cuda()) return double(cuda::memory_stats(device.index).peak) / 1e9;
+#endif
+  return 0;
+}
+
+class Run {
+ public:
+  Run(const Recipe& recipe, const TrainOptions& options)
+      : recipe_(recipe),
+        device_(choose_device(recipe)),
+        dtype_(compute_dtype(recipe, device_)),
+        model_(model_config(recipe), recipe.train.seed, device_, dtype_),
+        optimizer_(model_.named_parameters(), adamw_options(recipe)),
+        batches_(recipe, device_, 0, 1),
+        checkpoint_dir_((fs::path(recipe.train.out_dir) / "checkpoints").string()) {
+    fs::create_directories(checkpoint_dir_);
+    std::ofstream(fs::path(recipe.train.out_dir) / "recipe.yaml") << recipe_to_yaml(recipe);
+    if (!recipe.train.init_from.empty()) load_weights(resolve_checkpoint_path(recipe.train.init_from));
+    if (options.resume) resume();
+    log_ = std::make_unique<RunLog>(recipe, start_step_, true);
+  }
+
+  int run() {
+    std::fprintf(stderr, "infllm: training %.1fM parameters on %s (%s), %lld steps of %lld tokens\n",
+                 double(model_.num_parameters()) / 1e6, device_.str().c_str(), dtype_name(dtype_),
+                 (long long)recipe_.train.steps, (long long)tokens_per_step());
+    install_stop_handlers();
+    int64_t step = start_step_;
+    auto start = Clock::now();
+    while (step < recipe_.train.steps) {
+      auto step_start = Clock::now();
+      StepResult result = train_step(model_, optimizer_, batches_, recipe_, step);
+      ++step;
+      if (!result.applied && ++bad_steps_ > recipe_.train.max_bad_steps) {
+        save(step);
+        std::fprintf(stderr, "infllm: stopping: %d non-finite steps (train.max_bad_steps = %d). "
+                     "Lower optim.lr or raise optim.grad_clip; the last checkpoint is in %s\n",
+                     bad_steps_, recipe_.train.max_bad_steps, checkpoint_dir_.c_str());
+        return 1;
+      }
+      double step_seconds = seconds_since(step_start);
+      log_step(step, result, step_seconds, seconds_since(start));
+      maybe_evaluate(step);
+      if (recipe_.checkpoint.every > 0 &&
+          (step % recipe_.checkpoint.every == 0 || step == recipe_.train.steps)) {
+        save(step);
+      }
+      if (stop_requested()) {
+        save(step);
+        log_->finish(summary(step, seconds_since(start)));
+        std::fprintf(stderr, "\ninfllm: %s received: checkpoint saved at step %lld; continue with "
+                     "`infllm train <recipe> --resume train.out_dir=%s`\n", stop_signal_name(),
+                     (long long)step, recipe_.train.out_dir.c_str());
+        return 0;
+      }
+    }
+    log_->finish(summary(step, seconds_since(start)));
+    return 0;
+  }
+
+ private:
+  RunSummary summary(int64_t step, double elapsed) const {
+    RunSummary s;
+    s.first_step = start_step_;
+    s.last_step = step;
+    s.final_loss = last_loss_;
+    s.final_val_loss = last_val_loss_;
+    s.elapsed_s = elapsed;
+    s.tokens = double(step - start_step_) * double(tokens_per_step());
+    s.peak_memory_gb = peak_memory_gb(device_);
+    s.run_dir = recipe_.train.out_dir;
+    return s;
+  }
+
+  int64_t tokens_per_step() const {
+    return int64_t(recipe_.data.batch_size) * recipe_.data.seq_len * recipe_.data.grad_accum;
+  }
+
+  void log_step(int64_t step, const StepResult& result, double step_seconds, double elapsed) {
+    last_loss_ = result.loss;
+    StepMetrics m;
+    m.step_seconds = step_seconds;
+    m.attention = attention::use_sparse(attention_mode(recipe_.attention.mode),
+                                        recipe_.data.seq_len, recipe_.attention.dense_len)
+                      ? "sparse"
+                      : "dense";
+    m.step = step;
+    m.total_steps = recipe_.train.steps;
+    m.loss = result.loss;
+    m.lr = result.lr;
+    m.grad_norm = result.grad_norm;
+    m.tokens_per_s = double(tokens_per_step()) / step_seconds;
+    double peak = peak_flops(device_);
+    m.mfu = peak > 0 ? m.tokens_per_s * model_.flops_per_token(recipe_.data.seq_len) / peak : 0;
+    m.memory_gb = peak_memory_gb(device_);
+    m.memory_total_gb = total_memory_gb(device_);
+    m.elapsed_s = elapsed;
+    log_->step(m);
+  }
+
+  void maybe_evaluate(int64_t step) {
+    if (recipe_.train.eval_every <= 0 || recipe_.data.val.empty()) return;
+    if (step % recipe_.train.eval_every != 0 && step != recipe_.train.steps) return;
+    EvalResult r = evaluate(model_, recipe_.data.val, recipe_.data.seq_len,
+                            recipe_.data.batch_size,
+                            int64_t(recipe_.train.eval_batches) * recipe_.data.batch_size, device_);
+    log_->validation(step, r.loss, r.perplexity);
+    last_val_loss_ = r.loss;
+  }
+
+  CheckpointState state_at(int64_t step) {
+    CheckpointState state;
+    state.step = step;
+    for (auto& [name, tensor] : optimizer_.state()) state.tensors.emplace_back("optim/" + name, tensor);
+    state.strings["recipe"] = recipe_to_yaml(recipe_);
+    state.integers["data_step"] = batches_.step();
+    state.integers["optimizer_steps"] = optimizer_.steps_taken();
+    state.integers["bad_steps"] = bad_steps_;
+    state.integers["world_size"] = 1;
+    return state;
+  }
+
+  void save(int64_t step) {
+    save_checkpoint(checkpoint_path(recipe_.train.out_dir, step), state_at(step));
+    prune_checkpoints(checkpoint_dir_, recipe_.checkpoint.keep_last);
+  }
+
+  // Weights only (finetune): optimizer state, step and data position start fresh.
+  void load_weights(const std::string& path) {
+    std::map<std::string, Tensor> masters = master_weights(load_checkpoint(path, device_, kMasterPrefix));
+    for (auto& [name, param] : model_.named_parameters()) {
+      auto it = masters.find(name);
+      INFLLM_CHECK(it != masters.end(), "train.init_from: ", path, " has no weights for ", name,
+                   " (was it written by a model with this recipe's model section?)");
+      INFLLM_CHECK(it->second.shape() == param->shape(), "train.init_from: ", path, ": ", name,
+                   " has shape ", shape_str(it->second.shape()), " but the model expects ",
+                   shape_str(param->shape()), " (model sections differ)");
+      optimizer_.set_master(name, it->second);
+    }
+    std::fprintf(stderr, "infllm: initialized weights from %s\n", path.c_str());
+  }
+
+  void resume() {
+    std::optional<std::string> latest = latest_checkpoint(checkpoint_dir_);
+    if (!latest) {
+      std::fprintf(stderr, "infllm: --resume: no checkpoint in %s yet; starting fresh\n",
+                   checkpoint_dir_.c_str());
+      return;
+    }
+    CheckpointState state = load_checkpoint(*latest, device_);
+    std::map<std::string, Tensor> optim;
+    for (auto& [name, tensor] : state.tensors) {
+      if (name.rfind("optim/", 0) == 0) optim[name.substr(6)] = tensor;  // "master/..", "exp_avg/.."
+    }
+    optimizer_.load_state(optim);
+    optimizer_.set_steps_taken(state.require_integer("optimizer_steps"));
+    batches_.set_step(state.require_integer("data_step"));
+    bad_steps_ = int(state.require_integer("bad_steps"));
+    start_step_ = state.step;
+    std::fprintf(stderr, "infllm: resumed from %s at step %lld\n", latest->c_str(),
+                 (long long)start_step_);
+  }
+
+  const Recipe& recipe_;
+  Device device_;
+  DType dtype_;
+  TransformerLM model_;
+  AdamW optimizer_;
+  BatchSource batches_;
+  std::string checkpoint_dir_;
+  std::unique_ptr<RunLog> log_;
+  int64_t start_step_ = 0;
+  int bad_steps_ = 0;
+  double last_loss_ = NAN, last_val_loss_ = NAN;
+};
+
+}  // namespace
+
+int train(const Recipe& recipe, const TrainOptions& options) {
+  Run run(recipe, options);
+  return run.run();
+}
+
+}  // namespace infllm::train
