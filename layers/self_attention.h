@@ -9,11 +9,13 @@ namespace infllm {
 
 class SelfAttention : public Module {
  public:
+  // `config` is the model's and must outlive the layer: changing its attention options (eval
+  // through the other path) takes effect on the next forward.
   SelfAttention(ParameterFactory& factory, const ModelConfig& config);
   Tensor forward(const Tensor& x) const;  // [B, T, d_model] -> [B, T, d_model]
 
  private:
-  ModelConfig config_;
+  const ModelConfig& config_;
   Linear& wqkv_;  // [(Hq + 2 Hkv) * head_dim, d_model]
   Linear& wo_;    // [d_model, Hq * head_dim], init scaled by 1/sqrt(2 n_layers)
 };

@@ -9,18 +9,18 @@ namespace infllm {
 TransformerLM::TransformerLM(const ModelConfig& config, uint64_t seed, Device device, DType dtype)
     : config_(config),
       factory_(seed, device, dtype),
-      embedding_(register_module("embedding", std::make_unique<Embedding>(
-                                                  factory_, config.vocab_size, config.d_model,
-                                                  config.init_std))) {
+      embedding_(register_module(
+          "embedding", std::make_unique<Embedding>(factory_, config.vocab_size, config.d_model,
+                                                   config.init_std))) {
   for (int64_t i = 0; i < config.n_layers; ++i) {
     blocks_.push_back(&register_module("blocks." + std::to_string(i),
-                                       std::make_unique<Block>(factory_, config)));
+                                       std::make_unique<Block>(factory_, config_)));
   }
-  final_norm_ = &register_module("final_norm",
-                                 std::make_unique<RMSNorm>(factory_, config.d_model, config.norm_eps));
+  final_norm_ = &register_module(
+      "final_norm", std::make_unique<RMSNorm>(factory_, config.d_model, config.norm_eps));
   if (!config.tie_embeddings) {
     head_ = &register_module("head", std::make_unique<Linear>(factory_, config.d_model,
-                                                             config.vocab_size, config.init_std));
+                                                              config.vocab_size, config.init_std));
   }
 }
 
@@ -34,8 +34,11 @@ Tensor TransformerLM::hidden_states(const Tensor& tokens) const {
   Tensor x = embedding_.forward(tokens);
   for (const Block* block : blocks_) {
     if (config_.activation_checkpointing) {
-      x = checkpoint([block](const std::vector<Tensor>& in) { return std::vector<Tensor>{block->forward(in[0])}; },
-                     {x})[0];
+      x = checkpoint(
+          [block](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{block->forward(in[0])};
+          },
+          {x})[0];
     } else {
       x = block->forward(x);
     }
@@ -64,7 +67,8 @@ double TransformerLM::flops_per_token(int64_t T) const {
     if (tensor->dim() == 2 && name != "embedding.weight") matmul_params += double(tensor->numel());
   }
   if (config_.tie_embeddings) matmul_params += double(config_.vocab_size * config_.d_model);
-  double attention = 6.0 * double(config_.n_layers) * double(T) * double(config_.n_heads * config_.head_dim);
+  double attention =
+      6.0 * double(config_.n_layers) * double(T) * double(config_.n_heads * config_.head_dim);
   return 6.0 * matmul_params + attention;
 }
 

@@ -24,7 +24,8 @@ class TransformerLM : public Module {
   Tensor last_logits(const Tensor& tokens) const;
 
   const ModelConfig& config() const { return config_; }
-  ModelConfig& mutable_config() { return config_; }
+  // Switches every layer to another attention schedule (same weights): eval --attention.
+  void set_attention(const AttentionOptions& options) { config_.attention = options; }
   // Matmul FLOPs per token for forward + backward (6 N plus causal attention), for MFU.
   double flops_per_token(int64_t T) const;
 

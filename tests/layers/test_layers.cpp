@@ -39,10 +39,9 @@ TEST(LayerGradients, RmsNormRopeSwiglu) {
 
 TEST(LayerGradients, LmHeadCrossEntropy) {
   Tensor targets = Tensor::from_vector<int32_t>({3, 0, -1, 10, 7, 7}, {6});
-  expect_gradients_match(
-      "lm_head_cross_entropy",
-      [&](auto& v) { return lm_head_cross_entropy(v[0], v[1], targets, 5); },
-      {input({6, 5}), input({11, 5})});
+  expect_gradients_match("lm_head_cross_entropy",
+                         [&](auto& v) { return lm_head_cross_entropy(v[0], v[1], targets, 5); },
+                         {input({6, 5}), input({11, 5})});
 }
 
 TEST(LayerGradients, AttentionDenseAndSparse) {

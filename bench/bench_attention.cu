@@ -1,0 +1,209 @@
+// Times the CUDA attention kernels on MiniCPM4-8B's attention shape (B=1, Hq=32, Hkv=2, D=128):
+// dense causal at 4K/16K/32K and InfLLM-V2 block-sparse (64 blocks of 64 per token: the first
+// block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
+// Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs.
+//   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--hq 32 --hkv 2
+//                   --d 128] [--reps 10]     (a list of "0" skips that mode)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attention/flash_attention.h"
+#include "core/cuda_check.h"
+
+using namespace infllm::attention;
+
+namespace {
+
+struct Options {
+  std::vector<int> dense = {4096, 16384, 32768};
+  std::vector<int> sparse = {32768, 65536, 131072};
+  int hq = 32, hkv = 2, d = 128, reps = 10;
+};
+
+std::vector<int> parse_list(const char* s) {
+  std::vector<int> out;
+  for (const char* p = s; *p;) {
+    if (std::atoi(p) > 0) out.push_back(std::atoi(p));  // "0" selects none
+    while (*p && *p != ',') ++p;
+    if (*p == ',') ++p;
+  }
+  return out;
+}
+
+// Uniform values in [-2, 2) from a counter hash: random data without a host round trip.
+__global__ void fill_random(uint16_t* x, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    uint64_t z = (i + 1) * 0x9E3779B97F4A7C15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = float(z >> 40) / float(1ull << 24) * 4.f - 2.f;
+    x[i] = uint16_t(__float_as_uint(u) >> 16);
+  }
+}
+
+// InfLLM-V2-like lists of `topk` blocks; returns the number of visible (token, key) pairs summed
+// over tokens and KV groups, for the FLOP count.
+double make_block_lists(int T, int hkv, int topk, std::vector<int32_t>& blocks) {
+  const int local = 32;
+  blocks.assign(size_t(T) * hkv * topk, -1);
+  double visible = 0;
+  for (int t = 0; t < T; ++t) {
+    std::mt19937 gen(t * 7919u + 17u);
+    for (int g = 0; g < hkv; ++g) {
+      const int own = t / 64;
+      std::vector<int32_t> chosen;
+      if (own + 1 <= topk) {
+        for (int j = 0; j <= own; ++j) chosen.push_back(j);
+      } else {
+        chosen.push_back(0);
+        for (int j = own - local + 1; j <= own; ++j) chosen.push_back(j);
+        const int pool = own - local;  // candidates 1 .. own - local
+        while (int(chosen.size()) < topk) {
+          const int j = 1 + int(gen() % uint32_t(pool));
+          if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) chosen.push_back(j);
+        }
+        std::sort(chosen.begin(), chosen.end());
+      }
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        blocks[(size_t(t) * hkv + g) * topk + i] = chosen[i];
+        visible += chosen[i] == own ? t - own * 64 + 1 : 64;
+      }
+    }
+  }
+  return visible;
+}
+
+template <class F>
+float median_ms(F&& f, int reps) {
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 2; ++i) f();  // warm-up
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> times;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(start));
+    f();
+    CUDA_CHECK(cudaEventRecord(stop));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+struct Row {
+  std::string mode;
+  int L;
+  float fwd_ms, fwd_bwd_ms;
+  double fwd_tflops, fwd_bwd_tflops;
+};
+
+Row run(const Options& o, int L, bool sparse) {
+  const AttentionShape shape{1, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
+  const size_t nq = size_t(L) * o.hq * o.d, nk = size_t(L) * o.hkv * o.d;
+  uint16_t *q, *k, *v, *out, *dout, *dq, *dk, *dv;
+  float* lse;
+  for (uint16_t** p : {&q, &out, &dout, &dq}) CUDA_CHECK(cudaMalloc(p, nq * 2));
+  for (uint16_t** p : {&k, &v, &dk, &dv}) CUDA_CHECK(cudaMalloc(p, nk * 2));
+  CUDA_CHECK(cudaMalloc(&lse, size_t(L) * o.hq * 4));
+  uint64_t seed = 1;
+  for (auto [p, n] : {std::pair{q, nq}, {k, nk}, {v, nk}, {dout, nq}}) {
+    fill_random<<<4096, 256>>>(p, n, seed++);
+    CUDA_CHECK_LAUNCH();
+  }
+
+  // Causal dense: 2 matmuls of L^2/2 x D per head; sparse: the same over the visible pairs.
+  double fwd_flops = 2.0 * L * double(L) * o.d * o.hq;
+  BlockList list;
+  int32_t* gblocks = nullptr;
+  if (sparse) {
+    std::vector<int32_t> blocks;
+    const double visible = make_block_lists(L, o.hkv, 64, blocks);
+    fwd_flops = 4.0 * visible * o.d * (o.hq / o.hkv);
+    CUDA_CHECK(cudaMalloc(&gblocks, blocks.size() * 4));
+    CUDA_CHECK(cudaMemcpy(gblocks, blocks.data(), blocks.size() * 4, cudaMemcpyHostToDevice));
+    list = {gblocks, 64, 64};
+  }
+  auto forward = [&] { cuda::attention_forward(shape, q, k, v, list, out, lse, nullptr); };
+  auto backward = [&] {
+    cuda::attention_backward(shape, q, k, v, out, lse, dout, list, dq, dk, dv, nullptr);
+  };
+  Row r;
+  r.mode = sparse ? "sparse_top64" : "dense";
+  r.L = L;
+  r.fwd_ms = median_ms(forward, o.reps);
+  r.fwd_bwd_ms = median_ms(
+      [&] {
+        forward();
+        backward();
+      },
+      std::max(3, o.reps / 2));
+  r.fwd_tflops = fwd_flops / r.fwd_ms / 1e9;
+  r.fwd_bwd_tflops = 3.5 * fwd_flops / r.fwd_bwd_ms / 1e9;
+  std::printf(
+      "{\"bench\":\"attention\",\"mode\":\"%s\",\"L\":%d,\"hq\":%d,\"hkv\":%d,\"d\":%d,"
+      "\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
+      r.mode.c_str(), L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
+  std::fflush(stdout);
+  for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
+                  (void*)dv, (void*)lse, (void*)gblocks})
+    CUDA_CHECK(cudaFree(p));
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string key = argv[i];
+    if (key == "--dense")
+      o.dense = parse_list(argv[i + 1]);
+    else if (key == "--sparse")
+      o.sparse = parse_list(argv[i + 1]);
+    else if (key == "--hq")
+      o.hq = std::atoi(argv[i + 1]);
+    else if (key == "--hkv")
+      o.hkv = std::atoi(argv[i + 1]);
+    else if (key == "--d")
+      o.d = std::atoi(argv[i + 1]);
+    else if (key == "--reps")
+      o.reps = std::atoi(argv[i + 1]);
+    else {
+      std::fprintf(stderr, "bench_attention: unknown option %s (see the file's header)\n",
+                   key.c_str());
+      return 2;
+    }
+  }
+  cudaDeviceProp prop;
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("{\"gpu\":\"%s\"}\n", prop.name);
+  std::vector<Row> rows;
+  try {
+    for (int L : o.dense) rows.push_back(run(o, L, false));
+    for (int L : o.sparse) rows.push_back(run(o, L, true));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_attention: %s\n", e.what());
+    return 1;
+  }
+  std::printf("\n%-13s %7s %10s %12s %10s %12s\n", "mode", "L", "fwd ms", "fwd+bwd ms", "fwd TF/s",
+              "f+b TF/s");
+  for (const Row& r : rows)
+    std::printf("%-13s %7d %10.3f %12.3f %10.1f %12.1f\n", r.mode.c_str(), r.L, r.fwd_ms,
+                r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
+  return 0;
+}

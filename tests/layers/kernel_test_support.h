@@ -1,0 +1,144 @@
+// Helpers for the pointer-level kernel tests (tests/layers/test_*_kernels.cpp,
+// tests/optim/test_adamw_kernels.cpp): fresh random inputs, bf16 rounding, relative errors,
+// finite differences, and device buffers for the CUDA-vs-CPU checks.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "core/bf16.h"
+#include "core/error.h"
+
+#if INFLLM_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda_check.h"
+#endif
+
+namespace infllm::kernel_test {
+
+// A new seed per call, printed by the tests (SCOPED_TRACE) so a failure can be replayed.
+inline uint64_t fresh_seed() {
+  static std::random_device device;
+  return (uint64_t(device()) << 32) ^ device();
+}
+
+inline std::vector<double> random_uniform(size_t n, double low, double high, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> dist(low, high);
+  std::vector<double> out(n);
+  for (double& x : out) x = dist(gen);
+  return out;
+}
+
+inline std::vector<double> random_normal(size_t n, double std, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> dist(0.0, std);
+  std::vector<double> out(n);
+  for (double& x : out) x = dist(gen);
+  return out;
+}
+
+// |out - ref| / |ref| in the L2 norm; infinite when out holds a NaN or Inf.
+inline double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
+  EXPECT_EQ(out.size(), ref.size());
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return INFINITY;
+    diff += (out[i] - ref[i]) * (out[i] - ref[i]);
+    norm += ref[i] * ref[i];
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-300);
+}
+
+template <class To, class From>
+std::vector<To> convert(const std::vector<From>& in) {
+  return std::vector<To>(in.begin(), in.end());
+}
+
+inline std::vector<uint16_t> to_bf16(const std::vector<double>& in) {
+  std::vector<uint16_t> out(in.size());
+  for (size_t i = 0; i < in.size(); ++i) out[i] = float_to_bf16(float(in[i])).bits;
+  return out;
+}
+
+inline std::vector<double> from_bf16(const std::vector<uint16_t>& in) {
+  std::vector<double> out(in.size());
+  for (size_t i = 0; i < in.size(); ++i) out[i] = bf16_to_float(bf16{in[i]});
+  return out;
+}
+
+// Values exactly representable in bf16, so the CPU reference sees the GPU's inputs.
+inline std::vector<double> round_to_bf16(const std::vector<double>& in) {
+  return from_bf16(to_bf16(in));
+}
+
+// d loss / d x[i] by central differences, for every i; x is restored afterwards.
+inline std::vector<double> finite_difference_gradient(std::vector<double>& x,
+                                                      const std::function<double()>& loss,
+                                                      double h = 1e-6) {
+  std::vector<double> grad(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double saved = x[i];
+    x[i] = saved + h;
+    const double plus = loss();
+    x[i] = saved - h;
+    const double minus = loss();
+    x[i] = saved;
+    grad[i] = (plus - minus) / (2.0 * h);
+  }
+  return grad;
+}
+
+inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double sum = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+#if INFLLM_WITH_CUDA
+// Any error from cudaGetDeviceCount (no driver, driver too old) means "no GPU".
+inline bool has_gpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+// A device array filled from and read back to host vectors.
+template <class T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&ptr_, n * sizeof(T) + 16)); }
+  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* get() { return ptr_; }
+  void upload(const std::vector<T>& host) {
+    CUDA_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> host(n_);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return host;
+  }
+  // Fills with 0xFF bytes (NaN for f32 and bf16), so an element the kernel skips shows up.
+  void poison() { CUDA_CHECK(cudaMemset(ptr_, 0xFF, n_ * sizeof(T))); }
+
+ private:
+  size_t n_;
+  T* ptr_ = nullptr;
+};
+
+#define INFLLM_KERNEL_REQUIRE_GPU() \
+  if (!::infllm::kernel_test::has_gpu()) GTEST_SKIP() << "no CUDA GPU on this machine"
+#endif
+
+}  // namespace infllm::kernel_test
