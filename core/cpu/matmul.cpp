@@ -1,6 +1,6 @@
 // CPU matmul: operands packed once into row-major A [M, K] and B [K, N] in the accumulation
-// type, then a cache-blocked loop. Each thread owns a band of output rows, walks B in
-// (k, j) blocks that stay in L2, and the innermost j loop is contiguous so it vectorizes.
+// type, then register-tiled: threads split the output rows in bands of 4; each 4 x 16 tile of C
+// accumulates in registers over the whole K, reading contiguous rows of B (vectorized).
 #include "core/kernels/matmul.h"
 
 #include <algorithm>
@@ -11,9 +11,10 @@
 namespace infllm::cpu {
 namespace {
 
-constexpr int64_t kRowBand = 16;
-constexpr int64_t kBlockK = 128;
-constexpr int64_t kBlockN = 512;
+// Register tile: kTileRows x kTileCols accumulators stay in registers across the whole K loop,
+// so each multiply-add loads one element of B (a row of the tile) and broadcasts one of A.
+constexpr int64_t kTileRows = 4;
+constexpr int64_t kTileCols = 16;
 
 // Copies a [rows, cols] matrix (or its transpose, if `transposed`) into dst as row-major Acc.
 template <class Acc, class T>
@@ -25,25 +26,44 @@ void pack(const T* src, int64_t rows, int64_t cols, bool transposed, Acc* dst) {
   }
 }
 
+// c[i0.., j0..] = a[i0.., :] @ b[:, j0..] for one tile; rows/cols may be short at the edges.
 template <class Acc>
-void gemm(int64_t m, int64_t n, int64_t k, const Acc* a, const Acc* b, Acc* c) {
-#pragma omp parallel for schedule(dynamic) if (m * n * k > 32768)
-  for (int64_t band = 0; band < m; band += kRowBand) {
-    int64_t band_end = std::min(m, band + kRowBand);
-    std::fill(c + band * n, c + band_end * n, Acc(0));
-    for (int64_t j0 = 0; j0 < n; j0 += kBlockN) {
-      int64_t j1 = std::min(n, j0 + kBlockN);
-      for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
-        int64_t k1 = std::min(k, k0 + kBlockK);
-        for (int64_t i = band; i < band_end; ++i) {
-          Acc* crow = c + i * n;
-          for (int64_t kk = k0; kk < k1; ++kk) {
-            Acc av = a[i * k + kk];
-            const Acc* brow = b + kk * n;
-            for (int64_t j = j0; j < j1; ++j) crow[j] += av * brow[j];
-          }
-        }
+void gemm_tile(int64_t n, int64_t k, const Acc* a, const Acc* b, Acc* c, int64_t i0,
+               int64_t j0, int64_t rows, int64_t cols) {
+  Acc acc[kTileRows][kTileCols] = {};
+  if (cols == kTileCols) {
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const Acc* brow = b + kk * n + j0;
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        Acc av = r < rows ? a[(i0 + r) * k + kk] : Acc(0);
+        for (int64_t j = 0; j < kTileCols; ++j) acc[r][j] += av * brow[j];
       }
+    }
+  } else {
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const Acc* brow = b + kk * n + j0;
+      for (int64_t r = 0; r < rows; ++r) {
+        Acc av = a[(i0 + r) * k + kk];
+        for (int64_t j = 0; j < cols; ++j) acc[r][j] += av * brow[j];
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) c[(i0 + r) * n + j0 + j] = acc[r][j];
+  }
+}
+
+// Compiled twice: for AVX2+FMA machines and for any x86-64; the loader picks at run time.
+template <class Acc>
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void gemm(int64_t m, int64_t n,
+                                                                       int64_t k, const Acc* a,
+                                                                       const Acc* b, Acc* c) {
+  int64_t bands = (m + kTileRows - 1) / kTileRows;
+#pragma omp parallel for schedule(static) if (m * n * k > 32768)
+  for (int64_t band = 0; band < bands; ++band) {
+    int64_t i0 = band * kTileRows, rows = std::min(kTileRows, m - i0);
+    for (int64_t j0 = 0; j0 < n; j0 += kTileCols) {
+      gemm_tile(n, k, a, b, c, i0, j0, rows, std::min(kTileCols, n - j0));
     }
   }
 }

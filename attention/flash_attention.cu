@@ -1,0 +1,897 @@
+// CUDA flash attention (bf16 in/out, f32 accumulation): dense causal and InfLLM-V2 block-sparse
+// schedules over one kernel family (DESIGN.md section 3).
+//
+// Two kernels do all the matrix work; each CTA owns a set of rows and walks a list of tiles:
+//  * attention_rows_kernel: rows are queries (8 warps x 16 rows), the walk is over 64-key KV
+//    tiles. Forward: online softmax, O and lse. Backward (kBackward): recomputes P from lse and
+//    accumulates dQ = dS K in registers.
+//      dense:  128 consecutive tokens of one head; KV tiles 0 .. the diagonal.
+//      sparse: 8 consecutive tokens of one KV group, warp w's 16 rows = the G heads of token
+//              t0+w (rows >= G are padding). The CTA walks the UNION of its 8 tokens' block
+//              lists; each KV block is loaded into shared memory once and used by every warp
+//              whose token selected it (neighbouring tokens share the local window and the
+//              first block, so this loads far fewer blocks than one walk per token).
+//  * attention_dkdv_kernel: rows are keys (4 warps x 16 keys = one 64-key tile), the walk is
+//    over 64-row query tiles; dK and dV stay in registers, no atomics.
+//      dense:  the query tiles at and after the diagonal, for the heads of the group (split
+//              over CTAs when there are too few KV tiles to fill the GPU; partial sums then
+//              go to f32 scratch and one reduce kernel adds them in a fixed order).
+//      sparse: the tokens that selected this block, from a transposed index (block -> tokens)
+//              built on the GPU by sorting (group, block, token) keys, so that every block's
+//              token list is ascending and the sums are deterministic. Each 64-row query tile
+//              packs 64/G tokens x G heads.
+// dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
+// sparse dQ must walk per-token lists anyway, and the result is deterministic; the price is
+// recomputing S and dP (7 instead of 5 tile matmuls in the backward).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cub/cub.cuh>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "attention/flash_attention.h"
+#include "attention/flash_attention_mma.cuh"
+#include "core/cuda_check.h"
+#include "core/error.h"
+
+namespace infllm::attention::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+using namespace infllm::attention::mma;
+
+constexpr int kTile = 64;     // keys per KV tile == sparse block size == query tile of dK/dV
+constexpr int kRowWarps = 8;  // rows kernel: 8 warps x 16 query rows
+constexpr int kRowThreads = kRowWarps * 32;
+constexpr int kRowsPerCta = kRowWarps * 16;
+constexpr int kKeyWarps = 4;  // dK/dV kernel: 4 warps x 16 keys
+constexpr int kKeyThreads = kKeyWarps * 32;
+constexpr int kQueryChunk = 32;  // dK/dV kernel: columns of S^T held in registers at once
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct Problem {
+  int B, T, Hq, Hkv, G, nblocks;  // nblocks = ceil(T / 64) KV tiles
+  float scale, scale_log2;        // scale_log2 = scale * log2(e): softmax in base 2
+  const int32_t* blocks;          // sparse: [B, T, Hkv, max_blocks]; dense: nullptr
+  int max_blocks;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Loads into shared memory (cp.async, 16 bytes per thread per step, zero-filled out of range).
+
+// Which (token, head) each of the rows kernel's 128 rows is (see the file comment).
+template <bool kSparse>
+struct QueryRows {
+  int b, head0, token0;
+  __device__ int token(int row) const { return kSparse ? token0 + row / 16 : token0 + row; }
+  __device__ int head(int row) const { return kSparse ? head0 + row % 16 : head0; }
+  __device__ bool valid(int row, const Problem& p) const {
+    return token(row) < p.T && (!kSparse || row % 16 < p.G);
+  }
+};
+
+// A [128, D] tile of a [B, T, Hq, D] tensor (q or dout), rows picked by `rows`.
+template <int D, bool kSparse>
+__device__ void load_query_rows(bf16* tile, const bf16* src, const QueryRows<kSparse>& rows,
+                                const Problem& p) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < kRowsPerCta * kChunks; i += kRowThreads) {
+    const int row = i / kChunks, chunk = i % kChunks;
+    const bool valid = rows.valid(row, p);
+    const bf16* from =
+        src +
+        (valid ? ((size_t(rows.b) * p.T + rows.token(row)) * p.Hq + rows.head(row)) * D + chunk * 8
+               : 0);
+    cp_async_16(smem_u32(tile + swizzled<D>(row, chunk * 8)), from, valid);
+  }
+}
+
+// KV tile `tile` (keys tile*64 .. +63) of KV head kvh from a [B, T, Hkv, D] tensor.
+template <int D, int kThreads>
+__device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int tile,
+                             const Problem& p) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
+    const int row = i / kChunks, chunk = i % kChunks, key = tile * kTile + row;
+    const bool valid = key < p.T;
+    const bf16* from = src + (valid ? ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + chunk * 8 : 0);
+    cp_async_16(smem_u32(dst + swizzled<D>(row, chunk * 8)), from, valid);
+  }
+}
+
+__device__ __forceinline__ void cp_async_4(void* dst, const float* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(valid ? 4 : 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists.
+// lists[w][i] keeps each warp's own list (future blocks and padding as -1) for the walk.
+__device__ int build_block_union(const Problem& p, int b, int g, int token0, int* lists,
+                                 int* union_list, uint32_t* bitmap, int* count) {
+  const int nwords = (p.nblocks + 31) / 32;
+  for (int i = threadIdx.x; i < nwords; i += kRowThreads) bitmap[i] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < kRowWarps * p.max_blocks; i += kRowThreads) {
+    const int t = token0 + i / p.max_blocks;
+    int blk = -1;
+    if (t < p.T) {
+      blk = p.blocks[((size_t(b) * p.T + t) * p.Hkv + g) * p.max_blocks + i % p.max_blocks];
+      if (blk > t / kTile) blk = -1;  // future blocks are fully masked: skip them
+    }
+    lists[i] = blk;
+    if (blk >= 0) atomicOr(&bitmap[blk >> 5], 1u << (blk & 31));
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) {  // warp 0 compacts the bitmap in ascending order
+    const int lane = threadIdx.x;
+    int total = 0;
+    for (int base = 0; base < nwords; base += 32) {
+      uint32_t word = base + lane < nwords ? bitmap[base + lane] : 0u;
+      const int bits = __popc(word);
+      int inclusive = bits;
+      for (int off = 1; off < 32; off *= 2) {
+        const int x = __shfl_up_sync(0xffffffffu, inclusive, off);
+        if (lane >= off) inclusive += x;
+      }
+      int pos = total + inclusive - bits;
+      while (word) {
+        union_list[pos++] = (base + lane) * 32 + __ffs(word) - 1;
+        word &= word - 1;
+      }
+      total += __shfl_sync(0xffffffffu, inclusive, 31);
+    }
+    if (lane == 0) *count = total;
+  }
+  __syncthreads();
+  return *count;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows kernel: forward (O, lse) or backward dQ, dense or sparse.
+struct RowsArgs {
+  const bf16 *q, *k, *v;
+  bf16* out;           // forward
+  float* lse_out;      // forward
+  const bf16* dout;    // backward
+  const float* lse;    // backward
+  const float* delta;  // backward: rowsum(dO * O), [B, Hq, T]
+  bf16* dq;            // backward
+};
+
+// KV tiles in flight. The forward keeps two CTAs per SM, so two stages; the dense dQ pass runs one
+// CTA per SM anyway, so a third stage costs no occupancy. The sparse walks measured no faster
+// with four stages than with two (docs/attention_kernels.md): they are not bound by tiles in
+// flight.
+template <bool kSparse, bool kBackward>
+constexpr int rows_stages() {
+  return kBackward && !kSparse ? 3 : 2;
+}
+
+template <int D, bool kSparse, bool kBackward>
+constexpr size_t rows_tiles_smem() {
+  return size_t(kBackward ? 2 : 1) * kRowsPerCta * D * sizeof(bf16) +
+         size_t(2 * rows_stages<kSparse, kBackward>()) * kTile * D * sizeof(bf16);  // K and V
+}
+
+template <int D, bool kSparse, bool kBackward>
+__global__ void __launch_bounds__(kRowThreads, kBackward ? 1 : 2)
+    attention_rows_kernel(RowsArgs a, Problem p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
+  bf16* do_tile = q_tile + kRowsPerCta * D;      // [128][D], backward only
+  constexpr int kStages = rows_stages<kSparse, kBackward>();
+  bf16* k_tiles = q_tile + (kBackward ? 2 : 1) * kRowsPerCta * D;      // [kStages][64][D]
+  bf16* v_tiles = k_tiles + kStages * kTile * D;                       // [kStages][64][D]
+  int* lists = reinterpret_cast<int*>(v_tiles + kStages * kTile * D);  // sparse schedule
+  int* union_list = lists + kRowWarps * p.max_blocks;
+  int* union_count = union_list + kRowWarps * p.max_blocks;
+  uint32_t* bitmap = reinterpret_cast<uint32_t*>(union_count + 1);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  QueryRows<kSparse> rows;
+  int kvh;
+  if constexpr (kSparse) {
+    rows.b = blockIdx.y / p.Hkv;
+    kvh = blockIdx.y % p.Hkv;
+    rows.head0 = kvh * p.G;
+    rows.token0 = blockIdx.x * kRowWarps;
+  } else {
+    rows.b = blockIdx.y / p.Hq;
+    rows.head0 = blockIdx.y % p.Hq;
+    kvh = rows.head0 / p.G;
+    rows.token0 = (gridDim.x - 1 - blockIdx.x) * kRowsPerCta;  // longest rows first
+  }
+  load_query_rows<D>(q_tile, a.q, rows, p);
+  if constexpr (kBackward) load_query_rows<D>(do_tile, a.dout, rows, p);
+
+  // This warp's tokens: dense rows warp*16 .. +15 are consecutive tokens, sparse one token.
+  const int warp_first = kSparse ? rows.token0 + warp : rows.token0 + warp * 16;
+  const int warp_last = kSparse ? warp_first : warp_first + 15;
+  const bool warp_active = warp_first < p.T;
+  int row_token[2], row_valid[2];
+  for (int e = 0; e < 2; ++e) {
+    const int row = warp * 16 + lane / 4 + 8 * e;
+    row_token[e] = rows.token(row);
+    row_valid[e] = rows.valid(row, p);
+  }
+
+  int n_tiles;
+  if constexpr (kSparse) {
+    n_tiles =
+        build_block_union(p, rows.b, kvh, rows.token0, lists, union_list, bitmap, union_count);
+  } else {
+    n_tiles = (min(p.T, rows.token0 + kRowsPerCta) - 1) / kTile + 1;
+  }
+  auto tile_at = [&](int i) { return kSparse ? union_list[i] : i; };
+  const int* my_list = lists + warp * p.max_blocks;
+  int my_pos = 0;
+
+  // Per-row state for the two rows this thread holds (lane/4 and lane/4 + 8 of the warp).
+  float acc[D / 8][4] = {};  // forward: unnormalized O; backward: dQ
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // forward, base-2 units
+  float row_lse2[2], row_delta[2];                                     // backward
+  if constexpr (kBackward) {
+    for (int e = 0; e < 2; ++e) {
+      const size_t idx =
+          (size_t(rows.b) * p.Hq + rows.head(warp * 16 + lane / 4 + 8 * e)) * p.T + row_token[e];
+      row_lse2[e] = row_valid[e] ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
+      row_delta[e] = row_valid[e] ? a.delta[idx] : 0.f;
+    }
+  }
+
+  // Tile j goes to stage j % kStages in commit group j (group 0 also holds the query rows).
+  auto load_tile = [&](int j) {
+    if (j < n_tiles) {
+      load_kv_tile<D, kRowThreads>(k_tiles + (j % kStages) * kTile * D, a.k, rows.b, kvh,
+                                   tile_at(j), p);
+      load_kv_tile<D, kRowThreads>(v_tiles + (j % kStages) * kTile * D, a.v, rows.b, kvh,
+                                   tile_at(j), p);
+    }
+    cp_async_commit();  // possibly empty: keeps one group per tile index
+  };
+  for (int j = 0; j < kStages - 1; ++j) load_tile(j);
+  for (int i = 0; i < n_tiles; ++i) {
+    const int stage = i % kStages, tile = tile_at(i);
+    load_tile(i + kStages - 1);    // into the stage that iteration i-1 finished with
+    cp_async_wait<kStages - 1>();  // groups 0..i have landed: the query rows and tile i
+    __syncthreads();
+
+    bool process;
+    if constexpr (kSparse) {
+      while (my_pos < p.max_blocks && my_list[my_pos] < tile) ++my_pos;
+      process = warp_active && my_pos < p.max_blocks && my_list[my_pos] == tile;
+    } else {
+      process = warp_active && tile * kTile <= warp_last;
+    }
+    if (process) {
+      const bf16* k_tile = k_tiles + stage * kTile * D;
+      const bf16* v_tile = v_tiles + stage * kTile * D;
+      // S = Q K^T for this warp's 16 rows x 64 keys.
+      float s[8][4] = {};
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qa[4];
+        load_a<D>(qa, q_tile, warp * 16, kk * 16, lane);
+        for (int np = 0; np < 4; ++np) {
+          uint32_t kb[4];
+          load_b_rows<D>(kb, k_tile, np * 16, kk * 16, lane);
+          mma_bf16(s[2 * np], qa, kb[0], kb[1]);
+          mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+        }
+      }
+      // Causal mask, only where some key of the tile is after some row of the warp.
+      if (tile * kTile + kTile - 1 > warp_first) {
+        for (int nt = 0; nt < 8; ++nt)
+          for (int e = 0; e < 4; ++e) {
+            const int key = tile * kTile + nt * 8 + (lane % 4) * 2 + (e & 1);
+            if (key > row_token[e >> 1]) s[nt][e] = -INFINITY;
+          }
+      }
+
+      if constexpr (!kBackward) {
+        // Online softmax: rescale the running sums to the new row maximum.
+        for (int e = 0; e < 2; ++e) {
+          float mx = -INFINITY;
+          for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * e], s[nt][2 * e + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float new_max = fmaxf(row_max[e], mx * p.scale_log2);
+          const float base = new_max == -INFINITY ? 0.f : new_max;  // fully masked row so far
+          const float correction = exp2f(row_max[e] - base);
+          row_max[e] = new_max;
+          row_sum[e] *= correction;
+          for (int dt = 0; dt < D / 8; ++dt) {
+            acc[dt][2 * e] *= correction;
+            acc[dt][2 * e + 1] *= correction;
+          }
+          for (int nt = 0; nt < 8; ++nt)
+            for (int j = 0; j < 2; ++j) {
+              float& x = s[nt][2 * e + j];
+              x = exp2f(x * p.scale_log2 - base);
+              row_sum[e] += x;
+            }
+        }
+        // O += P V
+        for (int ks = 0; ks < 4; ++ks) {
+          uint32_t pa[4];
+          c_to_a(pa, s[2 * ks], s[2 * ks + 1]);
+          for (int dp = 0; dp < D / 16; ++dp) {
+            uint32_t vb[4];
+            load_b_cols<D>(vb, v_tile, ks * 16, dp * 16, lane);
+            mma_bf16(acc[2 * dp], pa, vb[0], vb[1]);
+            mma_bf16(acc[2 * dp + 1], pa, vb[2], vb[3]);
+          }
+        }
+      } else {
+        // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
+        float dp[8][4] = {};
+        for (int kk = 0; kk < D / 16; ++kk) {
+          uint32_t da[4];
+          load_a<D>(da, do_tile, warp * 16, kk * 16, lane);
+          for (int np = 0; np < 4; ++np) {
+            uint32_t vb[4];
+            load_b_rows<D>(vb, v_tile, np * 16, kk * 16, lane);
+            mma_bf16(dp[2 * np], da, vb[0], vb[1]);
+            mma_bf16(dp[2 * np + 1], da, vb[2], vb[3]);
+          }
+        }
+        for (int nt = 0; nt < 8; ++nt)
+          for (int e = 0; e < 4; ++e) {
+            const float prob = exp2f(s[nt][e] * p.scale_log2 - row_lse2[e >> 1]);
+            dp[nt][e] = prob * (dp[nt][e] - row_delta[e >> 1]);
+          }
+        for (int ks = 0; ks < 4; ++ks) {
+          uint32_t dsa[4];
+          c_to_a(dsa, dp[2 * ks], dp[2 * ks + 1]);
+          for (int dt = 0; dt < D / 16; ++dt) {
+            uint32_t kb[4];
+            load_b_cols<D>(kb, k_tile, ks * 16, dt * 16, lane);
+            mma_bf16(acc[2 * dt], dsa, kb[0], kb[1]);
+            mma_bf16(acc[2 * dt + 1], dsa, kb[2], kb[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // everyone is done with this stage before it is refilled
+  }
+
+  // Epilogue: each thread writes its two rows' 2-element pieces.
+  float row_scale[2];
+  for (int e = 0; e < 2; ++e) {
+    if constexpr (kBackward) {
+      row_scale[e] = p.scale;
+    } else {
+      row_sum[e] += __shfl_xor_sync(0xffffffffu, row_sum[e], 1);
+      row_sum[e] += __shfl_xor_sync(0xffffffffu, row_sum[e], 2);
+      row_scale[e] = row_sum[e] > 0.f ? 1.f / row_sum[e] : 0.f;
+    }
+  }
+  bf16* dst = kBackward ? a.dq : a.out;
+  for (int e = 0; e < 2; ++e) {
+    if (!row_valid[e]) continue;
+    const int head = rows.head(warp * 16 + lane / 4 + 8 * e);
+    bf16* row_ptr = dst + ((size_t(rows.b) * p.T + row_token[e]) * p.Hq + head) * D;
+    for (int dt = 0; dt < D / 8; ++dt)
+      *reinterpret_cast<uint32_t*>(row_ptr + dt * 8 + (lane % 4) * 2) =
+          pack_bf16(acc[dt][2 * e] * row_scale[e], acc[dt][2 * e + 1] * row_scale[e]);
+    if constexpr (!kBackward) {
+      if (lane % 4 == 0)
+        a.lse_out[(size_t(rows.b) * p.Hq + head) * p.T + row_token[e]] =
+            row_sum[e] > 0.f ? (row_max[e] + log2f(row_sum[e])) * kLn2 : -INFINITY;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dK/dV kernel.
+struct KvArgs {
+  const bf16 *q, *k, *v, *dout;
+  const float *lse, *delta;
+  bf16 *dk, *dv;             // written when splits == 1
+  float *dk_part, *dv_part;  // dense with splits > 1: [splits, B, T, Hkv, D] f32
+  int splits;
+  const int* sorted_tokens;  // sparse: the tokens of each block's segment, ascending
+  const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
+  float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
+};
+
+// Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
+// Popular blocks (the first block is selected by every token) would otherwise make one CTA
+// walk the whole sequence while the rest of the GPU idles. A block that needs one chunk writes
+// bf16 directly (deterministic); longer ones add their chunks' sums into f32 accumulators with
+// atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
+constexpr int kSparseChunkTiles = 256;
+
+// Where query row `row` (0..63) of query tile `n` of a dK/dV CTA comes from.
+struct QueryTileRow {
+  int token, head;
+  bool valid;
+};
+
+template <int D, bool kSparse>
+constexpr size_t dkdv_smem() {
+  return size_t(6) * kTile * D * sizeof(bf16) +
+         size_t(2) * kTile * (2 * sizeof(float) + sizeof(int));
+}
+
+template <int D, bool kSparse>
+__global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a, Problem p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* k_tile = reinterpret_cast<bf16*>(smem);                       // [64][D]
+  bf16* v_tile = k_tile + kTile * D;                                  // [64][D]
+  bf16* q_tiles = v_tile + kTile * D;                                 // [2][64][D]
+  bf16* do_tiles = q_tiles + 2 * kTile * D;                           // [2][64][D]
+  float* lse_s = reinterpret_cast<float*>(do_tiles + 2 * kTile * D);  // [2][64]
+  float* delta_s = lse_s + 2 * kTile;                                 // [2][64]
+  int* token_s = reinterpret_cast<int*>(delta_s + 2 * kTile);         // [2][64], -1 = padding
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tile = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+
+  // The query tiles this CTA walks.
+  int n_qtiles, head_begin = 0, qtiles_per_head = 0, seg_begin = 0, seg_count = 0;
+  int first_qtile = 0;
+  bool chunked = false;
+  const int tokens_per_tile = kTile / p.G;  // sparse
+  if constexpr (kSparse) {
+    const int seg = (b * p.Hkv + kvh) * p.nblocks + tile;
+    seg_begin = a.segment_begin[seg];
+    seg_count = a.segment_begin[seg + 1] - seg_begin;
+    const int seg_tiles = (seg_count + tokens_per_tile - 1) / tokens_per_tile;
+    first_qtile = blockIdx.z * kSparseChunkTiles;
+    if (first_qtile >= seg_tiles && blockIdx.z > 0) return;  // no chunk here: the CTA is idle
+    n_qtiles = min(seg_tiles - first_qtile, kSparseChunkTiles);
+    chunked = seg_tiles > kSparseChunkTiles;
+  } else {
+    const int heads = p.G / a.splits;
+    head_begin = kvh * p.G + blockIdx.z * heads;
+    qtiles_per_head = p.nblocks - tile;  // query tiles at and after the diagonal
+    n_qtiles = heads * qtiles_per_head;
+  }
+  auto query_row = [&](int n, int row) {
+    QueryTileRow r;
+    if constexpr (kSparse) {
+      const int entry = n * tokens_per_tile + row / p.G;
+      r.valid = row < tokens_per_tile * p.G && entry < seg_count;
+      r.token = r.valid ? a.sorted_tokens[seg_begin + entry] : 0;
+      r.head = kvh * p.G + row % p.G;
+    } else {
+      r.head = head_begin + n / qtiles_per_head;
+      r.token = (tile + n % qtiles_per_head) * kTile + row;
+      r.valid = r.token < p.T;
+    }
+    return r;
+  };
+  auto load_query_tile = [&](int n, int stage) {
+    constexpr int kChunks = D / 8;
+    bf16* q_dst = q_tiles + stage * kTile * D;
+    bf16* do_dst = do_tiles + stage * kTile * D;
+    for (int i = threadIdx.x; i < kTile * kChunks; i += kKeyThreads) {
+      const int row = i / kChunks, chunk = i % kChunks;
+      const QueryTileRow r = query_row(n, row);
+      const size_t off =
+          r.valid ? ((size_t(b) * p.T + r.token) * p.Hq + r.head) * D + chunk * 8 : 0;
+      const int dst = swizzled<D>(row, chunk * 8);
+      cp_async_16(smem_u32(q_dst + dst), a.q + off, r.valid);
+      cp_async_16(smem_u32(do_dst + dst), a.dout + off, r.valid);
+    }
+    for (int row = threadIdx.x; row < kTile; row += kKeyThreads) {
+      const QueryTileRow r = query_row(n, row);
+      const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
+      cp_async_4(lse_s + stage * kTile + row, a.lse + idx, r.valid);
+      cp_async_4(delta_s + stage * kTile + row, a.delta + idx, r.valid);
+      token_s[stage * kTile + row] = r.valid ? r.token : -1;  // -1 masks every key
+    }
+  };
+
+  load_kv_tile<D, kKeyThreads>(k_tile, a.k, b, kvh, tile, p);
+  load_kv_tile<D, kKeyThreads>(v_tile, a.v, b, kvh, tile, p);
+  if (n_qtiles > 0) load_query_tile(first_qtile, 0);
+  cp_async_commit();
+
+  // This thread's two keys: rows lane/4 and lane/4 + 8 of the warp's 16.
+  const int key0 = tile * kTile + warp * 16 + lane / 4;
+  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+  for (int n = 0; n < n_qtiles; ++n) {
+    const int stage = n & 1;
+    if (n + 1 < n_qtiles) load_query_tile(first_qtile + n + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const bf16* q_tile = q_tiles + stage * kTile * D;
+    const bf16* do_tile = do_tiles + stage * kTile * D;
+    const float* lse_t = lse_s + stage * kTile;
+    const float* delta_t = delta_s + stage * kTile;
+    const int* token_t = token_s + stage * kTile;
+
+    for (int c = 0; c < kTile / kQueryChunk; ++c) {
+      constexpr int kNt = kQueryChunk / 8;  // n-tiles of queries in the chunk
+      // S^T = K Q^T and dP^T = V dO^T for 16 keys x 32 queries.
+      float st[kNt][4] = {}, dpt[kNt][4] = {};
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t ka[4], va[4];
+        load_a<D>(ka, k_tile, warp * 16, kk * 16, lane);
+        load_a<D>(va, v_tile, warp * 16, kk * 16, lane);
+        for (int np = 0; np < kNt / 2; ++np) {
+          uint32_t qb[4], dob[4];
+          load_b_rows<D>(qb, q_tile, c * kQueryChunk + np * 16, kk * 16, lane);
+          mma_bf16(st[2 * np], ka, qb[0], qb[1]);
+          mma_bf16(st[2 * np + 1], ka, qb[2], qb[3]);
+          load_b_rows<D>(dob, do_tile, c * kQueryChunk + np * 16, kk * 16, lane);
+          mma_bf16(dpt[2 * np], va, dob[0], dob[1]);
+          mma_bf16(dpt[2 * np + 1], va, dob[2], dob[3]);
+        }
+      }
+      // P^T from the saved lse (causal: key <= token; padding rows have token -1).
+      for (int nt = 0; nt < kNt; ++nt)
+        for (int e = 0; e < 4; ++e) {
+          const int col = c * kQueryChunk + nt * 8 + (lane % 4) * 2 + (e & 1);
+          const int key = key0 + 8 * (e >> 1);
+          const float prob =
+              key <= token_t[col] ? exp2f(st[nt][e] * p.scale_log2 - lse_t[col] * kLog2e) : 0.f;
+          st[nt][e] = prob;
+          dpt[nt][e] = prob * (dpt[nt][e] - delta_t[col]);  // dS^T
+        }
+      // dV += P^T dO, dK += dS^T Q (the k dimension is the chunk's 32 queries).
+      for (int ks = 0; ks < kNt / 2; ++ks) {
+        uint32_t pa[4], dsa[4];
+        c_to_a(pa, st[2 * ks], st[2 * ks + 1]);
+        c_to_a(dsa, dpt[2 * ks], dpt[2 * ks + 1]);
+        for (int dt = 0; dt < D / 16; ++dt) {
+          uint32_t dob[4], qb[4];
+          load_b_cols<D>(dob, do_tile, c * kQueryChunk + ks * 16, dt * 16, lane);
+          mma_bf16(dv[2 * dt], pa, dob[0], dob[1]);
+          mma_bf16(dv[2 * dt + 1], pa, dob[2], dob[3]);
+          load_b_cols<D>(qb, q_tile, c * kQueryChunk + ks * 16, dt * 16, lane);
+          mma_bf16(dk[2 * dt], dsa, qb[0], qb[1]);
+          mma_bf16(dk[2 * dt + 1], dsa, qb[2], qb[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+
+  for (int e = 0; e < 2; ++e) {
+    const int key = key0 + 8 * e;
+    if (key >= p.T) continue;
+    const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D;
+    for (int dt = 0; dt < D / 8; ++dt) {
+      const int col = dt * 8 + (lane % 4) * 2;
+      const float k0 = dk[dt][2 * e] * p.scale, k1 = dk[dt][2 * e + 1] * p.scale;
+      const float v0 = dv[dt][2 * e], v1 = dv[dt][2 * e + 1];
+      if (chunked) {
+        atomicAdd(a.dk_acc + row + col, k0);
+        atomicAdd(a.dk_acc + row + col + 1, k1);
+        atomicAdd(a.dv_acc + row + col, v0);
+        atomicAdd(a.dv_acc + row + col + 1, v1);
+      } else if (!kSparse && a.splits > 1) {
+        const size_t part = size_t(blockIdx.z) * p.B * p.T * p.Hkv * D + row + col;
+        *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
+        *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
+      } else {
+        *reinterpret_cast<uint32_t*>(a.dk + row + col) = pack_bf16(k0, k1);
+        *reinterpret_cast<uint32_t*>(a.dv + row + col) = pack_bf16(v0, v1);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small kernels of the backward.
+
+// delta[b, h, t] = sum_d dO * O (one warp per row).
+template <int D>
+__global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float* delta, Problem p) {
+  const size_t row = size_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;  // (b, t, h)
+  const int lane = threadIdx.x % 32;
+  if (row >= size_t(p.B) * p.T * p.Hq) return;
+  float sum = 0.f;
+  for (int d = lane * 2; d < D; d += 64) {
+    const float2 o =
+        __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out + row * D + d));
+    const float2 g =
+        __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dout + row * D + d));
+    sum += o.x * g.x + o.y * g.y;
+  }
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (lane == 0) {
+    const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
+    delta[(size_t(b) * p.Hq + h) * p.T + t] = sum;
+  }
+}
+
+// One key per selected (token, group, block); -1 padding, future blocks and repeats of the
+// previous entry become UINT64_MAX and sort to the end.
+__global__ void sparse_index_keys_kernel(Problem p, uint64_t* keys) {
+  const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const int entry = int(i % p.max_blocks);
+    const size_t list = i / p.max_blocks;  // (b, t, g)
+    const int g = int(list % p.Hkv), t = int(list / p.Hkv % p.T), b = int(list / p.Hkv / p.T);
+    const int blk = p.blocks[i];
+    const bool keep = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk);
+    keys[i] = keep ? ((uint64_t(b) * p.Hkv + g) * p.nblocks + blk) * p.T + t : ~uint64_t(0);
+  }
+}
+
+// tokens[i] = the token of sorted key i (key % T).
+__global__ void sparse_index_tokens_kernel(const uint64_t* keys, size_t n, int T, int* tokens) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    tokens[i] = keys[i] == ~uint64_t(0) ? -1 : int(keys[i] % uint64_t(T));
+}
+
+// segment_begin[s] = first sorted key >= s * T, for s = 0 .. B*Hkv*nblocks.
+__global__ void sparse_index_segments_kernel(const uint64_t* keys, size_t n, int segments, int T,
+                                             int* segment_begin) {
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s > segments) return;
+  const uint64_t target = uint64_t(s) * T;
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (keys[mid] < target)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  segment_begin[s] = int(lo);
+}
+
+// dk/dv = sum over splits of the f32 partial sums, in split order.
+__global__ void reduce_splits_kernel(const float* dk_part, const float* dv_part, int splits,
+                                     size_t n, bf16* dk, bf16* dv) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    float k = 0.f, v = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      k += dk_part[s * n + i];
+      v += dv_part[s * n + i];
+    }
+    dk[i] = __float2bfloat16(k);
+    dv[i] = __float2bfloat16(v);
+  }
+}
+
+// dk/dv rows of sparse blocks that were walked in several chunks: f32 sums -> bf16.
+// One CTA of D threads per (b, key, g) row.
+__global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc,
+                                        const int* segment_begin, Problem p, int D, bf16* dk,
+                                        bf16* dv) {
+  const size_t row = blockIdx.x;  // (b, key, g)
+  const int g = int(row % p.Hkv), key = int(row / p.Hkv % p.T), b = int(row / p.Hkv / p.T);
+  const int seg = (b * p.Hkv + g) * p.nblocks + key / kTile;
+  const int tokens_per_tile = kTile / p.G;
+  const int tiles =
+      (segment_begin[seg + 1] - segment_begin[seg] + tokens_per_tile - 1) / tokens_per_tile;
+  if (tiles <= kSparseChunkTiles) return;  // written directly by its only chunk
+  const size_t i = row * D + threadIdx.x;
+  dk[i] = __float2bfloat16(dk_acc[i]);
+  dv[i] = __float2bfloat16(dv_acc[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+
+Problem make_problem(const char* op, const AttentionShape& s, const BlockList& bl) {
+  check_attention_shape(op, s, bl);
+  INFLLM_CHECK(s.D == 64 || s.D == 128, op, ": head dim D=", s.D,
+               " is not supported by the CUDA kernels; use D=64 or D=128");
+  Problem p{};
+  p.B = s.B;
+  p.T = s.T;
+  p.Hq = s.Hq;
+  p.Hkv = s.Hkv;
+  p.G = s.Hq / s.Hkv;
+  p.nblocks = (s.T + kTile - 1) / kTile;
+  p.scale = s.scale;
+  p.scale_log2 = s.scale * kLog2e;
+  p.blocks = bl.blocks;
+  p.max_blocks = bl.max_blocks;
+  if (bl.blocks != nullptr) {
+    INFLLM_CHECK(bl.block_size == kTile, op, ": sparse block_size=", bl.block_size,
+                 " is not supported by the CUDA kernel; use block_size=64");
+    INFLLM_CHECK(p.G <= 16, op, ": sparse attention packs the G=Hq/Hkv=", p.G,
+                 " heads of a group into one 16-row MMA tile; use G <= 16");
+  }
+  return p;
+}
+
+template <class F>
+void with_head_dim(int D, F&& f) {
+  if (D == 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
+}
+
+int sm_count() {
+  int device = 0, count = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+template <int D, bool kBackward>
+void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  const bool sparse = p.blocks != nullptr;
+  size_t smem = sparse
+                    ? rows_tiles_smem<D, true, kBackward>() +
+                          (2 * kRowWarps * p.max_blocks + 1 + (p.nblocks + 31) / 32) * sizeof(int)
+                    : rows_tiles_smem<D, false, kBackward>();
+  int device = 0, smem_max = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  INFLLM_CHECK(smem <= size_t(smem_max), op, ": needs ", smem, " bytes of shared memory (max ",
+               smem_max, "); lower max_blocks or T");
+  if (sparse) {
+    auto kernel = attention_rows_kernel<D, true, kBackward>;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const dim3 grid((p.T + kRowWarps - 1) / kRowWarps, p.B * p.Hkv);
+    kernel<<<grid, kRowThreads, smem, stream>>>(a, p);
+  } else {
+    auto kernel = attention_rows_kernel<D, false, kBackward>;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const dim3 grid((p.T + kRowsPerCta - 1) / kRowsPerCta, p.B * p.Hq);
+    kernel<<<grid, kRowThreads, smem, stream>>>(a, p);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int D, bool kSparse>
+void launch_dkdv(const KvArgs& a, const Problem& p, cudaStream_t stream) {
+  constexpr size_t smem = dkdv_smem<D, kSparse>();
+  auto kernel = attention_dkdv_kernel<D, kSparse>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  // Sparse: a block is selected at most once per token, so T tokens bound its chunk count.
+  const int tokens_per_tile = kTile / p.G;
+  const int max_chunks =
+      ((p.T + tokens_per_tile - 1) / tokens_per_tile + kSparseChunkTiles - 1) / kSparseChunkTiles;
+  const dim3 grid(p.nblocks, p.B * p.Hkv, kSparse ? max_chunks : a.splits);
+  kernel<<<grid, kKeyThreads, smem, stream>>>(a, p);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+T* scratch(size_t count, cudaStream_t stream) {
+  void* ptr = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&ptr, std::max<size_t>(count, 1) * sizeof(T), stream));
+  return static_cast<T*>(ptr);
+}
+
+// The block -> tokens index of the sparse dK/dV pass: for segment s = (b*Hkv + g)*nblocks + block,
+// tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens that selected it, ascending.
+struct SparseIndex {
+  int* tokens;
+  int* segment_begin;
+};
+
+SparseIndex build_sparse_index(const Problem& p, cudaStream_t stream) {
+  const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
+  const int segments = p.B * p.Hkv * p.nblocks;
+  const int grid = int(std::min<size_t>((n + 255) / 256, 65536));
+  uint64_t* keys = scratch<uint64_t>(n, stream);
+  uint64_t* sorted = scratch<uint64_t>(n, stream);
+  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream)};
+  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, keys);
+  CUDA_CHECK_LAUNCH();
+  // Valid keys are < segments * T; sorting only the bits that hold them is enough, and the
+  // all-ones padding keys still come last.
+  int end_bit = 1;
+  while (end_bit < 64 && (uint64_t(1) << end_bit) <= uint64_t(segments) * uint64_t(p.T)) ++end_bit;
+  size_t temp_bytes = 0;
+  CUDA_CHECK(
+      cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys, sorted, n, 0, end_bit, stream));
+  void* temp = scratch<unsigned char>(temp_bytes, stream);
+  CUDA_CHECK(cub::DeviceRadixSort::SortKeys(temp, temp_bytes, keys, sorted, n, 0, end_bit, stream));
+  sparse_index_segments_kernel<<<(segments + 1 + 255) / 256, 256, 0, stream>>>(
+      sorted, n, segments, p.T, index.segment_begin);
+  CUDA_CHECK_LAUNCH();
+  sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, p.T, index.tokens);
+  CUDA_CHECK_LAUNCH();
+  for (void* ptr : {static_cast<void*>(keys), static_cast<void*>(sorted), temp})
+    CUDA_CHECK(cudaFreeAsync(ptr, stream));
+  return index;
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf16_bits* k,
+                       const bf16_bits* v, BlockList blocks, bf16_bits* out, float* lse,
+                       void* stream) {
+  const char* op = "attention_forward (cuda)";
+  const Problem p = make_problem(op, shape, blocks);
+  RowsArgs a{};
+  a.q = reinterpret_cast<const bf16*>(q);
+  a.k = reinterpret_cast<const bf16*>(k);
+  a.v = reinterpret_cast<const bf16*>(v);
+  a.out = reinterpret_cast<bf16*>(out);
+  a.lse_out = lse;
+  with_head_dim(shape.D, [&](auto d) {
+    launch_rows<decltype(d)::value, false>(op, a, p, static_cast<cudaStream_t>(stream));
+  });
+}
+
+void attention_backward(const AttentionShape& shape, const bf16_bits* q, const bf16_bits* k,
+                        const bf16_bits* v, const bf16_bits* out, const float* lse,
+                        const bf16_bits* dout, BlockList blocks, bf16_bits* dq, bf16_bits* dk,
+                        bf16_bits* dv, void* stream_ptr) {
+  const char* op = "attention_backward (cuda)";
+  const Problem p = make_problem(op, shape, blocks);
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  const bool sparse = blocks.blocks != nullptr;
+  float* delta = scratch<float>(size_t(p.B) * p.Hq * p.T, stream);
+
+  with_head_dim(shape.D, [&](auto d) {
+    constexpr int D = decltype(d)::value;
+    const size_t rows = size_t(p.B) * p.T * p.Hq;
+    attention_delta_kernel<D><<<int((rows + 7) / 8), 256, 0, stream>>>(
+        reinterpret_cast<const bf16*>(out), reinterpret_cast<const bf16*>(dout), delta, p);
+    CUDA_CHECK_LAUNCH();
+
+    RowsArgs ra{};
+    ra.q = reinterpret_cast<const bf16*>(q);
+    ra.k = reinterpret_cast<const bf16*>(k);
+    ra.v = reinterpret_cast<const bf16*>(v);
+    ra.dout = reinterpret_cast<const bf16*>(dout);
+    ra.lse = lse;
+    ra.delta = delta;
+    ra.dq = reinterpret_cast<bf16*>(dq);
+    launch_rows<D, true>(op, ra, p, stream);
+
+    KvArgs ka{};
+    ka.q = ra.q;
+    ka.k = ra.k;
+    ka.v = ra.v;
+    ka.dout = ra.dout;
+    ka.lse = lse;
+    ka.delta = delta;
+    ka.dk = reinterpret_cast<bf16*>(dk);
+    ka.dv = reinterpret_cast<bf16*>(dv);
+    ka.splits = 1;
+    if (sparse) {
+      const SparseIndex index = build_sparse_index(p, stream);
+      ka.sorted_tokens = index.tokens;
+      ka.segment_begin = index.segment_begin;
+      const size_t n = size_t(p.B) * p.T * p.Hkv * D;
+      ka.dk_acc = scratch<float>(n, stream);
+      ka.dv_acc = scratch<float>(n, stream);
+      CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
+      CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
+      launch_dkdv<D, true>(ka, p, stream);
+      finalize_chunked_kernel<<<int(size_t(p.B) * p.T * p.Hkv), D, 0, stream>>>(
+          ka.dk_acc, ka.dv_acc, index.segment_begin, p, D, ka.dk, ka.dv);
+      CUDA_CHECK_LAUNCH();
+      CUDA_CHECK(cudaFreeAsync(ka.dk_acc, stream));
+      CUDA_CHECK(cudaFreeAsync(ka.dv_acc, stream));
+      CUDA_CHECK(cudaFreeAsync(index.tokens, stream));
+      CUDA_CHECK(cudaFreeAsync(index.segment_begin, stream));
+    } else {
+      // Split the group's heads over CTAs until there are enough CTAs to fill the GPU.
+      const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
+      while (base * ka.splits < target && p.G % (ka.splits * 2) == 0) ka.splits *= 2;
+      if (ka.splits > 1) {
+        const size_t n = size_t(p.B) * p.T * p.Hkv * D;
+        ka.dk_part = scratch<float>(ka.splits * n, stream);
+        ka.dv_part = scratch<float>(ka.splits * n, stream);
+      }
+      launch_dkdv<D, false>(ka, p, stream);
+      if (ka.splits > 1) {
+        const size_t n = size_t(p.B) * p.T * p.Hkv * D;
+        reduce_splits_kernel<<<int(std::min<size_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(
+            ka.dk_part, ka.dv_part, ka.splits, n, ka.dk, ka.dv);
+        CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(cudaFreeAsync(ka.dk_part, stream));
+        CUDA_CHECK(cudaFreeAsync(ka.dv_part, stream));
+      }
+    }
+  });
+  CUDA_CHECK(cudaFreeAsync(delta, stream));
+}
+
+}  // namespace infllm::attention::cuda

@@ -1,0 +1,490 @@
+// CUDA stage 1 of InfLLM-V2: compressed keys -> block scores -> top-k block lists.
+//
+// Three kernels per chunk of query tokens (docs/infllm_v2.md has the reasoning and figures):
+//   compress_keys_kernel      kc[b, i, g, :] = mean of k over kernel i's tokens (once, all T)
+//   score_blocks_kernel       per (64 (token, head) rows, KV group): two passes over the causal
+//                             compressed keys with tensor cores. Pass 1 finds each row's exact
+//                             log-sum-exp; pass 2 turns scores into probabilities, sums the G
+//                             heads of a token and max-pools kernels to blocks on chip. Only the
+//                             block scores [B, chunk, Hkv, n_blocks] (f32) reach device memory.
+//   select_topk_blocks_kernel one warp per (token, group): radix (bitwise) search of the k-th
+//                             largest score key in registers, then an ordered compaction that
+//                             keeps ties lowest-index-first.
+// The per-token probabilities never exist in device memory; block scores are bounded by
+// processing the query tokens in chunks of at most kScoreChunkBytes.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention/flash_attention_mma.cuh"
+#include "attention/infllm_v2.h"
+#include "core/cuda_check.h"
+#include "core/error.h"
+
+namespace infllm::attention::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kRows = 64;     // (token, head) rows per CTA: 4 warps x 16 MMA rows
+constexpr int kKernels = 64;  // compressed keys per shared-memory tile
+constexpr int kThreads = 128;
+constexpr int kProbStride =
+    kKernels + 8;  // f32 row pitch: float2 stores of a C fragment hit 16 banks
+constexpr size_t kScoreChunkBytes = size_t(256) << 20;
+constexpr int kMaxBlocks = 4096;  // 32 lanes x 128 keys per lane in the top-k kernel
+
+__global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, int nk, int ks,
+                                     int stride) {
+  // grid (nk, B); row = Hkv * D values per token, coalesced across threads.
+  const int i = blockIdx.x, b = blockIdx.y;
+  const bf16* src = k + (size_t(b) * T + size_t(i) * stride) * row;
+  for (int c = threadIdx.x; c < row; c += blockDim.x) {
+    float sum = 0.f;
+    for (int u = 0; u < ks; ++u) sum += __bfloat162float(src[size_t(u) * row + c]);
+    kc[(size_t(b) * nk + i) * row + c] = __float2bfloat16(sum / float(ks));
+  }
+}
+
+struct ScoreArgs {
+  const bf16* q;   // [B, T, Hq, D]
+  const bf16* kc;  // [B, nk, Hkv, D]
+  float* scores;   // [B, chunk_len, Hkv, n_blocks]
+  SparseConfig cfg;
+  int T, Hq, Hkv, G, nk;
+  int t_begin, chunk_len, n_blocks, tokens_per_cta;
+  float scale_log2;  // scale * log2(e): softmax in base 2
+};
+
+// The Q tile is dead once its fragments are in registers, so it shares space with the
+// probability tile of pass 2.
+template <int D>
+struct ScoreSmem {
+  static constexpr size_t q_or_prob = std::max<size_t>(kRows * D * 2, kRows* kProbStride * 4);
+  static constexpr size_t kc = 2 * kKernels * D * 2;  // double-buffered compressed-key tiles
+  static constexpr size_t carry = kRows * 4;
+  static constexpr size_t bytes = q_or_prob + kc + carry;
+};
+
+__device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; results below 2^-126 flush to 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Copies kernels [tile*64, tile*64+64) of KV head g into a swizzled [64][D] tile; kernels past
+// nk are zero-filled (they are masked anyway).
+template <int D>
+__device__ void load_kc_tile(const ScoreArgs& a, int b, int g, int tile, bf16* dst) {
+  constexpr int chunks = D / 8;
+  for (int c = threadIdx.x; c < kKernels * chunks; c += kThreads) {
+    const int n = c / chunks, col = (c % chunks) * 8, i = tile * kKernels + n;
+    const bool valid = i < a.nk;
+    const bf16* src = a.kc + ((size_t(b) * a.nk + (valid ? i : 0)) * a.Hkv + g) * D + col;
+    mma::cp_async_16(mma::smem_u32(dst + mma::swizzled<D>(n, col)), src, valid);
+  }
+  mma::cp_async_commit();
+}
+
+// acc[nt] = 16 rows of this warp x kernels [nt*8, nt*8+8) of the tile, raw dot products.
+template <int D>
+__device__ void tile_dots(float (&acc)[kKernels / 8][4], const uint32_t (&qa)[D / 16][4],
+                          const bf16* kc_tile, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < kKernels / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+    for (int np = 0; np < kKernels / 16; ++np) {
+      uint32_t b[4];
+      mma::load_b_rows<D>(b, kc_tile, np * 16, ks * 16, lane);
+      mma::mma_bf16(acc[2 * np], qa[ks], b[0], b[1]);
+      mma::mma_bf16(acc[2 * np + 1], qa[ks], b[2], b[3]);
+    }
+}
+
+// Base-2 log-sum-exp of (m, l) pairs merged; m = -inf means "empty" (l = 0).
+__device__ __forceinline__ void merge_lse(float& m, float& l, float m2, float l2) {
+  const float mx = fmaxf(m, m2);
+  if (mx == -INFINITY) return;
+  l = (m == -INFINITY ? 0.f : l * fast_exp2(m - mx)) +
+      (m2 == -INFINITY ? 0.f : l2 * fast_exp2(m2 - mx));
+  m = mx;
+}
+
+// Pass 1 on one tile: fold this thread's columns of its two rows into (m, l) (raw dot units for
+// the max: scale > 0 keeps the order). `masked`: some kernel of the tile is not causal for some
+// row; otherwise the compares are skipped.
+template <bool masked>
+__device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][4],
+                                               const int (&n_causal)[2], int col0, float c,
+                                               float (&m)[2], float (&l)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // Max and sum as trees over the 8 column pairs: a serial chain of 16 dependent FADDs would
+    // leave the 4 warps per scheduler waiting on the pipeline latency.
+    float part[kKernels / 8];
+#pragma unroll
+    for (int nt = 0; nt < kKernels / 8; ++nt) {
+      const bool ok0 = !masked || col0 + nt * 8 < n_causal[h];
+      const bool ok1 = !masked || col0 + nt * 8 + 1 < n_causal[h];
+      part[nt] = fmaxf(ok0 ? acc[nt][2 * h] : -INFINITY, ok1 ? acc[nt][2 * h + 1] : -INFINITY);
+    }
+#pragma unroll
+    for (int w = kKernels / 16; w > 0; w /= 2)
+#pragma unroll
+      for (int i = 0; i < w; ++i) part[i] = fmaxf(part[i], part[i + w]);
+    if (part[0] == -INFINITY) continue;
+    const float tile_max = part[0] * c;
+#pragma unroll
+    for (int nt = 0; nt < kKernels / 8; ++nt) {
+      const bool ok0 = !masked || col0 + nt * 8 < n_causal[h];
+      const bool ok1 = !masked || col0 + nt * 8 + 1 < n_causal[h];
+      part[nt] = (ok0 ? fast_exp2(fmaf(acc[nt][2 * h], c, -tile_max)) : 0.f) +
+                 (ok1 ? fast_exp2(fmaf(acc[nt][2 * h + 1], c, -tile_max)) : 0.f);
+    }
+#pragma unroll
+    for (int w = kKernels / 16; w > 0; w /= 2)
+#pragma unroll
+      for (int i = 0; i < w; ++i) part[i] += part[i + w];
+    merge_lse(m[h], l[h], tile_max, part[0]);
+  }
+}
+
+// Pass 2 on one tile: p = exp2(x - lse) into prob[row][col] (0 where not causal).
+template <bool masked>
+__device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels / 8][4],
+                                                    const int (&n_causal)[2], const float (&lse)[2],
+                                                    int col0, float c, int row0, int lane,
+                                                    float* prob) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+#pragma unroll
+    for (int nt = 0; nt < kKernels / 8; ++nt) {
+      float2 p;
+      p.x = fast_exp2(fmaf(acc[nt][2 * h], c, -lse[h]));
+      p.y = fast_exp2(fmaf(acc[nt][2 * h + 1], c, -lse[h]));
+      if (masked) {
+        if (col0 + nt * 8 >= n_causal[h]) p.x = 0.f;
+        if (col0 + nt * 8 + 1 >= n_causal[h]) p.y = 0.f;
+      }
+      *reinterpret_cast<float2*>(&prob[(row0 + h * 8) * kProbStride + nt * 8 + (lane % 4) * 2]) = p;
+    }
+}
+
+// Grid (token tiles of the chunk, Hkv, B); the heaviest (latest) tiles start first.
+// Row layout: row = token_offset * G + head_in_group, 16 rows per warp. When G divides 16 every
+// token's rows belong to one warp, which then sums and pools its own tokens after __syncwarp;
+// otherwise tokens straddle warps and the whole CTA synchronizes.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 4) score_blocks_kernel(const ScoreArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [64][D], dead once fragments are loaded
+  float* prob = reinterpret_cast<float*>(smem);  // [64][kProbStride]: p of the current tile
+  bf16* kc_tiles = reinterpret_cast<bf16*>(smem + ScoreSmem<D>::q_or_prob);
+  float* carry = reinterpret_cast<float*>(smem + ScoreSmem<D>::q_or_prob + ScoreSmem<D>::kc);
+
+  const int g = blockIdx.y, b = blockIdx.z, G = a.G, tq = a.tokens_per_cta;
+  const int t0 = a.t_begin + (gridDim.x - 1 - blockIdx.x) * tq;
+  const int t_end = min(min(t0 + tq, a.t_begin + a.chunk_len), a.T);  // exclusive
+  const int tokens = t_end - t0;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const SparseConfig& cfg = a.cfg;
+  const int r = cfg.kernels_per_block(), blocks_per_tile = kKernels / r;
+  const float c = a.scale_log2;
+
+  constexpr int chunks = D / 8;
+  for (int i = threadIdx.x; i < kRows * chunks; i += kThreads) {
+    const int row = i / chunks, col = (i % chunks) * 8, t = t0 + row / G;
+    const bool valid = row < tq * G && t < t_end;
+    const bf16* src =
+        a.q + ((size_t(b) * a.T + (valid ? t : 0)) * a.Hq + g * G + row % G) * D + col;
+    mma::cp_async_16(mma::smem_u32(q_tile + mma::swizzled<D>(row, col)), src, valid);
+  }
+  mma::cp_async_commit();
+  load_kc_tile<D>(a, b, g, 0, kc_tiles);
+  if (threadIdx.x < kRows) carry[threadIdx.x] = -INFINITY;  // block 0 has no kernel -1
+  mma::cp_async_wait<0>();
+  __syncthreads();
+  uint32_t qa[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) mma::load_a<D>(qa[ks], q_tile, warp * 16, ks * 16, lane);
+
+  // This thread's two C-fragment rows and how many kernels each may see.
+  const int row0 = warp * 16 + lane / 4;
+  int n_causal[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + h * 8, t = t0 + row / G;
+    n_causal[h] = (row < tq * G && t < t_end) ? num_kernels(cfg, t + 1) : 0;
+  }
+  // The tokens this warp sums and pools: its own rows' tokens, or every 4th token.
+  const bool warp_local = 16 % G == 0;
+  const int tok_begin = warp_local ? warp * 16 / G : warp;
+  const int tok_end = warp_local ? min((warp + 1) * 16 / G, tokens) : tokens;
+  const int tok_step = warp_local ? 1 : kThreads / 32;
+
+  const int tiles_full = num_kernels(cfg, t0 + 1) / kKernels;  // causal for every row
+  const int tiles_lse = (num_kernels(cfg, t_end) + kKernels - 1) / kKernels;
+  const int tiles_pool = ((t_end - 1) / cfg.block_size + blocks_per_tile) / blocks_per_tile;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int step = 0; step < tiles_lse + tiles_pool; ++step) {
+    const bool pass1 = step < tiles_lse;
+    const int tile = pass1 ? step : step - tiles_lse;
+    if (step == tiles_lse) {  // pass 1 done: each row's lse is the merge over its quad
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int off = 1; off < 4; off *= 2)
+          merge_lse(m[h], l[h], __shfl_xor_sync(~0u, m[h], off), __shfl_xor_sync(~0u, l[h], off));
+        m[h] = l[h] > 0.f ? m[h] + log2f(l[h]) : INFINITY;  // no kernels: every p is 0
+      }
+    }
+    mma::cp_async_wait<0>();
+    __syncthreads();  // tile `step` landed; every thread is done with step - 1's buffers
+    if (step + 1 < tiles_lse + tiles_pool) {
+      const int next = step + 1 < tiles_lse ? step + 1 : step + 1 - tiles_lse;
+      load_kc_tile<D>(a, b, g, next, kc_tiles + ((step + 1) & 1) * kKernels * D);
+    }
+    float acc[kKernels / 8][4];
+    tile_dots<D>(acc, qa, kc_tiles + (step & 1) * kKernels * D, lane);
+
+    const int col0 = tile * kKernels + (lane % 4) * 2;
+    const bool full = tile < tiles_full;
+    if (pass1) {
+      if (full)
+        accumulate_lse<false>(acc, n_causal, col0, c, m, l);
+      else
+        accumulate_lse<true>(acc, n_causal, col0, c, m, l);
+      continue;
+    }
+    if (full)
+      store_probabilities<false>(acc, n_causal, m, col0, c, row0, lane, prob);
+    else
+      store_probabilities<true>(acc, n_causal, m, col0, c, row0, lane, prob);
+    if (warp_local)
+      __syncwarp();
+    else
+      __syncthreads();
+
+    // s[t, i] = sum over the token's G heads (lane = kernel within a 32-kernel half), then the
+    // block max over kernels [r*j - 1, r*j + r - 1] by shuffles: a log-step max over the block's
+    // own r kernels plus the kernel just before it (the previous half's or tile's last: carry).
+    for (int tok = tok_begin; tok < tok_end; tok += tok_step) {
+      const int n_tok = num_kernels(cfg, t0 + tok + 1);
+      const float* rows = prob + tok * G * kProbStride;
+      float before = lane == 0 ? carry[tok] : 0.f;  // only lane 0 uses (and rewrites) it
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int col = half * 32 + lane;
+        float s = -INFINITY;
+        if (tile * kKernels + col < n_tok) {
+          float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length G
+          int h = 0;
+          for (; h + 4 <= G; h += 4)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) part[u] += rows[(h + u) * kProbStride + col];
+          for (; h < G; ++h) part[0] += rows[h * kProbStride + col];
+          s = (part[0] + part[1]) + (part[2] + part[3]);
+        }
+        float best = s;
+        for (int w = 1; w < r; w *= 2) best = fmaxf(best, __shfl_down_sync(~0u, best, w));
+        const float prev = __shfl_up_sync(~0u, s, 1);
+        best = fmaxf(best, lane == 0 ? before : prev);
+        before = __shfl_sync(~0u, s, 31);
+        const int j = tile * blocks_per_tile + col / r;
+        if (lane % r == 0 && j < a.n_blocks)
+          a.scores[((size_t(b) * a.chunk_len + (t0 + tok - a.t_begin)) * a.Hkv + g) * a.n_blocks +
+                   j] = best;
+      }
+      if (lane == 0) carry[tok] = before;  // the same lane of the same warp reads it next tile
+    }
+  }
+}
+
+// Order-preserving map of f32 scores to unsigned keys; 0 is below every score (not a candidate)
+// and ~0u above every score (forced).
+__device__ __forceinline__ uint32_t score_key(float x) {
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+struct TopkArgs {
+  const float* scores;  // [B, chunk_len, Hkv, n_blocks]
+  int32_t* blocks;      // [B, T, Hkv, topk]
+  SparseConfig cfg;
+  int T, Hkv, t_begin, chunk_len, n_blocks, rows;
+};
+
+// One warp per (b, token, group) row; lane holds the keys of blocks lane, lane+32, ... (E of
+// them), so the ordered compaction below walks the blocks in index order, 32 at a time.
+template <int E>
+__global__ void __launch_bounds__(256) select_topk_blocks_kernel(const TopkArgs a) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= a.rows) return;
+  const int g = row % a.Hkv, tl = (row / a.Hkv) % a.chunk_len, b = row / (a.Hkv * a.chunk_len);
+  const int t = a.t_begin + tl;
+  if (t >= a.T) return;
+  const int n = t / a.cfg.block_size + 1, k = min(a.cfg.topk, n);
+  const float* s = a.scores + size_t(row) * a.n_blocks;
+  uint32_t key[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int j = e * 32 + lane;
+    key[e] = j >= n ? 0u : is_forced_block(a.cfg, t, j) ? ~0u : score_key(s[j]);
+  }
+  // The k-th largest key, one bit at a time from the top: the largest `th` with
+  // count(key >= th) >= k.
+  uint32_t th = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t cand = th | (1u << bit);
+    uint32_t count = 0;
+#pragma unroll
+    for (int e = 0; e < E; ++e) count += key[e] >= cand;
+    if (int(__reduce_add_sync(~0u, count)) >= k) th = cand;
+  }
+  uint32_t above = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) above += key[e] > th;
+  const int ties_taken = k - int(__reduce_add_sync(~0u, above));  // keys == th, lowest j first
+
+  int32_t* out = a.blocks + ((size_t(b) * a.T + t) * a.Hkv + g) * a.cfg.topk;
+  const uint32_t lower = (1u << lane) - 1u;
+  int written = 0, ties_seen = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const bool tie = key[e] == th;
+    const uint32_t tie_mask = __ballot_sync(~0u, tie);
+    const bool take = key[e] > th || (tie && ties_seen + __popc(tie_mask & lower) < ties_taken);
+    const uint32_t take_mask = __ballot_sync(~0u, take);
+    if (take) out[written + __popc(take_mask & lower)] = e * 32 + lane;
+    written += __popc(take_mask);
+    ties_seen += __popc(tie_mask);
+  }
+  for (int i = written + lane; i < a.cfg.topk; i += 32) out[i] = -1;
+}
+
+template <int E>
+void launch_topk(const TopkArgs& a, cudaStream_t stream) {
+  constexpr int threads = 256;
+  select_topk_blocks_kernel<E>
+      <<<(a.rows + threads / 32 - 1) / (threads / 32), threads, 0, stream>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+void select_topk(const TopkArgs& a, cudaStream_t stream) {
+  // The work per row grows with the keys per lane: a ladder of sizes, not only powers of 2.
+  const int per_lane = (a.n_blocks + 31) / 32;
+  if (per_lane <= 4) return launch_topk<4>(a, stream);
+  if (per_lane <= 8) return launch_topk<8>(a, stream);
+  if (per_lane <= 16) return launch_topk<16>(a, stream);
+  if (per_lane <= 24) return launch_topk<24>(a, stream);
+  if (per_lane <= 32) return launch_topk<32>(a, stream);
+  if (per_lane <= 48) return launch_topk<48>(a, stream);
+  if (per_lane <= 64) return launch_topk<64>(a, stream);
+  launch_topk<128>(a, stream);
+}
+
+template <int D>
+void launch_scores(const ScoreArgs& a, int B, cudaStream_t stream) {
+  constexpr size_t smem = ScoreSmem<D>::bytes;
+  CUDA_CHECK(cudaFuncSetAttribute(score_blocks_kernel<D>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const dim3 grid((a.chunk_len + a.tokens_per_cta - 1) / a.tokens_per_cta, a.Hkv, B);
+  score_blocks_kernel<D><<<grid, kThreads, smem, stream>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+void check_inputs(const char* op, const SparseConfig& cfg, const AttentionShape& s) {
+  check_sparse_config(op, cfg);
+  check_attention_shape(op, s, BlockList{});
+  INFLLM_CHECK(s.D == 64 || s.D == 128, op, ": head dim D=", s.D,
+               " is not supported by the CUDA kernels (64 or 128)");
+  const int G = s.Hq / s.Hkv, r = cfg.kernels_per_block();
+  INFLLM_CHECK(G <= kRows, op, ": GQA group G=Hq/Hkv=", G, " exceeds ", kRows);
+  INFLLM_CHECK(r <= 32 && (r & (r - 1)) == 0, op, ": block_size/kernel_stride=", r,
+               " must be a power of two <= 32 (blocks are pooled within one warp)");
+  INFLLM_CHECK(num_blocks(cfg, s.T) <= kMaxBlocks, op, ": T=", s.T, " gives ", num_blocks(cfg, s.T),
+               " blocks of ", cfg.block_size, " tokens; at most ", kMaxBlocks,
+               " are supported (raise block_size)");
+}
+
+size_t kc_bytes(const SparseConfig& cfg, const AttentionShape& s) {
+  const size_t bytes = size_t(s.B) * num_kernels(cfg, s.T) * s.Hkv * s.D * sizeof(bf16);
+  return (bytes + 255) / 256 * 256;
+}
+
+// Query tokens per chunk: the block scores of one chunk fit kScoreChunkBytes.
+int chunk_tokens(const SparseConfig& cfg, const AttentionShape& s) {
+  const size_t per_token = size_t(s.B) * s.Hkv * num_blocks(cfg, s.T) * sizeof(float);
+  const size_t fit = std::max<size_t>(kScoreChunkBytes / per_token / 64 * 64, 64);
+  return int(std::min<size_t>(fit, size_t(s.T)));
+}
+
+}  // namespace
+
+void compress_keys(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* k,
+                   bf16_bits* kc, void* stream) {
+  check_sparse_config("infllm_v2 cuda::compress_keys", cfg);
+  check_attention_shape("infllm_v2 cuda::compress_keys", s, BlockList{});
+  const int nk = num_kernels(cfg, s.T);
+  if (nk == 0) return;
+  compress_keys_kernel<<<dim3(nk, s.B), 128, 0, static_cast<cudaStream_t>(stream)>>>(
+      reinterpret_cast<const bf16*>(k), reinterpret_cast<bf16*>(kc), s.T, s.Hkv * s.D, nk,
+      cfg.kernel_size, cfg.kernel_stride);
+  CUDA_CHECK_LAUNCH();
+}
+
+size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionShape& s) {
+  check_inputs("infllm_v2 cuda::select_blocks_workspace_bytes", cfg, s);
+  return kc_bytes(cfg, s) +
+         size_t(chunk_tokens(cfg, s)) * s.B * s.Hkv * num_blocks(cfg, s.T) * sizeof(float);
+}
+
+void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
+                   const bf16_bits* k, int32_t* blocks, void* stream_ptr, void* workspace) {
+  check_inputs("infllm_v2 cuda::select_blocks", cfg, s);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  void* owned = nullptr;
+  if (workspace == nullptr) {
+    CUDA_CHECK(cudaMallocAsync(&owned, select_blocks_workspace_bytes(cfg, s), stream));
+    workspace = owned;
+  }
+  bf16* kc = static_cast<bf16*>(workspace);
+  float* scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + kc_bytes(cfg, s));
+  compress_keys(cfg, s, k, reinterpret_cast<bf16_bits*>(kc), stream);
+
+  const int G = s.Hq / s.Hkv, chunk = chunk_tokens(cfg, s);
+  for (int t_begin = 0; t_begin < s.T; t_begin += chunk) {
+    const int len = std::min(chunk, s.T - t_begin);
+    const int n_blocks = num_blocks(cfg, t_begin + len);
+    ScoreArgs sa{reinterpret_cast<const bf16*>(q),
+                 kc,
+                 scores,
+                 cfg,
+                 s.T,
+                 s.Hq,
+                 s.Hkv,
+                 G,
+                 num_kernels(cfg, s.T),
+                 t_begin,
+                 len,
+                 n_blocks,
+                 kRows / G,
+                 float(s.scale * 1.4426950408889634)};
+    if (s.D == 64)
+      launch_scores<64>(sa, s.B, stream);
+    else
+      launch_scores<128>(sa, s.B, stream);
+    select_topk(
+        TopkArgs{scores, blocks, cfg, s.T, s.Hkv, t_begin, len, n_blocks, s.B * len * s.Hkv},
+        stream);
+  }
+  if (owned != nullptr) CUDA_CHECK(cudaFreeAsync(owned, stream));
+}
+
+}  // namespace infllm::attention::cuda

@@ -1,0 +1,192 @@
+// CPU reference of InfLLM-V2 block selection: plain loops in double precision, OpenMP over
+// (b, t). Obviously correct first; the CUDA stage 1 is measured against it.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "attention/infllm_v2.h"
+#include "core/error.h"
+
+namespace infllm::attention {
+
+void check_sparse_config(const char* op, const SparseConfig& c) {
+  INFLLM_CHECK(c.kernel_size > 0 && c.kernel_stride > 0, op, ": kernel_size=", c.kernel_size,
+               " and kernel_stride=", c.kernel_stride, " must be positive");
+  INFLLM_CHECK(c.block_size > 0 && c.block_size % c.kernel_stride == 0, op,
+               ": block_size=", c.block_size,
+               " must be a positive multiple of kernel_stride=", c.kernel_stride,
+               " (each block pools a whole number of kernels)");
+  INFLLM_CHECK(c.window_size >= c.block_size && c.window_size % c.block_size == 0, op,
+               ": window_size=", c.window_size,
+               " must be a positive multiple of block_size=", c.block_size,
+               " (the local window is whole blocks and holds the token's own block)");
+  INFLLM_CHECK(c.init_blocks >= 0, op, ": init_blocks=", c.init_blocks, " must be >= 0");
+  INFLLM_CHECK(c.topk >= c.init_blocks + c.local_blocks(), op, ": topk=", c.topk,
+               " must cover the forced blocks, init_blocks + window_size/block_size = ",
+               c.init_blocks + c.local_blocks(), "; raise topk or shrink the window");
+  INFLLM_CHECK(c.dense_len >= 0, op, ": dense_len=", c.dense_len, " must be >= 0");
+}
+
+double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {
+  size_t common = 0, total = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const int32_t* x = a + r * max_blocks;
+    const int32_t* y = b + r * max_blocks;
+    const int nx = int(std::find(x, x + max_blocks, -1) - x);
+    const int ny = int(std::find(y, y + max_blocks, -1) - y);
+    total += nx;
+    for (int i = 0, j = 0; i < nx && j < ny;) {  // both lists are ascending
+      if (x[i] == y[j])
+        ++common, ++i, ++j;
+      else if (x[i] < y[j])
+        ++i;
+      else
+        ++j;
+    }
+  }
+  return total == 0 ? 1.0 : double(common) / double(total);
+}
+
+namespace cpu {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+void check_inputs(const char* op, const SparseConfig& cfg, const AttentionShape& s) {
+  check_sparse_config(op, cfg);
+  check_attention_shape(op, s, BlockList{});
+}
+
+// Compressed keys in double, [B, n_kernels, Hkv, D].
+template <class T>
+std::vector<double> compress_keys_f64(const SparseConfig& cfg, const AttentionShape& s,
+                                      const T* k) {
+  const int nk = num_kernels(cfg, s.T);
+  const size_t row = size_t(s.Hkv) * s.D;
+  std::vector<double> kc(size_t(s.B) * nk * row);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < s.B; ++b)
+    for (int i = 0; i < nk; ++i)
+      for (size_t c = 0; c < row; ++c) {
+        double sum = 0;
+        for (int u = 0; u < cfg.kernel_size; ++u)
+          sum += double(k[(size_t(b) * s.T + size_t(i) * cfg.kernel_stride + u) * row + c]);
+        kc[(size_t(b) * nk + i) * row + c] = sum / cfg.kernel_size;
+      }
+  return kc;
+}
+
+// s[i] = sum over the group's heads of softmax_i(q[t,h] . kc[i] * scale), i < n causal kernels.
+template <class T>
+void group_kernel_scores(const AttentionShape& s, const T* q, const double* kc, int nk, int b,
+                         int t, int g, int n, std::vector<double>& x, std::vector<double>& sum) {
+  const int G = s.Hq / s.Hkv;
+  std::fill(sum.begin(), sum.begin() + n, 0.0);
+  for (int h = g * G; h < (g + 1) * G; ++h) {
+    const T* qv = q + ((size_t(b) * s.T + t) * s.Hq + h) * s.D;
+    double mx = -kInf;
+    for (int i = 0; i < n; ++i) {
+      const double* kv = kc + ((size_t(b) * nk + i) * s.Hkv + g) * s.D;
+      double dot = 0;
+      for (int d = 0; d < s.D; ++d) dot += double(qv[d]) * kv[d];
+      x[i] = dot * double(s.scale);
+      mx = std::max(mx, x[i]);
+    }
+    double z = 0;
+    for (int i = 0; i < n; ++i) z += std::exp(x[i] - mx);
+    for (int i = 0; i < n; ++i) sum[i] += std::exp(x[i] - mx) / z;
+  }
+}
+
+// One row of S for token t: forced +inf, max-pooled kernel scores, -inf without kernels/future.
+void pool_blocks(const SparseConfig& cfg, int t, const std::vector<double>& sum, int n, double* out,
+                 int nb) {
+  const int r = cfg.kernels_per_block();
+  for (int j = 0; j < nb; ++j) {
+    double best = -kInf;
+    if (j * cfg.block_size > t) {
+      out[j] = best;
+      continue;
+    }
+    if (is_forced_block(cfg, t, j)) {
+      out[j] = kInf;
+      continue;
+    }
+    for (int i = std::max(r * j - 1, 0); i <= std::min(r * j + r - 1, n - 1); ++i)
+      best = std::max(best, sum[i]);
+    out[j] = best;
+  }
+}
+
+// The k best of S[0..j_t] by (score desc, index asc), written ascending and padded with -1.
+void select_topk_blocks(const SparseConfig& cfg, int t, const double* S, int32_t* out) {
+  const int n = t / cfg.block_size + 1;
+  const int k = std::min(cfg.topk, n);
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int32_t a, int32_t b) { return S[a] != S[b] ? S[a] > S[b] : a < b; });
+  std::sort(order.begin(), order.begin() + k);
+  for (int i = 0; i < cfg.topk; ++i) out[i] = i < k ? order[i] : -1;
+}
+
+}  // namespace
+
+template <class T>
+void compress_keys(const SparseConfig& cfg, const AttentionShape& shape, const T* k, T* kc) {
+  check_inputs("infllm_v2 compress_keys", cfg, shape);
+  const std::vector<double> ref = compress_keys_f64(cfg, shape, k);
+  for (size_t i = 0; i < ref.size(); ++i) kc[i] = T(ref[i]);
+}
+
+template <class T>
+std::vector<double> score_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q,
+                                 const T* k) {
+  check_inputs("infllm_v2 score_blocks", cfg, s);
+  const int nk = num_kernels(cfg, s.T), nb = num_blocks(cfg, s.T);
+  const std::vector<double> kc = compress_keys_f64(cfg, s, k);
+  std::vector<double> S(size_t(s.B) * s.T * s.Hkv * nb);
+#pragma omp parallel
+  {
+    std::vector<double> x(nk), sum(nk);
+#pragma omp for collapse(2) schedule(dynamic, 16)
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < s.T; ++t)
+        for (int g = 0; g < s.Hkv; ++g) {
+          const int n = num_kernels(cfg, t + 1);
+          group_kernel_scores(s, q, kc.data(), nk, b, t, g, n, x, sum);
+          pool_blocks(cfg, t, sum, n, &S[((size_t(b) * s.T + t) * s.Hkv + g) * nb], nb);
+        }
+  }
+  return S;
+}
+
+template <class T>
+void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q, const T* k,
+                   int32_t* blocks) {
+  const std::vector<double> S = score_blocks(cfg, s, q, k);
+  const int nb = num_blocks(cfg, s.T);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < s.B; ++b)
+    for (int t = 0; t < s.T; ++t)
+      for (int g = 0; g < s.Hkv; ++g) {
+        const size_t row = (size_t(b) * s.T + t) * s.Hkv + g;
+        select_topk_blocks(cfg, t, &S[row * nb], blocks + row * cfg.topk);
+      }
+}
+
+#define INFLLM_INSTANTIATE(T)                                                                    \
+  template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);      \
+  template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,       \
+                                               const T*, const T*);                              \
+  template void select_blocks<T>(const SparseConfig&, const AttentionShape&, const T*, const T*, \
+                                 int32_t*);
+INFLLM_INSTANTIATE(float)
+INFLLM_INSTANTIATE(double)
+#undef INFLLM_INSTANTIATE
+
+}  // namespace cpu
+
+}  // namespace infllm::attention

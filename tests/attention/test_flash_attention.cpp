@@ -1,0 +1,375 @@
+// Causal flash attention, dense and block-sparse: the CPU reference against a naive f64 masked
+// softmax written out below, finite differences for the backward, and the CUDA bf16 kernels
+// against the CPU reference in f64 on the same bf16-rounded inputs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "attention/flash_attention.h"
+#include "core/bf16.h"
+#include "core/error.h"
+
+#if INFLLM_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace infllm::attention {
+namespace {
+
+struct Case {
+  int B, T, Hq, Hkv, D;
+  int block_size;  // 0: dense
+  int max_blocks;
+};
+
+std::mt19937_64& rng() {
+  static std::mt19937_64 gen(std::random_device{}());
+  return gen;
+}
+
+std::vector<double> randn(size_t n) {
+  std::normal_distribution<double> dist;
+  std::vector<double> x(n);
+  for (double& v : x) v = dist(rng());
+  return x;
+}
+
+// Random valid block lists: t's own block, then random earlier blocks (the first one with
+// probability 1/2), ascending, padded with -1.
+std::vector<int32_t> random_blocks(const Case& c) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  for (int b = 0; b < c.B; ++b)
+    for (int t = 0; t < c.T; ++t)
+      for (int g = 0; g < c.Hkv; ++g) {
+        const int own = t / c.block_size;
+        std::vector<int32_t> chosen = {own};
+        if (own > 0 && rng()() % 2) chosen.push_back(0);
+        std::vector<int32_t> earlier;
+        for (int j = 1; j < own; ++j) earlier.push_back(j);
+        std::shuffle(earlier.begin(), earlier.end(), rng());
+        for (size_t i = 0; i < earlier.size() && int(chosen.size()) < c.max_blocks; ++i)
+          chosen.push_back(earlier[i]);
+        std::sort(chosen.begin(), chosen.end());
+        std::copy(chosen.begin(), chosen.end(),
+                  blocks.begin() + ((size_t(b) * c.T + t) * c.Hkv + g) * c.max_blocks);
+      }
+  return blocks;
+}
+
+// Every causal block of every token: sparse must then equal dense.
+std::vector<int32_t> all_causal_blocks(const Case& c) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
+    const int t = int(list / c.Hkv % c.T);
+    for (int j = 0; j <= t / c.block_size; ++j) blocks[list * c.max_blocks + j] = j;
+  }
+  return blocks;
+}
+
+AttentionShape shape_of(const Case& c) {
+  return {c.B, c.T, c.Hq, c.Hkv, c.D, float(1.0 / std::sqrt(double(c.D)))};
+}
+
+BlockList list_of(const Case& c, const std::vector<int32_t>& blocks) {
+  if (c.block_size == 0) return {};
+  return {blocks.data(), c.max_blocks, c.block_size};
+}
+
+// ---- The naive f64 reference: one full masked score row per (b, h, t). ----
+bool allowed(const Case& c, const std::vector<int32_t>& blocks, int b, int t, int g, int key) {
+  if (key > t) return false;
+  if (c.block_size == 0) return true;
+  const int32_t* list = blocks.data() + ((size_t(b) * c.T + t) * c.Hkv + g) * c.max_blocks;
+  return std::find(list, list + c.max_blocks, key / c.block_size) != list + c.max_blocks;
+}
+
+struct Naive {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+Naive naive_attention(const Case& c, const std::vector<int32_t>& blocks,
+                      const std::vector<double>& q, const std::vector<double>& k,
+                      const std::vector<double>& v, const std::vector<double>& dout) {
+  const int G = c.Hq / c.Hkv, D = c.D;
+  const double scale = 1.0 / std::sqrt(double(D));
+  Naive r;
+  r.out.assign(q.size(), 0.0);
+  r.dq.assign(q.size(), 0.0);
+  r.lse.assign(size_t(c.B) * c.Hq * c.T, 0.0);
+  r.dk.assign(k.size(), 0.0);
+  r.dv.assign(v.size(), 0.0);
+  auto qi = [&](int b, int t, int h) { return ((size_t(b) * c.T + t) * c.Hq + h) * D; };
+  auto ki = [&](int b, int t, int g) { return ((size_t(b) * c.T + t) * c.Hkv + g) * D; };
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.Hq; ++h)
+      for (int t = 0; t < c.T; ++t) {
+        const int g = h / G;
+        std::vector<double> p(c.T, 0.0), dp(c.T, 0.0);
+        double mx = -INFINITY;
+        for (int j = 0; j < c.T; ++j) {
+          if (!allowed(c, blocks, b, t, g, j)) continue;
+          double s = 0;
+          for (int d = 0; d < D; ++d) s += q[qi(b, t, h) + d] * k[ki(b, j, g) + d];
+          p[j] = s * scale;
+          mx = std::max(mx, p[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < c.T; ++j)
+          if (allowed(c, blocks, b, t, g, j)) sum += std::exp(p[j] - mx);
+        double delta = 0;
+        for (int j = 0; j < c.T; ++j) {
+          p[j] = allowed(c, blocks, b, t, g, j) ? std::exp(p[j] - mx) / sum : 0.0;
+          for (int d = 0; d < D; ++d) {
+            r.out[qi(b, t, h) + d] += p[j] * v[ki(b, j, g) + d];
+            dp[j] += dout[qi(b, t, h) + d] * v[ki(b, j, g) + d];
+          }
+          delta += p[j] * dp[j];
+        }
+        r.lse[(size_t(b) * c.Hq + h) * c.T + t] = mx + std::log(sum);
+        for (int j = 0; j < c.T; ++j) {
+          const double ds = p[j] * (dp[j] - delta) * scale;
+          for (int d = 0; d < D; ++d) {
+            r.dq[qi(b, t, h) + d] += ds * k[ki(b, j, g) + d];
+            r.dk[ki(b, j, g) + d] += ds * q[qi(b, t, h) + d];
+            r.dv[ki(b, j, g) + d] += p[j] * dout[qi(b, t, h) + d];
+          }
+        }
+      }
+  return r;
+}
+
+template <class A, class B>
+double rel_err(const std::vector<A>& x, const std::vector<B>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double diff = double(x[i]) - double(ref[i]);
+    num += diff * diff;
+    den += double(ref[i]) * double(ref[i]);
+  }
+  return std::isnan(num) ? INFINITY : std::sqrt(num / den);
+}
+
+template <class T>
+std::vector<T> cast(const std::vector<double>& x) {
+  return std::vector<T>(x.begin(), x.end());
+}
+
+const Case kCpuCases[] = {
+    {1, 37, 2, 2, 16, 0, 0},   // G=1, dense, odd length
+    {2, 50, 4, 2, 8, 0, 0},    // G=2, B=2
+    {1, 45, 4, 1, 16, 8, 3},   // G=4, sparse, partial last block
+    {1, 40, 16, 1, 8, 4, 4},   // G=16, sparse
+    {2, 33, 8, 2, 12, 16, 2},  // G=4, B=2, sparse
+};
+
+class CpuAttention : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CpuAttention, ForwardAndBackwardMatchNaiveF64) {
+  const Case c = GetParam();
+  const auto blocks = c.block_size ? random_blocks(c) : std::vector<int32_t>{};
+  const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+  const auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+  const Naive ref = naive_attention(c, blocks, q, k, v, dout);
+
+  const auto qf = cast<float>(q), kf = cast<float>(k), vf = cast<float>(v), df = cast<float>(dout);
+  std::vector<float> out(nq), lse(size_t(c.B) * c.Hq * c.T), dq(nq), dk(nk), dv(nk);
+  cpu::attention_forward(shape_of(c), qf.data(), kf.data(), vf.data(), list_of(c, blocks),
+                         out.data(), lse.data());
+  cpu::attention_backward(shape_of(c), qf.data(), kf.data(), vf.data(), out.data(), lse.data(),
+                          df.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
+  EXPECT_LT(rel_err(out, ref.out), 1e-5);
+  EXPECT_LT(rel_err(lse, ref.lse), 1e-5);
+  EXPECT_LT(rel_err(dq, ref.dq), 1e-5);
+  EXPECT_LT(rel_err(dk, ref.dk), 1e-5);
+  EXPECT_LT(rel_err(dv, ref.dv), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CpuAttention, ::testing::ValuesIn(kCpuCases));
+
+// Gradcheck in f64: loss = sum(out * W), so dout = W; central differences on random elements.
+TEST(CpuAttention, BackwardMatchesFiniteDifferences) {
+  for (const Case c : {Case{1, 21, 4, 2, 8, 0, 0}, Case{2, 27, 4, 1, 8, 4, 3}}) {
+    const auto blocks = c.block_size ? random_blocks(c) : std::vector<int32_t>{};
+    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+    std::vector<double> q = randn(nq), k = randn(nk), v = randn(nk), w = randn(nq);
+    std::vector<double> out(nq), lse(size_t(c.B) * c.Hq * c.T), dq(nq), dk(nk), dv(nk);
+    auto loss = [&] {
+      cpu::attention_forward(shape_of(c), q.data(), k.data(), v.data(), list_of(c, blocks),
+                             out.data(), lse.data());
+      double l = 0;
+      for (size_t i = 0; i < nq; ++i) l += out[i] * w[i];
+      return l;
+    };
+    loss();
+    cpu::attention_backward(shape_of(c), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                            w.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
+    for (auto [x, grad] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
+      std::vector<double> numeric, analytic;
+      for (int trial = 0; trial < 40; ++trial) {
+        const size_t i = rng()() % x->size();
+        const double saved = (*x)[i], eps = 1e-5;
+        (*x)[i] = saved + eps;
+        const double up = loss();
+        (*x)[i] = saved - eps;
+        const double down = loss();
+        (*x)[i] = saved;
+        numeric.push_back((up - down) / (2 * eps));
+        analytic.push_back((*grad)[i]);
+      }
+      EXPECT_LT(rel_err(analytic, numeric), 1e-7);
+    }
+  }
+}
+
+TEST(CpuAttention, SparseWithEveryCausalBlockIsDense) {
+  const Case c{2, 77, 4, 2, 16, 8, 10};
+  const Case dense{c.B, c.T, c.Hq, c.Hkv, c.D, 0, 0};
+  const auto blocks = all_causal_blocks(c);
+  const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+  const auto q = cast<float>(randn(nq)), k = cast<float>(randn(nk)), v = cast<float>(randn(nk));
+  const auto dout = cast<float>(randn(nq));
+  std::vector<float> out[2], lse[2], dq[2], dk[2], dv[2];
+  for (int i = 0; i < 2; ++i) {
+    const BlockList list = i == 0 ? BlockList{} : list_of(c, blocks);
+    out[i].resize(nq), lse[i].resize(size_t(c.B) * c.Hq * c.T);
+    dq[i].resize(nq), dk[i].resize(nk), dv[i].resize(nk);
+    cpu::attention_forward(shape_of(dense), q.data(), k.data(), v.data(), list, out[i].data(),
+                           lse[i].data());
+    cpu::attention_backward(shape_of(dense), q.data(), k.data(), v.data(), out[i].data(),
+                            lse[i].data(), dout.data(), list, dq[i].data(), dk[i].data(),
+                            dv[i].data());
+  }
+  EXPECT_EQ(out[0], out[1]);
+  EXPECT_EQ(lse[0], lse[1]);
+  EXPECT_EQ(dq[0], dq[1]);
+  EXPECT_EQ(dk[0], dk[1]);
+  EXPECT_EQ(dv[0], dv[1]);
+}
+
+TEST(CpuAttention, RejectsBadShapes) {
+  const float x = 0.f;
+  float y = 0.f;
+  EXPECT_THROW(cpu::attention_forward<float>({1, 4, 3, 2, 8, 0.3f}, &x, &x, &x, {}, &y, &y), Error);
+  EXPECT_THROW(cpu::attention_forward<float>({1, 4, 2, 2, 8, 0.f}, &x, &x, &x, {}, &y, &y), Error);
+  const int32_t blocks[1] = {0};
+  EXPECT_THROW(
+      cpu::attention_forward<float>({1, 1, 1, 1, 8, 0.3f}, &x, &x, &x, {blocks, 0, 64}, &y, &y),
+      Error);
+}
+
+// ---- CUDA ----
+#if INFLLM_WITH_CUDA
+bool have_gpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+#define CHECK_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+template <class T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  explicit DeviceBuffer(size_t n) { cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+};
+
+std::vector<uint16_t> to_bf16(std::vector<double>& x) {  // rounds x in place to bf16 values
+  std::vector<uint16_t> bits(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    bits[i] = float_to_bf16(float(x[i])).bits;
+    x[i] = bf16_to_float(bf16{bits[i]});
+  }
+  return bits;
+}
+
+std::vector<double> from_bf16(const std::vector<uint16_t>& bits) {
+  std::vector<double> x(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) x[i] = bf16_to_float(bf16{bits[i]});
+  return x;
+}
+
+class GpuAttention : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GpuAttention, Bf16MatchesF64Reference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  const Case c = GetParam();
+  const bool every_block = c.max_blocks < 0;  // sparse with all causal blocks
+  Case sc = c;
+  if (every_block) sc.max_blocks = (c.T + c.block_size - 1) / c.block_size;
+  const auto blocks = sc.block_size ? (every_block ? all_causal_blocks(sc) : random_blocks(sc))
+                                    : std::vector<int32_t>{};
+  const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+  const size_t nl = size_t(c.B) * c.Hq * c.T;
+  auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+  const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+
+  std::vector<double> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
+  cpu::attention_forward(shape_of(sc), q.data(), k.data(), v.data(), list_of(sc, blocks),
+                         out.data(), lse.data());
+  cpu::attention_backward(shape_of(sc), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                          dout.data(), list_of(sc, blocks), dq.data(), dk.data(), dv.data());
+
+  DeviceBuffer<uint16_t> gq(nq), gk(nk), gv(nk), gdo(nq), go(nq), gdq(nq), gdk(nk), gdv(nk);
+  DeviceBuffer<float> glse(nl);
+  DeviceBuffer<int32_t> gblocks(blocks.size());
+  CHECK_CUDA(cudaMemcpy(gq.ptr, qb.data(), nq * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(gk.ptr, kb.data(), nk * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(gv.ptr, vb.data(), nk * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(gdo.ptr, db.data(), nq * 2, cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(gblocks.ptr, blocks.data(), blocks.size() * 4, cudaMemcpyHostToDevice));
+  // Poison the outputs: every element must be written.
+  for (auto* p : {go.ptr, gdq.ptr}) CHECK_CUDA(cudaMemset(p, 0xff, nq * 2));
+  for (auto* p : {gdk.ptr, gdv.ptr}) CHECK_CUDA(cudaMemset(p, 0xff, nk * 2));
+  CHECK_CUDA(cudaMemset(glse.ptr, 0xff, nl * 4));
+
+  const BlockList list =
+      sc.block_size ? BlockList{gblocks.ptr, sc.max_blocks, sc.block_size} : BlockList{};
+  cuda::attention_forward(shape_of(sc), gq.ptr, gk.ptr, gv.ptr, list, go.ptr, glse.ptr, nullptr);
+  cuda::attention_backward(shape_of(sc), gq.ptr, gk.ptr, gv.ptr, go.ptr, glse.ptr, gdo.ptr, list,
+                           gdq.ptr, gdk.ptr, gdv.ptr, nullptr);
+  CHECK_CUDA(cudaDeviceSynchronize());
+
+  auto fetch = [](const uint16_t* src, size_t n) {
+    std::vector<uint16_t> bits(n);
+    cudaMemcpy(bits.data(), src, n * 2, cudaMemcpyDeviceToHost);
+    return from_bf16(bits);
+  };
+  std::vector<float> lse_gpu(nl);
+  CHECK_CUDA(cudaMemcpy(lse_gpu.data(), glse.ptr, nl * 4, cudaMemcpyDeviceToHost));
+  EXPECT_LT(rel_err(fetch(go.ptr, nq), out), 1e-2);
+  EXPECT_LT(rel_err(lse_gpu, lse), 1e-3);
+  EXPECT_LT(rel_err(fetch(gdq.ptr, nq), dq), 1e-2);
+  EXPECT_LT(rel_err(fetch(gdk.ptr, nk), dk), 1e-2);
+  EXPECT_LT(rel_err(fetch(gdv.ptr, nk), dv), 1e-2);
+}
+
+const Case kGpuCases[] = {
+    {2, 333, 2, 2, 64, 0, 0},      // dense, G=1, odd T
+    {1, 333, 4, 2, 128, 0, 0},     // dense, G=2
+    {1, 300, 16, 4, 64, 0, 0},     // dense, G=4
+    {1, 1061, 16, 1, 128, 0, 0},   // dense, G=16, several query tiles and head splits
+    {2, 333, 2, 2, 128, 64, 3},    // sparse, G=1
+    {1, 400, 6, 2, 64, 64, 4},     // sparse, G=3 (tiles not a multiple of G)
+    {1, 333, 16, 2, 128, 64, 4},   // sparse, G=8
+    {1, 700, 16, 1, 128, 64, 5},   // sparse, G=16
+    {2, 250, 32, 2, 64, 64, 2},    // sparse, G=16, B=2
+    {1, 333, 16, 1, 128, 64, -1},  // sparse with every causal block (== dense)
+    {1, 1100, 16, 1, 64, 64, -1},  // blocks 0 and 1 are walked in several chunks
+};
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
+
+TEST(GpuAttention, RejectsUnsupportedHeadDim) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 96, 0.1f}, nullptr, nullptr, nullptr, {},
+                                       nullptr, nullptr, nullptr),
+               Error);
+}
+#endif
+
+}  // namespace
+}  // namespace infllm::attention
