@@ -34,8 +34,11 @@ std::string join(const std::vector<LinePart>& parts) {
   return line;
 }
 
+// Four significant digits, trailing zeros kept so the width does not jump: "3.000", "10.83".
 std::string format_loss(double loss) {
-  return std::isfinite(loss) ? format("%.4g", loss) : (std::isnan(loss) ? "nan" : "inf");
+  if (!std::isfinite(loss)) return std::isnan(loss) ? "nan" : "inf";
+  std::string text = format("%#.4g", loss);
+  return text.back() == '.' ? text.substr(0, text.size() - 1) : text;
 }
 
 }  // namespace

@@ -37,13 +37,13 @@ void RunLog::step(const StepMetrics& m) {
       .set("lr", m.lr)
       .set("grad_norm", m.grad_norm)
       .set("tokens_per_s", m.tokens_per_s)
-      .set("mfu", m.mfu)
-      .set("memory_gb", m.memory_gb)
       .set("time_s", m.elapsed_s)
       .set("tokens", double(m.step) * recipe_.data.batch_size * recipe_.data.seq_len *
                          recipe_.data.grad_accum)
       .set("seq_len", int64_t(recipe_.data.seq_len))
       .set("attention", m.attention);
+  if (m.mfu > 0) line.set("mfu", m.mfu);  // known only on GPUs with a known peak
+  if (m.memory_gb > 0) line.set("memory_gb", m.memory_gb);
   metrics_->write(line);
   if (tensorboard_) tensorboard_->write(line);
 }
@@ -63,7 +63,7 @@ void RunLog::validation(int64_t step, double loss, double perplexity) {
 void RunLog::finish(const RunSummary& summary) {
   if (!writer_) return;
   if (progress_) progress_->finish();
-  std::fputs(format_summary(summary).c_str(), stderr);
+  std::fprintf(stderr, "%s\n", format_summary(summary).c_str());
 }
 
 }  // namespace infllm::train
