@@ -29,6 +29,7 @@ void accumulate_into_leaf(AutogradMeta& leaf, const Tensor& grad) {
   } else {
     ops::add_(leaf.grad, grad);
   }
+  if (leaf.on_grad_accumulated) leaf.on_grad_accumulated();
 }
 
 // Number of graph edges that point at each node: a node runs once all of them delivered.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -106,6 +107,9 @@ struct AutogradMeta {
   Tensor grad;
   std::shared_ptr<autograd::Node> grad_fn;
   int output_index = 0;
+  // Called by the engine each time a gradient has been added into a leaf's grad (data
+  // parallelism starts a bucket's all-reduce once all its gradients are in).
+  std::function<void()> on_grad_accumulated;
 };
 
 Shape contiguous_strides(const Shape& shape);

@@ -24,7 +24,11 @@ Device choose_device(const Recipe& recipe, int local_rank) {
 }
 
 DType compute_dtype(const Recipe& recipe, Device device) {
-  return device.is_cuda() && recipe.train.precision == Precision::bf16 ? DType::bf16 : DType::f32;
+  if (device.is_cpu()) return DType::f32;
+  INFLLM_CHECK(recipe.train.precision == Precision::bf16, "train.precision: f32 is not available "
+               "on ", device.str(), " (the CUDA kernels compute in bf16 with f32 accumulation); "
+               "set train.precision=bf16, or train.device=cpu for an f32 run");
+  return DType::bf16;
 }
 
 attention::AttentionMode attention_mode(AttentionMode mode) {

@@ -12,7 +12,7 @@
 namespace infllm::train {
 
 Device choose_device(const Recipe& recipe, int local_rank = 0);
-// bf16 on a GPU when the recipe asks for it; f32 otherwise (the CPU computes in f32).
+// bf16 on a GPU (an error if the recipe asks for f32 there), f32 on the CPU.
 DType compute_dtype(const Recipe& recipe, Device device);
 infllm::ModelConfig model_config(const Recipe& recipe);
 AdamWOptions adamw_options(const Recipe& recipe);

@@ -71,5 +71,18 @@ TEST(Engine, UnusedOutputOfAMultiOutputNodeGetsZeros) {
   for (double g : x.grad().to_vector<double>()) EXPECT_NEAR(g, 3.0, 1e-12);
 }
 
+TEST(Engine, PreallocatedGradsAccumulateInPlaceAndHooksFire) {
+  // Data parallelism points leaves' grads into flat buffers and listens for completion.
+  Tensor x = leaf({3});
+  Tensor buffer = ops::zeros({5}, DType::f64);
+  x.set_grad(buffer.slice(0, 1, 4));
+  int calls = 0;
+  x.ensure_autograd_meta().on_grad_accumulated = [&] { ++calls; };
+  backward(sum(add(mul(x, 2.0), mul(x, 3.0))));  // two uses: two accumulations, two calls
+  EXPECT_EQ(calls, 2);
+  std::vector<double> b = buffer.to_vector<double>();
+  EXPECT_EQ(b, (std::vector<double>{0, 5, 5, 5, 0}));
+}
+
 }  // namespace
 }  // namespace infllm
