@@ -24,8 +24,14 @@ void accumulate(Tensor& slot, const Tensor& grad) {
 void accumulate_into_leaf(AutogradMeta& leaf, const Tensor& grad) {
   DType acc = grad.dtype() == DType::f64 ? DType::f64 : DType::f32;
   if (!leaf.grad.defined()) {
-    // A private copy: the incoming tensor may also be another node's gradient.
-    leaf.grad = grad.dtype() == acc ? grad.clone() : ops::cast(grad, acc);
+    // Adopt the tensor when nothing else holds its storage; otherwise take a private copy, since
+    // it may also be another node's gradient (and the leaf's grad is accumulated in place).
+    bool sole_owner = grad.storage().use_count() == 1 && grad.is_contiguous();
+    if (grad.dtype() != acc) {
+      leaf.grad = ops::cast(grad, acc);
+    } else {
+      leaf.grad = sole_owner ? grad.detach() : grad.clone();
+    }
   } else {
     ops::add_(leaf.grad, grad);
   }

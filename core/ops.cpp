@@ -147,19 +147,19 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return binary(BinaryOp::div, a, b);
 }
 
-Tensor add(const Tensor& a, double scalar) {
-  check_floating(a, "add");
+namespace {
+
+Tensor binary_scalar(BinaryOp op, const Tensor& a, double scalar) {
+  check_floating(a, binary_op_name(op));
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  INFLLM_DISPATCH(a.device(), binary_scalar, BinaryOp::add, a, scalar, out);
+  INFLLM_DISPATCH(a.device(), binary_scalar, op, a, scalar, out);
   return out;
 }
 
-Tensor mul(const Tensor& a, double scalar) {
-  check_floating(a, "mul");
-  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  INFLLM_DISPATCH(a.device(), binary_scalar, BinaryOp::mul, a, scalar, out);
-  return out;
-}
+}  // namespace
+
+Tensor add(const Tensor& a, double scalar) { return binary_scalar(BinaryOp::add, a, scalar); }
+Tensor mul(const Tensor& a, double scalar) { return binary_scalar(BinaryOp::mul, a, scalar); }
 
 void add_(Tensor& acc, const Tensor& x) {
   check_same_device(acc, x, "add_");
@@ -231,21 +231,20 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return out;
 }
 
-Tensor softmax(const Tensor& x) {
-  check_floating(x, "softmax");
+namespace {
+
+Tensor softmax_along_last(const Tensor& x, bool log) {
+  check_floating(x, log ? "log_softmax" : "softmax");
   Tensor input = x.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  INFLLM_DISPATCH(x.device(), softmax, input, false, y);
+  INFLLM_DISPATCH(x.device(), softmax, input, log, y);
   return y;
 }
 
-Tensor log_softmax(const Tensor& x) {
-  check_floating(x, "log_softmax");
-  Tensor input = x.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  INFLLM_DISPATCH(x.device(), softmax, input, true, y);
-  return y;
-}
+}  // namespace
+
+Tensor softmax(const Tensor& x) { return softmax_along_last(x, false); }
+Tensor log_softmax(const Tensor& x) { return softmax_along_last(x, true); }
 
 Tensor softmax_backward(const Tensor& y, const Tensor& dy, bool log) {
   INFLLM_CHECK(y.shape() == dy.shape(), "softmax_backward: ", y.str(), " vs ", dy.str());
@@ -263,7 +262,8 @@ Tensor as_batched_matrix(const Tensor& x, int64_t batch) {
 
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b,
+              std::optional<DType> out_dtype) {
   INFLLM_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands must be at least 2-d, got ", a.str(),
                " and ", b.str());
   int64_t m = trans_a ? a.size(-1) : a.size(-2);
@@ -275,8 +275,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Shape shape = batch_a.empty() ? batch_b : batch_a;
   shape.push_back(m);
   shape.push_back(n);
-  DType out_dtype = a.dtype();
-  Tensor out = Tensor::empty(shape, out_dtype, a.device());
+  Tensor out = Tensor::empty(shape, out_dtype.value_or(a.dtype()), a.device());
   matmul_into(a, b, out, {trans_a, trans_b, 1.0f, 0.0f});
   return out;
 }

@@ -66,7 +66,9 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy, bool log);
 
 // Matrix products on the last two axes: [..., M, K] @ [..., K, N] -> [..., M, N]; leading axes
 // broadcast when one side has none (weights). trans_* transposes that operand's last two axes.
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// The output has a's dtype unless `out_dtype` says otherwise (bf16 inputs -> f32 out is allowed).
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false,
+              std::optional<DType> out_dtype = {});
 // out (+)= a @ b with out preallocated; beta = 1 accumulates.
 void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, const MatmulArgs& args);
 

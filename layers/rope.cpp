@@ -14,13 +14,18 @@ Tensor rotate(const Tensor& x, double theta, int64_t pos_offset, bool inverse) {
   if (x.device().is_cuda()) {
     INFLLM_IF_CUDA({
       void* stream = device_stream(x.device());
+      auto launch = [&](const auto* in, auto* result) {
+        if (inverse) {
+          rope_backward_cuda(in, result, B, T, H, D, theta, pos_offset, stream);
+        } else {
+          rope_forward_cuda(in, result, B, T, H, D, theta, pos_offset, stream);
+        }
+      };
       if (x.dtype() == DType::bf16) {
-        (inverse ? rope_backward_cuda : rope_forward_cuda)(bf16_bits(x), bf16_bits(out), B, T, H, D,
-                                                           theta, pos_offset, stream);
+        launch(bf16_bits(x), bf16_bits(out));
       } else {
         INFLLM_CHECK(x.dtype() == DType::f32, "rope: CUDA takes bf16 or f32, got ", x.str());
-        (inverse ? rope_backward_cuda : rope_forward_cuda)(x.data<float>(), out.data<float>(), B, T,
-                                                           H, D, theta, pos_offset, stream);
+        launch(x.data<float>(), out.data<float>());
       }
     });
   } else {
