@@ -1,6 +1,7 @@
 // Where a tensor lives. CUDA(n) is the n-th visible GPU.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace infllm {

@@ -105,8 +105,8 @@ TEST_F(RecipeTest, ShippedRecipesParseAndRoundTrip) {
 TEST_F(RecipeTest, ShippedRecipeValues) {
   const Recipe quick = load_recipe("recipes/quickstart.yaml", {}, kNoFileCheck);
   EXPECT_EQ(quick.model.d_model, 128);
-  EXPECT_EQ(quick.model.n_kv_heads, 2);
-  EXPECT_EQ(quick.model.head_dim, 32);  // resolved from d_model / n_heads
+  EXPECT_EQ(quick.model.n_kv_heads, 1);
+  EXPECT_EQ(quick.model.head_dim, 64);  // resolved from d_model / n_heads
   EXPECT_EQ(quick.data.train, "data/corpus/english.h5");
   EXPECT_EQ(quick.data.val, "data/corpus/english.val.h5");
 
