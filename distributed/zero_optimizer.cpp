@@ -33,19 +33,6 @@ ZeroStatePlan plan_zero_state(const GradientLayout& layout, int rank) {
 
 }  // namespace infllm::distributed
 
-namespace infllm {
-
-size_t optimizer_bytes(const AdamW& adamw) {
-  size_t bytes = 0;
-  for (const AdamWParamState& s : adamw.params()) {
-    bytes += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
-    if (s.master.data_ptr() != s.param->data_ptr()) bytes += s.master.nbytes();
-  }
-  return bytes;
-}
-
-}  // namespace infllm
-
 #if INFLLM_WITH_CUDA
 
 #include <cmath>

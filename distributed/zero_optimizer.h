@@ -58,7 +58,7 @@ ZeroStatePlan plan_zero_state(const GradientLayout& layout, int rank);
 
 namespace infllm::distributed {
 
-class ZeroAdamW {
+class ZeroAdamW : public Optimizer {
  public:
   // ddp must use GradientReduction::reduce_scatter and outlives this optimizer. Parameters must
   // be identical on all ranks already (DataParallel::broadcast_parameters) and share one dtype,
@@ -71,33 +71,32 @@ class ZeroAdamW {
   // Collective. Updates every parameter from the averaged gradients of the last synced
   // backward, AdamW's update with each grad multiplied by grad_scale. Unlike AdamW, no
   // parameter is skipped: one that got no gradient sees a zero gradient.
-  void step(double lr, double grad_scale = 1.0);
-  int64_t steps_taken() const { return steps_taken_; }
-  void set_steps_taken(int64_t steps);
+  void step(double lr, double grad_scale = 1.0) override;
+  int64_t steps_taken() const override { return steps_taken_; }
+  void set_steps_taken(int64_t steps) override;
 
   // Collective. Global L2 norm of the averaged gradients: each rank sums the squares of its
   // shard, the sums are all-reduced.
-  double grad_norm();
+  double grad_norm() override;
 
   // Both fill the gradient buckets with zeros: they are persistent (the parameters' grads are
   // views into them), so there is nothing to free. DataParallel zeroes them by itself at the
   // first micro-batch of every step.
   void zero_grad();
-  void clear_grads();
+  void clear_grads() override;
 
   // Collective (every rank calls; rank 0 typically saves): AdamW's keys and layout, full f32
   // tensors on this GPU, in parameter order.
-  std::vector<std::pair<std::string, Tensor>> state() const;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
   // Not collective: each rank takes its pieces of every full tensor (f32, any device, AdamW's
   // keys and shapes) and writes every parameter's compute copy from its master.
-  void load_state(const std::map<std::string, Tensor>& state);
+  void load_state(const std::map<std::string, Tensor>& state) override;
   // Sets one parameter's master weights (f32, its shape, any device) and compute copy; every
   // rank must pass the same values. The moments are untouched.
-  void set_master(const std::string& name, const Tensor& f32_values);
+  void set_master(const std::string& name, const Tensor& f32_values) override;
 
-  // Bytes of f32 master weights and moments this rank holds (about 12 / world_size per
-  // parameter).
-  size_t optimizer_bytes() const { return 3 * master_.nbytes(); }
+  // About 12 / world_size bytes per parameter.
+  size_t state_bytes() const override { return 3 * master_.nbytes(); }
   const AdamWOptions& options() const { return options_; }
   const ZeroStatePlan& plan() const { return plan_; }
 
@@ -134,10 +133,3 @@ class ZeroAdamW {
 }  // namespace infllm::distributed
 
 #endif  // INFLLM_WITH_CUDA
-
-namespace infllm {
-class AdamW;
-// Bytes of f32 state a plain AdamW holds: moments, plus masters where they are not the
-// parameters themselves (bf16 parameters). Compare with ZeroAdamW::optimizer_bytes().
-size_t optimizer_bytes(const AdamW& adamw);
-}  // namespace infllm

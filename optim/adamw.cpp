@@ -252,6 +252,15 @@ void AdamW::load_state(const std::map<std::string, Tensor>& state) {
   }
 }
 
+size_t AdamW::state_bytes() const {
+  size_t bytes = 0;
+  for (const AdamWParamState& s : params_) {
+    bytes += s.exp_avg.nbytes() + s.exp_avg_sq.nbytes();
+    if (s.master.data_ptr() != s.param->data_ptr()) bytes += s.master.nbytes();
+  }
+  return bytes;
+}
+
 void AdamW::set_master(const std::string& name, const Tensor& f32_values) {
   AdamWParamState& s = find(name, "AdamW::set_master");
   load_into("AdamW::set_master", name, f32_values, s.master);

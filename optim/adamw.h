@@ -27,6 +27,7 @@
 #include "core/tensor.h"
 #include "layers/module.h"
 #include "optim/adamw_kernels.h"
+#include "optim/optimizer.h"
 
 namespace infllm {
 
@@ -53,7 +54,7 @@ struct AdamWParamState {
   Tensor exp_avg_sq;
 };
 
-class AdamW {
+class AdamW : public Optimizer {
  public:
   // Every parameter must be defined, f32 or bf16, contiguous, and all on one device; names must
   // be unique. Masters are initialized from the parameters' current values, moments to zero.
@@ -62,33 +63,34 @@ class AdamW {
   // One update of every parameter whose grad is defined (others are skipped), at learning rate
   // `lr`, with each grad multiplied by grad_scale first. Grads must be f32, contiguous, shaped
   // and placed like their parameter.
-  void step(double lr, double grad_scale = 1.0);
-  int64_t steps_taken() const { return steps_taken_; }
-  void set_steps_taken(int64_t steps);
+  void step(double lr, double grad_scale = 1.0) override;
+  int64_t steps_taken() const override { return steps_taken_; }
+  void set_steps_taken(int64_t steps) override;
 
   // Global L2 norm over all defined grads (before any grad_scale), in double. On a GPU: one
   // multi-tensor launch and one device-to-host read of the result.
-  double grad_norm();
+  double grad_norm() override;
 
   // zero_grad: fills every defined grad with zeros in place, keeping its storage (use it when
   // grads are preallocated, e.g. views into a DDP bucket: the engine accumulates into them).
   // clear_grads: sets every grad to an undefined tensor, freeing it; the next backward
   // allocates fresh ones (what Module::zero_grad does).
   void zero_grad();
-  void clear_grads();
+  void clear_grads() override;
 
   // Checkpoint state: "master/<param>", "exp_avg/<param>", "exp_avg_sq/<param>" for every
   // parameter, in parameter order; f32 tensors on the optimizer's device that alias the live
   // state (copy them before the next step if they must not change). steps_taken() is separate.
-  std::vector<std::pair<std::string, Tensor>> state() const;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
   // Loads all three tensors of every parameter from `state` (f32, any device, same shapes;
   // keys as state() names them; other keys are ignored unless they carry one of the three
   // prefixes for a parameter this optimizer does not have) and writes each master into its
   // parameter's compute copy.
-  void load_state(const std::map<std::string, Tensor>& state);
+  void load_state(const std::map<std::string, Tensor>& state) override;
   // Sets one parameter's master weights (f32, any device, the parameter's shape) and its
   // compute copy; the moments are untouched. For starting a finetune from saved weights.
-  void set_master(const std::string& name, const Tensor& f32_values);
+  void set_master(const std::string& name, const Tensor& f32_values) override;
+  size_t state_bytes() const override;
 
   const AdamWOptions& options() const { return options_; }
   const std::vector<AdamWParamState>& params() const { return params_; }

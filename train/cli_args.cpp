@@ -1,6 +1,7 @@
 #include "train/cli_args.h"
 
 #include "core/error.h"
+#include "distributed/launcher.h"
 
 namespace infllm::train {
 
@@ -60,14 +61,27 @@ CliArgs parse_cli(const std::string& command, int argc, char** argv,
         std::string known;
         for (const auto& v : valued) known += " " + v;
         for (const auto& s : switches) known += " " + s;
-        fail("infllm ", command, ": unknown option ", name, " (known:", known,
-             "; see infllm ", command, " --help)");
+        fail("infllm ", command, ": unknown option ", name, " (known:", known, "; see infllm ",
+             command, " --help)");
       }
     } else {
       args.positionals.push_back(arg);
     }
   }
   return args;
+}
+
+int launch_local_ranks(const std::string& command, int argc, char** argv, int nproc) {
+  std::vector<std::string> child = {"/proc/self/exe", command};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--nproc") {
+      ++i;
+    } else if (arg.rfind("--nproc=", 0) != 0) {
+      child.push_back(arg);
+    }
+  }
+  return distributed::launch_local(nproc, child);
 }
 
 }  // namespace infllm::train

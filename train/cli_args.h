@@ -24,4 +24,8 @@ struct CliArgs {
 CliArgs parse_cli(const std::string& command, int argc, char** argv,
                   const std::set<std::string>& valued, const std::set<std::string>& switches);
 
+// `infllm COMMAND ... --nproc N`: runs this executable again with the same arguments minus
+// --nproc as N local ranks, one per GPU (distributed/launcher.h), and returns their exit code.
+int launch_local_ranks(const std::string& command, int argc, char** argv, int nproc);
+
 }  // namespace infllm::train

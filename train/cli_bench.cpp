@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "core/device.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
+#include "train/replicas.h"
 #include "train/run_setup.h"
 #include "train/train_step.h"
 #if INFLLM_WITH_CUDA
@@ -17,57 +19,68 @@
 namespace infllm::train {
 namespace {
 
-constexpr const char* kHelp = R"(usage: infllm bench RECIPE [section.key=value ...] [--steps N] [--warmup W]
+constexpr const char* kHelp =
+    R"(usage: infllm bench RECIPE [section.key=value ...] [--steps N] [--warmup W] [--nproc N]
 
 Times training steps of a recipe (data.train: random gives synthetic tokens) and prints JSON:
-median step time, tokens/s, MFU and peak device memory.
+median step time, tokens/s (all ranks together), MFU per GPU and peak device memory.
   --steps N    timed steps (default 10)
   --warmup W   untimed steps first (default 3)
+  --nproc N    data parallel over N local GPUs (the recipe's distributed section applies)
 )";
 
 }  // namespace
 
 int bench_command(int argc, char** argv) {
-  CliArgs args = parse_cli("bench", argc, argv, {"--steps", "--warmup"}, {});
+  CliArgs args = parse_cli("bench", argc, argv, {"--steps", "--warmup", "--nproc"}, {});
   if (args.has("--help") || args.positionals.empty()) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
+  if (long long nproc = args.get_int("--nproc", 0); nproc > 0)
+    return launch_local_ranks("bench", argc, argv, int(nproc));
   std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
   Recipe recipe = load_recipe(args.positionals[0], overrides);
   int64_t steps = args.get_int("--steps", 10), warmup = args.get_int("--warmup", 3);
   recipe.train.steps = std::max<int64_t>(recipe.train.steps, steps + warmup);
-  Device device = choose_device(recipe);
+  Replicas replicas(recipe);
+  Device device = replicas.device();
   TransformerLM model(model_config(recipe), recipe.train.seed, device,
                       compute_dtype(recipe, device));
-  AdamW optimizer(model.named_parameters(), adamw_options(recipe));
-  BatchSource batches(recipe, device, 0, 1);
+  std::unique_ptr<Optimizer> optimizer = replicas.make_optimizer(model, adamw_options(recipe));
+  BatchSource batches(recipe, device, replicas.rank(), replicas.world_size());
   std::vector<double> times;
   for (int64_t step = 0; step < warmup + steps; ++step) {
     auto start = std::chrono::steady_clock::now();
-    train_step(model, optimizer, batches, recipe, step);  // ends in a host sync (loss, norm)
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                    .count();
+    train_step(model, *optimizer, batches, recipe, step, replicas);  // ends in a host sync
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (step >= warmup) times.push_back(ms);
   }
   std::sort(times.begin(), times.end());
   double median_ms = times[times.size() / 2];
-  double tokens = double(recipe.data.batch_size) * recipe.data.seq_len * recipe.data.grad_accum;
+  if (!replicas.writer()) return 0;
+  const int world = replicas.world_size();
+  double tokens =
+      double(recipe.data.batch_size) * recipe.data.seq_len * recipe.data.grad_accum * world;
   double tokens_per_s = tokens / (median_ms / 1e3);
   double peak = peak_flops(device);
   double memory_gb = 0;
 #if INFLLM_WITH_CUDA
   if (device.is_cuda()) memory_gb = double(cuda::memory_stats(device.index).peak) / 1e9;
 #endif
-  std::printf("{\"bench\": \"infllm_train_step\", \"recipe\": \"%s\", \"device\": \"%s\", "
-              "\"params_M\": %.1f, \"B\": %d, \"T\": %d, \"attention\": \"%s\", "
-              "\"step_ms\": %.2f, \"tokens_per_s\": %.0f, \"mfu_989\": %.3f, "
-              "\"peak_mem_GB\": %.2f}\n",
-              args.positionals[0].c_str(), device.str().c_str(),
-              double(model.num_parameters()) / 1e6, recipe.data.batch_size, recipe.data.seq_len,
-              std::string(to_string(recipe.attention.mode)).c_str(), median_ms, tokens_per_s,
-              peak > 0 ? tokens_per_s * model.flops_per_token(recipe.data.seq_len) / peak : 0.0,
-              memory_gb);
+  std::printf(
+      "{\"bench\": \"infllm_train_step\", \"recipe\": \"%s\", \"device\": \"%s\", "
+      "\"params_M\": %.1f, \"B\": %d, \"T\": %d, \"attention\": \"%s\", "
+      "\"gpus\": %d, \"optimizer\": \"%s\", \"step_ms\": %.2f, \"tokens_per_s\": %.0f, "
+      "\"mfu_989\": %.3f, \"peak_mem_GB\": %.2f, \"optimizer_state_GB\": %.3f}\n",
+      args.positionals[0].c_str(), device.str().c_str(), double(model.num_parameters()) / 1e6,
+      recipe.data.batch_size, recipe.data.seq_len,
+      std::string(to_string(recipe.attention.mode)).c_str(), world,
+      replicas.distributed() && recipe.distributed.zero ? "zero1" : "adamw", median_ms,
+      tokens_per_s,
+      peak > 0 ? tokens_per_s / world * model.flops_per_token(recipe.data.seq_len) / peak : 0.0,
+      memory_gb, double(optimizer->state_bytes()) / 1e9);
   return 0;
 }
 

@@ -3,7 +3,6 @@
 #include <string>
 #include <vector>
 
-#include "distributed/launcher.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
 #include "train/trainer.h"
@@ -11,7 +10,8 @@
 namespace infllm::train {
 namespace {
 
-constexpr const char* kHelp = R"(usage: infllm train RECIPE [section.key=value ...] [--resume] [--nproc N]
+constexpr const char* kHelp =
+    R"(usage: infllm train RECIPE [section.key=value ...] [--resume] [--nproc N]
 
 Trains the model a YAML recipe describes; the run folder is train.out_dir.
   section.key=value  override a recipe value, e.g. train.steps=100 train.out_dir=runs/q
@@ -33,22 +33,9 @@ int train_command(int argc, char** argv) {
     return 2;
   }
   long long nproc = args.get_int("--nproc", 0);
-  if (nproc > 0) {
-    // Re-run this executable with the same command line, minus --nproc, in nproc children.
-    std::vector<std::string> child = {"/proc/self/exe", "train"};
-    for (int i = 1; i < argc; ++i) {
-      std::string arg = argv[i];
-      if (arg == "--nproc") {
-        ++i;
-      } else if (arg.rfind("--nproc=", 0) != 0) {
-        child.push_back(arg);
-      }
-    }
-    return distributed::launch_local(int(nproc), child);
-  }
+  if (nproc > 0) return launch_local_ranks("train", argc, argv, int(nproc));
   std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
   Recipe recipe = load_recipe(args.positionals[0], overrides);
-  std::fputs(("# resolved recipe\n" + recipe_to_yaml(recipe)).c_str(), stderr);
   return train(recipe, {args.has("--resume")});
 }
 

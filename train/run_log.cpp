@@ -39,11 +39,14 @@ void RunLog::step(const StepMetrics& m) {
       .set("tokens_per_s", m.tokens_per_s)
       .set("time_s", m.elapsed_s)
       .set("tokens", double(m.step) * recipe_.data.batch_size * recipe_.data.seq_len *
-                         recipe_.data.grad_accum)
+                         recipe_.data.grad_accum * m.world_size)
       .set("seq_len", int64_t(recipe_.data.seq_len))
       .set("attention", m.attention);
   if (m.mfu > 0) line.set("mfu", m.mfu);  // known only on GPUs with a known peak
   if (m.memory_gb > 0) line.set("memory_gb", m.memory_gb);
+  if (m.world_size > 1)
+    line.set("world_size", int64_t(m.world_size))
+        .set("comm_exposed_ms", m.exposed_communication_ms);
   metrics_->write(line);
   if (tensorboard_) tensorboard_->write(line);
 }

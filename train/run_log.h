@@ -18,7 +18,9 @@ struct StepMetrics {
   double loss = 0, lr = 0, grad_norm = 0;
   double tokens_per_s = 0, mfu = 0, memory_gb = 0, memory_total_gb = 0;
   double step_seconds = 0, elapsed_s = 0;
-  std::string attention;  // "dense" or "sparse": which path this step's length took
+  std::string attention;                // "dense" or "sparse": which path this step's length took
+  int world_size = 1;                   // data-parallel ranks; tokens_per_s counts all of them
+  double exposed_communication_ms = 0;  // gradient traffic not hidden behind backward
 };
 
 class RunLog {

@@ -14,6 +14,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/load_model.h"
+#include "train/replicas.h"
 #include "train/run_log.h"
 #include "train/run_setup.h"
 #include "train/signals.h"
@@ -55,35 +56,40 @@ class Run {
  public:
   Run(const Recipe& recipe, const TrainOptions& options)
       : recipe_(recipe),
-        device_(choose_device(recipe)),
+        replicas_(recipe),
+        device_(replicas_.device()),
         dtype_(compute_dtype(recipe, device_)),
         model_(model_config(recipe), recipe.train.seed, device_, dtype_),
-        optimizer_(model_.named_parameters(), adamw_options(recipe)),
-        batches_(recipe, device_, 0, 1),
+        optimizer_(replicas_.make_optimizer(model_, adamw_options(recipe))),
+        batches_(recipe, device_, replicas_.rank(), replicas_.world_size()),
         checkpoint_dir_((fs::path(recipe.train.out_dir) / "checkpoints").string()) {
-    fs::create_directories(checkpoint_dir_);
-    std::ofstream(fs::path(recipe.train.out_dir) / "recipe.yaml") << recipe_to_yaml(recipe);
-    if (!recipe.train.init_from.empty()) load_weights(resolve_checkpoint_path(recipe.train.init_from));
+    if (replicas_.writer()) {
+      std::fputs(("# resolved recipe\n" + recipe_to_yaml(recipe)).c_str(), stderr);
+      fs::create_directories(checkpoint_dir_);
+      std::ofstream(fs::path(recipe.train.out_dir) / "recipe.yaml") << recipe_to_yaml(recipe);
+    }
+    if (!recipe.train.init_from.empty())
+      load_weights(resolve_checkpoint_path(recipe.train.init_from));
     if (options.resume) resume();
-    log_ = std::make_unique<RunLog>(recipe, start_step_, true);
+    log_ = std::make_unique<RunLog>(recipe, start_step_, replicas_.writer());
   }
 
   int run() {
-    std::fprintf(stderr, "infllm: training %.1fM parameters on %s (%s), %lld steps of %lld tokens\n",
-                 double(model_.num_parameters()) / 1e6, device_.str().c_str(), dtype_name(dtype_),
-                 (long long)recipe_.train.steps, (long long)tokens_per_step());
+    if (replicas_.writer()) announce();
     install_stop_handlers();
     int64_t step = start_step_;
     auto start = Clock::now();
     while (step < recipe_.train.steps) {
       auto step_start = Clock::now();
-      StepResult result = train_step(model_, optimizer_, batches_, recipe_, step);
+      StepResult result = train_step(model_, *optimizer_, batches_, recipe_, step, replicas_);
       ++step;
       if (!result.applied && ++bad_steps_ > recipe_.train.max_bad_steps) {
         save(step);
-        std::fprintf(stderr, "infllm: stopping: %d non-finite steps (train.max_bad_steps = %d). "
-                     "Lower optim.lr or raise optim.grad_clip; the last checkpoint is in %s\n",
-                     bad_steps_, recipe_.train.max_bad_steps, checkpoint_dir_.c_str());
+        if (replicas_.writer())
+          std::fprintf(stderr,
+                       "infllm: stopping: %d non-finite steps (train.max_bad_steps = %d). "
+                       "Lower optim.lr or raise optim.grad_clip; the last checkpoint is in %s\n",
+                       bad_steps_, recipe_.train.max_bad_steps, checkpoint_dir_.c_str());
         return 1;
       }
       double step_seconds = seconds_since(step_start);
@@ -93,12 +99,14 @@ class Run {
           (step % recipe_.checkpoint.every == 0 || step == recipe_.train.steps)) {
         save(step);
       }
-      if (stop_requested()) {
+      if (result.stop) {
         save(step);
         log_->finish(summary(step, seconds_since(start)));
-        std::fprintf(stderr, "\ninfllm: %s received: checkpoint saved at step %lld; continue with "
-                     "`infllm train <recipe> --resume train.out_dir=%s`\n", stop_signal_name(),
-                     (long long)step, recipe_.train.out_dir.c_str());
+        if (replicas_.writer())
+          std::fprintf(stderr,
+                       "\ninfllm: %s received: checkpoint saved at step %lld; continue "
+                       "with `infllm train <recipe> --resume train.out_dir=%s`\n",
+                       stop_signal_name(), (long long)step, recipe_.train.out_dir.c_str());
         return 0;
       }
     }
@@ -107,6 +115,19 @@ class Run {
   }
 
  private:
+  void announce() {
+    std::fprintf(stderr, "infllm: training %.1fM parameters on %s (%s), %lld steps of %lld tokens",
+                 double(model_.num_parameters()) / 1e6, device_.str().c_str(), dtype_name(dtype_),
+                 (long long)recipe_.train.steps, (long long)tokens_per_step());
+    if (replicas_.distributed())
+      std::fprintf(stderr,
+                   "\ninfllm: data parallel over %d ranks (one GPU each), %s: %.2f GB of "
+                   "optimizer state per GPU",
+                   replicas_.world_size(), replicas_.optimizer_name(),
+                   double(optimizer_->state_bytes()) / 1e9);
+    std::fputc('\n', stderr);
+  }
+
   RunSummary summary(int64_t step, double elapsed) const {
     RunSummary s;
     s.first_step = start_step_;
@@ -121,7 +142,8 @@ class Run {
   }
 
   int64_t tokens_per_step() const {
-    return int64_t(recipe_.data.batch_size) * recipe_.data.seq_len * recipe_.data.grad_accum;
+    return int64_t(recipe_.data.batch_size) * recipe_.data.seq_len * recipe_.data.grad_accum *
+           replicas_.world_size();
   }
 
   void log_step(int64_t step, const StepResult& result, double step_seconds, double elapsed) {
@@ -139,18 +161,23 @@ class Run {
     m.grad_norm = result.grad_norm;
     m.tokens_per_s = double(tokens_per_step()) / step_seconds;
     double peak = peak_flops(device_);
-    m.mfu = peak > 0 ? m.tokens_per_s * model_.flops_per_token(recipe_.data.seq_len) / peak : 0;
+    m.mfu = peak > 0 ? m.tokens_per_s / replicas_.world_size() *
+                           model_.flops_per_token(recipe_.data.seq_len) / peak
+                     : 0;
+    m.world_size = replicas_.world_size();
+    if (replicas_.distributed()) m.exposed_communication_ms = replicas_.exposed_communication_ms();
     m.memory_gb = peak_memory_gb(device_);
     m.memory_total_gb = total_memory_gb(device_);
     m.elapsed_s = elapsed;
     log_->step(m);
   }
 
+  // On rank 0 only (the weights are the same everywhere); the others wait for it in the next
+  // step's first collective.
   void maybe_evaluate(int64_t step) {
-    if (recipe_.train.eval_every <= 0 || recipe_.data.val.empty()) return;
+    if (!replicas_.writer() || recipe_.train.eval_every <= 0 || recipe_.data.val.empty()) return;
     if (step % recipe_.train.eval_every != 0 && step != recipe_.train.steps) return;
-    EvalResult r = evaluate(model_, recipe_.data.val, recipe_.data.seq_len,
-                            recipe_.data.batch_size,
+    EvalResult r = evaluate(model_, recipe_.data.val, recipe_.data.seq_len, recipe_.data.batch_size,
                             int64_t(recipe_.train.eval_batches) * recipe_.data.batch_size, device_);
     log_->validation(step, r.loss, r.perplexity);
     last_val_loss_ = r.loss;
@@ -159,23 +186,28 @@ class Run {
   CheckpointState state_at(int64_t step) {
     CheckpointState state;
     state.step = step;
-    for (auto& [name, tensor] : optimizer_.state()) state.tensors.emplace_back("optim/" + name, tensor);
+    for (auto& [name, tensor] : optimizer_->state())
+      state.tensors.emplace_back("optim/" + name, tensor);
     state.strings["recipe"] = recipe_to_yaml(recipe_);
     state.integers["data_step"] = batches_.step();
-    state.integers["optimizer_steps"] = optimizer_.steps_taken();
+    state.integers["optimizer_steps"] = optimizer_->steps_taken();
     state.integers["bad_steps"] = bad_steps_;
-    state.integers["world_size"] = 1;
+    state.integers["world_size"] = replicas_.world_size();
     return state;
   }
 
+  // Every rank gathers the state (collective under ZeRO); rank 0 writes it.
   void save(int64_t step) {
-    save_checkpoint(checkpoint_path(recipe_.train.out_dir, step), state_at(step));
+    CheckpointState state = state_at(step);
+    if (!replicas_.writer()) return;
+    save_checkpoint(checkpoint_path(recipe_.train.out_dir, step), state);
     prune_checkpoints(checkpoint_dir_, recipe_.checkpoint.keep_last);
   }
 
   // Weights only (finetune): optimizer state, step and data position start fresh.
   void load_weights(const std::string& path) {
-    std::map<std::string, Tensor> masters = master_weights(load_checkpoint(path, device_, kMasterPrefix));
+    std::map<std::string, Tensor> masters =
+        master_weights(load_checkpoint(path, device_, kMasterPrefix));
     for (auto& [name, param] : model_.named_parameters()) {
       auto it = masters.find(name);
       INFLLM_CHECK(it != masters.end(), "train.init_from: ", path, " has no weights for ", name,
@@ -183,9 +215,10 @@ class Run {
       INFLLM_CHECK(it->second.shape() == param->shape(), "train.init_from: ", path, ": ", name,
                    " has shape ", shape_str(it->second.shape()), " but the model expects ",
                    shape_str(param->shape()), " (model sections differ)");
-      optimizer_.set_master(name, it->second);
+      optimizer_->set_master(name, it->second);
     }
-    std::fprintf(stderr, "infllm: initialized weights from %s\n", path.c_str());
+    if (replicas_.writer())
+      std::fprintf(stderr, "infllm: initialized weights from %s\n", path.c_str());
   }
 
   void resume() {
@@ -198,22 +231,32 @@ class Run {
     CheckpointState state = load_checkpoint(*latest, device_);
     std::map<std::string, Tensor> optim;
     for (auto& [name, tensor] : state.tensors) {
-      if (name.rfind("optim/", 0) == 0) optim[name.substr(6)] = tensor;  // "master/..", "exp_avg/.."
+      if (name.rfind("optim/", 0) == 0)
+        optim[name.substr(6)] = tensor;  // "master/..", "exp_avg/.."
     }
-    optimizer_.load_state(optim);
-    optimizer_.set_steps_taken(state.require_integer("optimizer_steps"));
+    optimizer_->load_state(optim);
+    optimizer_->set_steps_taken(state.require_integer("optimizer_steps"));
     batches_.set_step(state.require_integer("data_step"));
     bad_steps_ = int(state.require_integer("bad_steps"));
     start_step_ = state.step;
+    if (!replicas_.writer()) return;
     std::fprintf(stderr, "infllm: resumed from %s at step %lld\n", latest->c_str(),
                  (long long)start_step_);
+    int64_t saved_world = state.require_integer("world_size");
+    if (saved_world != replicas_.world_size())
+      std::fprintf(stderr,
+                   "infllm: warning: the checkpoint was written by %lld ranks and this run "
+                   "has %d: training continues from the same weights and optimizer state, but "
+                   "the data shards differ from an uninterrupted run\n",
+                   (long long)saved_world, replicas_.world_size());
   }
 
   const Recipe& recipe_;
+  Replicas replicas_;
   Device device_;
   DType dtype_;
   TransformerLM model_;
-  AdamW optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;
   BatchSource batches_;
   std::string checkpoint_dir_;
   std::unique_ptr<RunLog> log_;

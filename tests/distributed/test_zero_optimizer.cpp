@@ -93,7 +93,7 @@ TEST(OptimizerBytes, PlainAdamWCountsMomentsAndSeparateMasters) {
   for (Tensor& t : tensors) t.set_requires_grad(true);
   AdamW adamw({{"w", &tensors[0]}, {"b", &tensors[1]}}, AdamWOptions{});
   // f32: the parameter is its own master (moments only); bf16: an f32 master too.
-  EXPECT_EQ(optimizer_bytes(adamw), 35u * 4 * 2 + 33u * 4 * 3);
+  EXPECT_EQ(adamw.state_bytes(), 35u * 4 * 2 + 33u * 4 * 3);
 }
 
 TEST(ZeroAdamWMultiGpu, TwoRanksMatchPlainAdamW) {
@@ -174,11 +174,11 @@ void run_against_adamw(ProcessGroup& pg, uint64_t seed) {
   size_t padded = 0, total = 0;
   for (const BucketLayout& bucket : zero_ddp.layout().buckets) padded += bucket.elements;
   for (const Tensor& t : ref_params.tensors) total += size_t(t.numel());
-  EXPECT_EQ(optimizer_bytes(ref), 12 * total);
-  EXPECT_EQ(zero.optimizer_bytes() * size_t(pg.world_size()), 12 * padded);
+  EXPECT_EQ(ref.state_bytes(), 12 * total);
+  EXPECT_EQ(zero.state_bytes() * size_t(pg.world_size()), 12 * padded);
   EXPECT_LT(padded - total, zero_ddp.layout().buckets.size() * size_t(pg.world_size()) * 16);
   std::printf("rank %d: optimizer bytes %zu with ZeRO, %zu without\n", pg.rank(),
-              zero.optimizer_bytes(), optimizer_bytes(ref));
+              zero.state_bytes(), ref.state_bytes());
 
   for (int step = 0; step < 5; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));

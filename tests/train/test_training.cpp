@@ -31,7 +31,8 @@ Outcome run(const std::string& args) {
   Outcome outcome;
   FILE* pipe = popen(command.c_str(), "r");
   std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe)) outcome.output.append(buffer.data(), n);
+  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe))
+    outcome.output.append(buffer.data(), n);
   int status = pclose(pipe);
   outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return outcome;
@@ -100,21 +101,35 @@ TEST(Training, ResumeContinuesBitForBit) {
   EXPECT_EQ(logged(straight, "loss"), logged(split, "loss"));
 }
 
-TEST(Training, SigtermSavesACheckpointAndStopsCleanly) {
-  std::string dir = fresh_dir("sigterm");
+// Starts a long run, waits until it logged a step, sends SIGTERM; returns the exit status.
+int terminate_running_training(const std::string& dir, std::vector<std::string> extra) {
+  std::vector<std::string> args = {INFLLM_BINARY,
+                                   "train",
+                                   "tests/train/recipes/tiny.yaml",
+                                   "train.out_dir=" + dir,
+                                   "train.steps=100000",
+                                   "checkpoint.every=0",
+                                   "train.eval_every=0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   pid_t child = fork();
   if (child == 0) {
-    std::string out_dir = "train.out_dir=" + dir;
-    execl(INFLLM_BINARY, INFLLM_BINARY, "train", "tests/train/recipes/tiny.yaml", out_dir.c_str(),
-          "train.steps=100000", "checkpoint.every=0", "train.eval_every=0", (char*)nullptr);
+    execv(INFLLM_BINARY, argv.data());
     _exit(127);
   }
-  // Wait for the run to be under way (its first metrics line), then ask it to stop.
-  for (int i = 0; i < 600 && logged(dir, "loss").empty(); ++i) usleep(50000);
-  ASSERT_FALSE(logged(dir, "loss").empty()) << "the run never logged a step";
+  for (int i = 0; i < 1200 && logged(dir, "loss").empty(); ++i) usleep(50000);
+  EXPECT_FALSE(logged(dir, "loss").empty()) << "the run never logged a step";
   kill(child, SIGTERM);
   int status = 0;
   waitpid(child, &status, 0);
+  return status;
+}
+
+TEST(Training, SigtermSavesACheckpointAndStopsCleanly) {
+  std::string dir = fresh_dir("sigterm");
+  int status = terminate_running_training(dir, {});
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   auto latest = latest_checkpoint(dir + "/checkpoints");
@@ -124,8 +139,9 @@ TEST(Training, SigtermSavesACheckpointAndStopsCleanly) {
 
 TEST(Training, NonFiniteStepsAreSkippedThenTheRunStops) {
   std::string dir = fresh_dir("nonfinite");
-  Outcome out = run(train_args(dir, "optim.lr=1e30 optim.grad_clip=0 train.max_bad_steps=2 "
-                                    "train.steps=50 schedule.warmup_steps=0"));
+  Outcome out = run(train_args(dir,
+                               "optim.lr=1e30 optim.grad_clip=0 train.max_bad_steps=2 "
+                               "train.steps=50 schedule.warmup_steps=0"));
   EXPECT_EQ(out.exit_code, 1) << out.output;
   EXPECT_NE(out.output.find("non-finite"), std::string::npos) << out.output;
   EXPECT_NE(out.output.find("train.max_bad_steps"), std::string::npos) << out.output;
@@ -134,10 +150,11 @@ TEST(Training, NonFiniteStepsAreSkippedThenTheRunStops) {
 TEST(Training, EvalAndGenerateReadTheCheckpoint) {
   std::string dir = fresh_dir("evalgen");
   ASSERT_EQ(run(train_args(dir)).exit_code, 0);
-  Outcome eval = run("eval " + dir + "/checkpoints/latest --windows 4");
+  Outcome eval = run("eval " + dir + "/checkpoints/latest --windows 4 --device cpu");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_NE(eval.output.find("\"perplexity\""), std::string::npos) << eval.output;
-  Outcome gen = run("generate " + dir + "/checkpoints/latest --prompt \"The \" --tokens 20");
+  Outcome gen =
+      run("generate " + dir + "/checkpoints/latest --prompt \"The \" --tokens 20 --device cpu");
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
   EXPECT_EQ(gen.output.rfind("The ", 0), 0u) << gen.output;
   EXPECT_GT(gen.output.size(), 4u);
@@ -174,6 +191,56 @@ TEST(Training, CpuAndGpuRunsOfOneRecipeAgree) {
   }
 }
 
+// Two ranks with batch B see exactly the windows one rank sees with batch B and grad_accum 2
+// (the loader deals windows to ranks round-robin), so both data-parallel reductions must
+// reproduce the single-GPU run: the same losses up to f32 summation order. A 2-rank ZeRO
+// checkpoint (unsharded on disk) then resumes on one GPU.
+TEST(DataParallel, TwoRanksReproduceOneRankWithGradientAccumulation) {
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 GPUs; this machine has " << cuda_device_count();
+  const std::string shape =
+      "model.d_model=128 model.n_heads=2 model.ffn_hidden=256 train.device=cuda train.steps=20 "
+      "train.eval_every=0 data.batch_size=2 checkpoint.every=10 ";
+  std::string one = fresh_dir("dp-one"), two = fresh_dir("dp-two"), zero = fresh_dir("dp-zero");
+  Outcome a = run(train_args(one, shape + "data.grad_accum=2"));
+  Outcome b = run(train_args(two, shape + "--nproc 2"));
+  Outcome c = run(train_args(zero, shape + "distributed.zero=1 --nproc 2"));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_NE(c.output.find("data parallel over 2 ranks"), std::string::npos) << c.output;
+  std::vector<double> la = logged(one, "loss"), lb = logged(two, "loss"), lc = logged(zero, "loss");
+  ASSERT_EQ(la.size(), 20u);
+  ASSERT_EQ(lb.size(), la.size());
+  ASSERT_EQ(lc.size(), la.size());
+  EXPECT_NEAR(lb[0], la[0], 1e-5 * la[0]);  // same weights, same windows: only the mean's order
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_NEAR(lb[i], la[i], 5e-3 * la[i]) << "all-reduce, step " << i + 1;
+    EXPECT_NEAR(lc[i], la[i], 5e-3 * la[i]) << "ZeRO-1, step " << i + 1;
+  }
+  EXPECT_EQ(logged(two, "world_size").back(), 2);
+  Outcome resumed = run(train_args(zero, shape + "train.steps=22 --resume"));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("written by 2 ranks"), std::string::npos) << resumed.output;
+  EXPECT_EQ(logged(zero, "loss").size(), 22u);
+}
+
+// SIGTERM to the launcher reaches every rank; they agree on the step to stop at, rank 0 writes
+// one checkpoint, and the launcher reports the signal.
+TEST(DataParallel, SigtermToTheLauncherCheckpointsOnceAndStopsEveryRank) {
+  if (cuda_device_count() < 2)
+    GTEST_SKIP() << "needs 2 GPUs; this machine has " << cuda_device_count();
+  std::string dir = fresh_dir("dp-sigterm");
+  int status = terminate_running_training(
+      dir, {"model.d_model=128", "model.n_heads=2", "train.device=cuda", "--nproc", "2"});
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  int checkpoints = 0;
+  for (const auto& entry : fs::directory_iterator(dir + "/checkpoints"))
+    checkpoints += entry.path().extension() == ".h5";
+  EXPECT_EQ(checkpoints, 1);
+}
+
 TEST(Finetune, SparseFinetuneOfADensePretrainedModelContinuesSmoothly) {
   // Pretrain dense at T = 256, then finetune the same weights with the sparse path at the same
   // length, where each token sees 8 of 16 blocks of 16 tokens.
@@ -182,20 +249,24 @@ TEST(Finetune, SparseFinetuneOfADensePretrainedModelContinuesSmoothly) {
       "attention.kernel_size=8 attention.kernel_stride=4 attention.block_size=16 "
       "attention.window_size=64 attention.topk=8 data.seq_len=256 data.batch_size=2 ";
   Outcome dense_run = run(train_args(pretrain, sparse + "attention.mode=dense train.steps=60 "
-                                               "checkpoint.every=60 train.eval_every=0"));
+                                                        "checkpoint.every=60 train.eval_every=0"));
   ASSERT_EQ(dense_run.exit_code, 0) << dense_run.output;
   Outcome sparse_run =
-      run(train_args(finetune, sparse + "attention.mode=sparse train.steps=10 "
-                                        "train.init_from=" + pretrain + "/checkpoints/latest "
-                                        "optim.lr=1e-3 schedule.warmup_steps=2 train.eval_every=0"));
+      run(train_args(finetune, sparse +
+                                   "attention.mode=sparse train.steps=10 "
+                                   "train.init_from=" +
+                                   pretrain +
+                                   "/checkpoints/latest "
+                                   "optim.lr=1e-3 schedule.warmup_steps=2 train.eval_every=0"));
   ASSERT_EQ(sparse_run.exit_code, 0) << sparse_run.output;
   std::vector<double> dense_loss = logged(pretrain, "loss"), sparse_loss = logged(finetune, "loss");
   double last_dense = (dense_loss[57] + dense_loss[58] + dense_loss[59]) / 3;
   double first_sparse = (sparse_loss[0] + sparse_loss[1] + sparse_loss[2]) / 3;
   // A restart from scratch would be at ~5.5; a smooth switch stays near the dense loss.
-  EXPECT_LT(first_sparse, last_dense * 1.10) << "dense " << last_dense << " sparse " << first_sparse;
+  EXPECT_LT(first_sparse, last_dense * 1.10)
+      << "dense " << last_dense << " sparse " << first_sparse;
   // The same checkpoint evaluates through both paths.
-  std::string ckpt = pretrain + "/checkpoints/latest --windows 4 --seq-len 256";
+  std::string ckpt = pretrain + "/checkpoints/latest --windows 4 --seq-len 256 --device cpu";
   Outcome eval_dense = run("eval " + ckpt + " --attention dense");
   Outcome eval_sparse = run("eval " + ckpt + " --attention sparse");
   ASSERT_EQ(eval_dense.exit_code, 0) << eval_dense.output;
