@@ -15,6 +15,42 @@ namespace infllm::train {
 
 namespace dist = infllm::distributed;
 
+#if INFLLM_WITH_CUDA
+namespace {
+
+// A data-parallel run's optimizer owns the gradient averaging hooked into the model's
+// parameters, so the hooks go away with the optimizer, while the model still exists (callers
+// declare the optimizer after the model). The wrapped optimizer is destroyed first: ZeroAdamW
+// refers to the DataParallel.
+class DataParallelOptimizer : public Optimizer {
+ public:
+  DataParallelOptimizer(std::unique_ptr<dist::DataParallel> data_parallel,
+                        std::unique_ptr<Optimizer> optimizer)
+      : data_parallel_(std::move(data_parallel)), optimizer_(std::move(optimizer)) {}
+  ~DataParallelOptimizer() override { optimizer_.reset(); }
+
+  void step(double lr, double grad_scale) override { optimizer_->step(lr, grad_scale); }
+  int64_t steps_taken() const override { return optimizer_->steps_taken(); }
+  void set_steps_taken(int64_t steps) override { optimizer_->set_steps_taken(steps); }
+  double grad_norm() override { return optimizer_->grad_norm(); }
+  void clear_grads() override { optimizer_->clear_grads(); }
+  std::vector<std::pair<std::string, Tensor>> state() const override { return optimizer_->state(); }
+  void load_state(const std::map<std::string, Tensor>& state) override {
+    optimizer_->load_state(state);
+  }
+  void set_master(const std::string& name, const Tensor& f32_values) override {
+    optimizer_->set_master(name, f32_values);
+  }
+  size_t state_bytes() const override { return optimizer_->state_bytes(); }
+
+ private:
+  std::unique_ptr<dist::DataParallel> data_parallel_;
+  std::unique_ptr<Optimizer> optimizer_;
+};
+
+}  // namespace
+#endif
+
 Replicas::Replicas(const Recipe& recipe)
     : env_(dist::detect_launch_env(dist::process_env_reader())),
       zero_(recipe.distributed.zero),
@@ -52,12 +88,17 @@ std::unique_ptr<Optimizer> Replicas::make_optimizer(TransformerLM& model,
                                                     const AdamWOptions& options) {
   if (!distributed()) return std::make_unique<AdamW>(model.named_parameters(), options);
 #if INFLLM_WITH_CUDA
-  data_parallel_ = std::make_unique<dist::DataParallel>(
+  auto data_parallel = std::make_unique<dist::DataParallel>(
       *group_, model.named_parameters(), bucket_bytes_,
       zero_ ? dist::GradientReduction::reduce_scatter : dist::GradientReduction::all_reduce);
-  data_parallel_->broadcast_parameters();  // before the optimizer copies them into its masters
-  if (zero_) return std::make_unique<dist::ZeroAdamW>(*data_parallel_, options);
-  return std::make_unique<AdamW>(model.named_parameters(), options);
+  data_parallel->broadcast_parameters();  // before the optimizer copies them into its masters
+  std::unique_ptr<Optimizer> optimizer;
+  if (zero_)
+    optimizer = std::make_unique<dist::ZeroAdamW>(*data_parallel, options);
+  else
+    optimizer = std::make_unique<AdamW>(model.named_parameters(), options);
+  data_parallel_ = data_parallel.get();
+  return std::make_unique<DataParallelOptimizer>(std::move(data_parallel), std::move(optimizer));
 #else
   return nullptr;  // unreachable: the constructor refused several ranks
 #endif

@@ -38,7 +38,8 @@ class Replicas {
   const char* optimizer_name() const;
 
   // Gives every rank rank 0's weights, attaches the gradient averaging to the model's
-  // parameters and builds the recipe's optimizer over them. Collective.
+  // parameters and builds the recipe's optimizer over them. Collective. The optimizer owns the
+  // attachment: destroy it before the model, and use before/after_backward only while it lives.
   std::unique_ptr<Optimizer> make_optimizer(TransformerLM& model, const AdamWOptions& options);
 
   // Around each micro-batch's backward; last = the step's final micro-batch, whose backward
@@ -57,7 +58,7 @@ class Replicas {
   int zero_ = 0;
   size_t bucket_bytes_ = 0;
   std::unique_ptr<distributed::ProcessGroup> group_;
-  std::unique_ptr<distributed::DataParallel> data_parallel_;
+  distributed::DataParallel* data_parallel_ = nullptr;  // owned by make_optimizer's result
 };
 
 }  // namespace infllm::train
