@@ -215,10 +215,11 @@ TEST(DataParallel, TwoRanksReproduceOneRankWithGradientAccumulation) {
   ASSERT_EQ(lc.size(), la.size());
   EXPECT_NEAR(lb[0], la[0], 1e-5 * la[0]);  // same weights, same windows: only the mean's order
   for (size_t i = 0; i < la.size(); ++i) {
-    EXPECT_NEAR(lb[i], la[i], 5e-3 * la[i]) << "all-reduce, step " << i + 1;
-    EXPECT_NEAR(lc[i], la[i], 5e-3 * la[i]) << "ZeRO-1, step " << i + 1;
+    // bf16 compute: rounding differences of the summation order grow a little over the steps.
+    EXPECT_NEAR(lb[i], la[i], 1e-2 * la[i]) << "all-reduce, step " << i + 1;
+    EXPECT_NEAR(lc[i], la[i], 1e-2 * la[i]) << "ZeRO-1, step " << i + 1;
   }
-  EXPECT_EQ(logged(two, "world_size").back(), 2);
+  EXPECT_EQ(logged(two, "comm_exposed_ms").size(), la.size());
   Outcome resumed = run(train_args(zero, shape + "train.steps=22 --resume"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("written by 2 ranks"), std::string::npos) << resumed.output;
