@@ -13,11 +13,14 @@ using attention::AttentionShape;
 using attention::BlockList;
 
 AttentionShape shape_of(const Tensor& q, const Tensor& k) {
-  INFLLM_CHECK(q.dim() == 4 && k.dim() == 4, "attention: expected q [B, T, Hq, D] and k [B, T, "
-               "Hkv, D], got ", q.str(), " and ", k.str());
+  INFLLM_CHECK(q.dim() == 4 && k.dim() == 4,
+               "attention: expected q [B, T, Hq, D] and k [B, T, "
+               "Hkv, D], got ",
+               q.str(), " and ", k.str());
   INFLLM_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3) &&
                    q.size(2) % k.size(2) == 0,
-               "attention: q ", q.str(), " and k ", k.str(), " disagree on B, T or D, or Hkv does "
+               "attention: q ", q.str(), " and k ", k.str(),
+               " disagree on B, T or D, or Hkv does "
                "not divide Hq");
   AttentionShape shape;
   shape.B = int(q.size(0));
@@ -41,11 +44,12 @@ Tensor select_attention_blocks(const Tensor& q_in, const Tensor& k_in,
   attention::check_sparse_config("select_attention_blocks", config);
   Tensor q = q_in.contiguous(), k = k_in.contiguous();
   AttentionShape shape = shape_of(q, k);
-  Tensor blocks = Tensor::empty({q.size(0), q.size(1), k.size(2), config.topk}, DType::i32,
-                                q.device());
+  Tensor blocks =
+      Tensor::empty({q.size(0), q.size(1), k.size(2), config.topk}, DType::i32, q.device());
   if (q.device().is_cuda()) {
     INFLLM_IF_CUDA(attention::cuda::select_blocks(config, shape, bf16_bits(q), bf16_bits(k),
-                                                  blocks.data<int32_t>(), device_stream(q.device()), nullptr));
+                                                  blocks.data<int32_t>(), device_stream(q.device()),
+                                                  nullptr));
   } else {
     visit_f32_f64(q.dtype(), "select_attention_blocks", [&]<class T>() {
       attention::cpu::select_blocks<T>(config, shape, q.data<T>(), k.data<T>(),
@@ -74,9 +78,9 @@ Tensor causal_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
   Tensor lse = Tensor::empty({q.size(0), q.size(2), q.size(1)}, lse_dtype, device);
   if (device.is_cuda()) {
     INFLLM_CHECK(q.dtype() == DType::bf16, "attention: CUDA takes bf16, got ", q.str());
-    INFLLM_IF_CUDA(attention::cuda::attention_forward(shape, bf16_bits(q), bf16_bits(k),
-                                                      bf16_bits(v), list, bf16_bits(out),
-                                                      lse.data<float>(), device_stream(q.device())));
+    INFLLM_IF_CUDA(attention::cuda::attention_forward(
+        shape, bf16_bits(q), bf16_bits(k), bf16_bits(v), list, bf16_bits(out), lse.data<float>(),
+        device_stream(q.device())));
   } else {
     visit_f32_f64(q.dtype(), "attention", [&]<class T>() {
       attention::cpu::attention_forward<T>(shape, q.data<T>(), k.data<T>(), v.data<T>(), list,
@@ -100,8 +104,7 @@ Tensor causal_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
       visit_f32_f64(sq.dtype(), "attention_backward", [&]<class T>() {
         attention::cpu::attention_backward<T>(shape, sq.data<T>(), sk.data<T>(), sv.data<T>(),
                                               so.data<T>(), lse.data<T>(), dout.data<T>(),
-                                              saved_list, dq.data<T>(), dk.data<T>(),
-                                              dv.data<T>());
+                                              saved_list, dq.data<T>(), dk.data<T>(), dv.data<T>());
       });
     }
     return std::vector<Tensor>{dq, dk, dv};

@@ -158,8 +158,12 @@ Tensor binary_scalar(BinaryOp op, const Tensor& a, double scalar) {
 
 }  // namespace
 
-Tensor add(const Tensor& a, double scalar) { return binary_scalar(BinaryOp::add, a, scalar); }
-Tensor mul(const Tensor& a, double scalar) { return binary_scalar(BinaryOp::mul, a, scalar); }
+Tensor add(const Tensor& a, double scalar) {
+  return binary_scalar(BinaryOp::add, a, scalar);
+}
+Tensor mul(const Tensor& a, double scalar) {
+  return binary_scalar(BinaryOp::mul, a, scalar);
+}
 
 void add_(Tensor& acc, const Tensor& x) {
   check_same_device(acc, x, "add_");
@@ -243,8 +247,12 @@ Tensor softmax_along_last(const Tensor& x, bool log) {
 
 }  // namespace
 
-Tensor softmax(const Tensor& x) { return softmax_along_last(x, false); }
-Tensor log_softmax(const Tensor& x) { return softmax_along_last(x, true); }
+Tensor softmax(const Tensor& x) {
+  return softmax_along_last(x, false);
+}
+Tensor log_softmax(const Tensor& x) {
+  return softmax_along_last(x, true);
+}
 
 Tensor softmax_backward(const Tensor& y, const Tensor& dy, bool log) {
   INFLLM_CHECK(y.shape() == dy.shape(), "softmax_backward: ", y.str(), " vs ", dy.str());

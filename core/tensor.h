@@ -116,7 +116,9 @@ Shape contiguous_strides(const Shape& shape);
 
 // bf16 elements as raw 16-bit patterns, the form CUDA kernel headers take (they stay
 // includable from plain C++).
-inline uint16_t* bf16_bits(const Tensor& t) { return &t.data<bf16>()->bits; }
+inline uint16_t* bf16_bits(const Tensor& t) {
+  return &t.data<bf16>()->bits;
+}
 
 // Uninitialized device scratch of at least `bytes` bytes (for kernels' workspaces).
 inline Tensor scratch(size_t bytes, Device device) {

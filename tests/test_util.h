@@ -52,8 +52,9 @@ inline bool has_gpu() {
   return cuda_device_count() > 0;
 }
 
-#define INFLLM_REQUIRE_GPU()                                                                    \
-  if (!::infllm::testing::has_gpu()) GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
-                                                     "one)"
+#define INFLLM_REQUIRE_GPU()                                 \
+  if (!::infllm::testing::has_gpu())                         \
+  GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
+                  "one)"
 
 }  // namespace infllm::testing

@@ -27,10 +27,10 @@ BatchSource::BatchSource(const Recipe& recipe, Device device, int rank, int worl
   options.seed = recipe.train.seed;
   options.prefetch = recipe.data.prefetch;
   loader_ = std::make_unique<data::Loader>(recipe.data.train, options);
-  INFLLM_CHECK(loader_->vocab_size() <= recipe.model.vocab_size, "data.train: ",
-               recipe.data.train, " has vocab_size ", loader_->vocab_size(),
-               " but model.vocab_size is ", recipe.model.vocab_size,
-               " (set model.vocab_size to at least ", loader_->vocab_size(), ")");
+  INFLLM_CHECK(loader_->vocab_size() <= recipe.model.vocab_size, "data.train: ", recipe.data.train,
+               " has vocab_size ", loader_->vocab_size(), " but model.vocab_size is ",
+               recipe.model.vocab_size, " (set model.vocab_size to at least ",
+               loader_->vocab_size(), ")");
 }
 
 int64_t BatchSource::vocab_size() const {
@@ -54,8 +54,8 @@ TokenBatch BatchSource::next() {
     // Uniform tokens drawn on the device from Philox(seed, step, rank): no host traffic.
     uint64_t offset = (uint64_t(step_) * 1024 + uint64_t(rank_)) * uint64_t(2 * B * (T + 1));
     double vocab = double(recipe_.model.vocab_size);
-    Tensor draws = ops::uniform({B, T + 1}, recipe_.train.seed, offset, 0.0, vocab, DType::f32,
-                                device_);
+    Tensor draws =
+        ops::uniform({B, T + 1}, recipe_.train.seed, offset, 0.0, vocab, DType::f32, device_);
     Tensor tokens = ops::cast(draws, DType::i32);
     batch.inputs = tokens.slice(1, 0, T).contiguous();
     batch.targets = tokens.slice(1, 1, T + 1).contiguous();

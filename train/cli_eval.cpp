@@ -25,10 +25,9 @@ Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/lates
 }  // namespace
 
 int eval_command(int argc, char** argv) {
-  CliArgs args = parse_cli("eval", argc, argv,
-                           {"--data", "--attention", "--seq-len", "--batch", "--windows",
-                            "--device"},
-                           {});
+  CliArgs args =
+      parse_cli("eval", argc, argv,
+                {"--data", "--attention", "--seq-len", "--batch", "--windows", "--device"}, {});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
@@ -46,10 +45,11 @@ int eval_command(int argc, char** argv) {
   int64_t B = args.get_int("--batch", recipe.data.batch_size);
   EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
   std::string mode = attention::to_string(loaded.model->config().attention.mode);
-  std::printf("{\"checkpoint\": \"%s\", \"step\": %lld, \"data\": \"%s\", \"seq_len\": %lld, "
-              "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f}\n",
-              args.positionals[0].c_str(), (long long)loaded.step, data.c_str(), (long long)T,
-              mode.c_str(), (long long)r.tokens, r.loss, r.perplexity);
+  std::printf(
+      "{\"checkpoint\": \"%s\", \"step\": %lld, \"data\": \"%s\", \"seq_len\": %lld, "
+      "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f}\n",
+      args.positionals[0].c_str(), (long long)loaded.step, data.c_str(), (long long)T, mode.c_str(),
+      (long long)r.tokens, r.loss, r.perplexity);
   return 0;
 }
 

@@ -16,8 +16,9 @@ EvalResult evaluate(const TransformerLM& model, const std::string& path, int64_t
   options.B = B;
   options.max_windows = max_windows;
   data::EvalWindows windows(path, options);
-  INFLLM_CHECK(windows.num_windows() > 0, "evaluation data ", path, " holds fewer than T + 1 = ",
-               T + 1, " tokens (use a shorter data.seq_len or a larger file)");
+  INFLLM_CHECK(windows.num_windows() > 0, "evaluation data ", path,
+               " holds fewer than T + 1 = ", T + 1,
+               " tokens (use a shorter data.seq_len or a larger file)");
   double weighted = 0;
   EvalResult result;
   for (int64_t i = 0; i < windows.num_batches(); ++i) {

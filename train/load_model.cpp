@@ -21,13 +21,14 @@ LoadedModel load_model(const std::string& path_spec, const std::string& device) 
   loaded.device = parse_device(device);
   CheckpointState state = load_checkpoint(path, loaded.device, kMasterPrefix);
   auto recipe_text = state.strings.find("recipe");
-  INFLLM_CHECK(recipe_text != state.strings.end(), path, ": no `recipe` attribute (not a "
+  INFLLM_CHECK(recipe_text != state.strings.end(), path,
+               ": no `recipe` attribute (not a "
                "checkpoint written by infllm train?)");
   loaded.recipe = recipe_from_yaml(recipe_text->second, path + " (saved recipe)", {false});
   loaded.step = state.step;
   DType dtype = compute_dtype(loaded.recipe, loaded.device);
-  loaded.model = std::make_unique<TransformerLM>(model_config(loaded.recipe), 0, loaded.device,
-                                                 dtype);
+  loaded.model =
+      std::make_unique<TransformerLM>(model_config(loaded.recipe), 0, loaded.device, dtype);
   std::map<std::string, Tensor> weights = master_weights(state);
   for (auto& [name, param] : loaded.model->named_parameters()) {
     auto it = weights.find(name);

@@ -9,9 +9,11 @@ namespace infllm::train {
 Device choose_device(const Recipe& recipe, int local_rank) {
   int gpus = cuda_device_count();
   switch (recipe.train.device) {
-    case DeviceChoice::cpu: return Device::cpu();
+    case DeviceChoice::cpu:
+      return Device::cpu();
     case DeviceChoice::cuda:
-      INFLLM_CHECK(gpus > 0, "train.device: cuda was asked for but no GPU is visible (set "
+      INFLLM_CHECK(gpus > 0,
+                   "train.device: cuda was asked for but no GPU is visible (set "
                    "train.device=auto or cpu)");
       break;
     case DeviceChoice::automatic:
@@ -25,17 +27,23 @@ Device choose_device(const Recipe& recipe, int local_rank) {
 
 DType compute_dtype(const Recipe& recipe, Device device) {
   if (device.is_cpu()) return DType::f32;
-  INFLLM_CHECK(recipe.train.precision == Precision::bf16, "train.precision: f32 is not available "
-               "on ", device.str(), " (the CUDA kernels compute in bf16 with f32 accumulation); "
+  INFLLM_CHECK(recipe.train.precision == Precision::bf16,
+               "train.precision: f32 is not available "
+               "on ",
+               device.str(),
+               " (the CUDA kernels compute in bf16 with f32 accumulation); "
                "set train.precision=bf16, or train.device=cpu for an f32 run");
   return DType::bf16;
 }
 
 attention::AttentionMode attention_mode(AttentionMode mode) {
   switch (mode) {
-    case AttentionMode::dense: return attention::AttentionMode::dense;
-    case AttentionMode::sparse: return attention::AttentionMode::sparse;
-    case AttentionMode::automatic: break;
+    case AttentionMode::dense:
+      return attention::AttentionMode::dense;
+    case AttentionMode::sparse:
+      return attention::AttentionMode::sparse;
+    case AttentionMode::automatic:
+      break;
   }
   return attention::AttentionMode::automatic;
 }
@@ -57,7 +65,7 @@ infllm::ModelConfig model_config(const Recipe& recipe) {
   config.init_std = m.init_std;
   config.attention.mode = attention_mode(a.mode);
   config.attention.sparse = {a.kernel_size, a.kernel_stride, a.block_size, a.init_blocks,
-                             a.window_size, a.topk, a.dense_len};
+                             a.window_size, a.topk,          a.dense_len};
   config.activation_checkpointing = recipe.train.activation_checkpointing;
   return config;
 }

@@ -1,8 +1,8 @@
 #include "train/signals.h"
 
+#include <unistd.h>
 #include <csignal>
 #include <cstdlib>
-#include <unistd.h>
 
 namespace infllm::train {
 namespace {
@@ -24,8 +24,12 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-bool stop_requested() { return received != 0; }
+bool stop_requested() {
+  return received != 0;
+}
 
-const char* stop_signal_name() { return received == SIGINT ? "SIGINT" : "SIGTERM"; }
+const char* stop_signal_name() {
+  return received == SIGINT ? "SIGINT" : "SIGTERM";
+}
 
 }  // namespace infllm::train

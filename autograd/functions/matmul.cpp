@@ -21,17 +21,16 @@ DType gradient_dtype(const Tensor& operand) {
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor sa = a.detach(), sb = b.detach();
   DType da_dtype = gradient_dtype(a), db_dtype = gradient_dtype(b);
-  return record("matmul", {a, b}, ops::matmul(a, b, trans_a, trans_b),
-                [=](const std::vector<Tensor>& g) {
-                  // C = op(A) op(B): each case writes dA, dB in the operands' stored layout.
-                  const Tensor& dc = g[0];
-                  Tensor da = trans_a ? ops::matmul(sb, dc, trans_b, true, da_dtype)
-                                      : ops::matmul(dc, sb, false, !trans_b, da_dtype);
-                  Tensor db = trans_b ? ops::matmul(dc, sa, true, trans_a, db_dtype)
-                                      : ops::matmul(sa, dc, !trans_a, false, db_dtype);
-                  return std::vector<Tensor>{ops::sum_to(da, sa.shape()),
-                                             ops::sum_to(db, sb.shape())};
-                });
+  return record(
+      "matmul", {a, b}, ops::matmul(a, b, trans_a, trans_b), [=](const std::vector<Tensor>& g) {
+        // C = op(A) op(B): each case writes dA, dB in the operands' stored layout.
+        const Tensor& dc = g[0];
+        Tensor da = trans_a ? ops::matmul(sb, dc, trans_b, true, da_dtype)
+                            : ops::matmul(dc, sb, false, !trans_b, da_dtype);
+        Tensor db = trans_b ? ops::matmul(dc, sa, true, trans_a, db_dtype)
+                            : ops::matmul(sa, dc, !trans_a, false, db_dtype);
+        return std::vector<Tensor>{ops::sum_to(da, sa.shape()), ops::sum_to(db, sb.shape())};
+      });
 }
 
 Tensor embedding(const Tensor& table, const Tensor& index) {

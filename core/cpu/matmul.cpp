@@ -28,8 +28,8 @@ void pack(const T* src, int64_t rows, int64_t cols, bool transposed, Acc* dst) {
 
 // c[i0.., j0..] = a[i0.., :] @ b[:, j0..] for one tile; rows/cols may be short at the edges.
 template <class Acc>
-void gemm_tile(int64_t n, int64_t k, const Acc* a, const Acc* b, Acc* c, int64_t i0,
-               int64_t j0, int64_t rows, int64_t cols) {
+void gemm_tile(int64_t n, int64_t k, const Acc* a, const Acc* b, Acc* c, int64_t i0, int64_t j0,
+               int64_t rows, int64_t cols) {
   Acc acc[kTileRows][kTileCols] = {};
   if (cols == kTileCols) {
     for (int64_t kk = 0; kk < k; ++kk) {
@@ -56,8 +56,8 @@ void gemm_tile(int64_t n, int64_t k, const Acc* a, const Acc* b, Acc* c, int64_t
 // Compiled twice: for AVX2+FMA machines and for any x86-64; the loader picks at run time.
 template <class Acc>
 __attribute__((target_clones("arch=x86-64-v3", "default"))) void gemm(int64_t m, int64_t n,
-                                                                       int64_t k, const Acc* a,
-                                                                       const Acc* b, Acc* c) {
+                                                                      int64_t k, const Acc* a,
+                                                                      const Acc* b, Acc* c) {
   int64_t bands = (m + kTileRows - 1) / kTileRows;
 #pragma omp parallel for schedule(static) if (m * n * k > 32768)
   for (int64_t band = 0; band < bands; ++band) {
