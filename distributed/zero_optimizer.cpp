@@ -185,18 +185,7 @@ void ZeroAdamW::copy_pieces(size_t param, const Tensor& full, Tensor& state) con
 }
 
 void ZeroAdamW::step(double lr, double grad_scale) {
-  INFLLM_CHECK(std::isfinite(lr) && lr >= 0, "ZeroAdamW::step: lr=", lr,
-               " must be finite and >= 0");
-  INFLLM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0,
-               "ZeroAdamW::step: grad_scale=", grad_scale,
-               " must be finite and >= 0 (skip steps whose grad norm is not finite)");
-  AdamWHyper hp;
-  hp.lr = float(lr);
-  hp.beta1 = float(options_.beta1);
-  hp.beta2 = float(options_.beta2);
-  hp.eps = float(options_.eps);
-  hp.step = steps_taken_ + 1;
-  hp.grad_scale = float(grad_scale);
+  const AdamWHyper hp = adamw_hyper(options_, lr, grad_scale, steps_taken_ + 1, "ZeroAdamW::step");
   if (!plan_.pieces.empty())
     adamw_step_cuda(static_cast<const AdamWTensor*>(device_table_.data_ptr()),
                     int(plan_.pieces.size()), table_chunks_, hp, compute_);

@@ -112,17 +112,23 @@ std::vector<AdamWParamState*> AdamW::params_with_grad(const char* where) {
   return out;
 }
 
-void AdamW::step(double lr, double grad_scale) {
-  INFLLM_CHECK(std::isfinite(lr) && lr >= 0, "AdamW::step: lr=", lr, " must be finite and >= 0");
-  INFLLM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, "AdamW::step: grad_scale=", grad_scale,
+AdamWHyper adamw_hyper(const AdamWOptions& options, double lr, double grad_scale, int64_t step,
+                       const char* who) {
+  INFLLM_CHECK(std::isfinite(lr) && lr >= 0, who, ": lr=", lr, " must be finite and >= 0");
+  INFLLM_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, who, ": grad_scale=", grad_scale,
                " must be finite and >= 0 (skip steps whose grad norm is not finite)");
   AdamWHyper hp;
   hp.lr = float(lr);
-  hp.beta1 = float(options_.beta1);
-  hp.beta2 = float(options_.beta2);
-  hp.eps = float(options_.eps);
-  hp.step = steps_taken_ + 1;
+  hp.beta1 = float(options.beta1);
+  hp.beta2 = float(options.beta2);
+  hp.eps = float(options.eps);
+  hp.step = step;
   hp.grad_scale = float(grad_scale);
+  return hp;
+}
+
+void AdamW::step(double lr, double grad_scale) {
+  const AdamWHyper hp = adamw_hyper(options_, lr, grad_scale, steps_taken_ + 1, "AdamW::step");
   if (device_.is_cuda()) {
     INFLLM_IF_CUDA(step_cuda(hp));
   } else {

@@ -54,6 +54,11 @@ struct AdamWParamState {
   Tensor exp_avg_sq;
 };
 
+// The kernels' hyperparameters for update number `step` (1-based) at `lr`, each grad scaled by
+// grad_scale; `who` names the optimizer in the error when lr or grad_scale is not usable.
+AdamWHyper adamw_hyper(const AdamWOptions& options, double lr, double grad_scale, int64_t step,
+                       const char* who);
+
 class AdamW : public Optimizer {
  public:
   // Every parameter must be defined, f32 or bf16, contiguous, and all on one device; names must
