@@ -46,10 +46,18 @@ void visible_keys(const AttentionShape& s, const BlockList& bl, int b, int t, in
       keys.push_back(j);
 }
 
+// Eight independent partial sums: without -ffast-math the compiler may not reorder one running
+// sum, so a single accumulator would stay scalar; eight of them vectorize.
 template <class T>
 T dot(const T* a, const T* b, int n) {
+  constexpr int kLanes = 8;
+  T partial[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) partial[l] += a[i + l] * b[i + l];
   T acc = 0;
-  for (int i = 0; i < n; ++i) acc += a[i] * b[i];
+  for (; i < n; ++i) acc += a[i] * b[i];
+  for (int l = 0; l < kLanes; ++l) acc += partial[l];
   return acc;
 }
 

@@ -29,10 +29,10 @@ auto element(const T* src, int64_t rows, int64_t cols, bool transposed, int64_t 
 // A [m, k] -> [ceil(m / kTileRows)][k][kTileRows].
 template <class Acc, class T>
 void pack_a(const T* src, int64_t m, int64_t k, bool transposed, Acc* dst) {
-  for (int64_t r = 0; r < round_up(m, kTileRows); ++r)
+  for (int64_t r0 = 0; r0 < m; r0 += kTileRows)
     for (int64_t c = 0; c < k; ++c)
-      dst[(r / kTileRows * k + c) * kTileRows + r % kTileRows] =
-          r < m ? Acc(element(src, m, k, transposed, r, c)) : Acc(0);
+      for (int64_t r = r0; r < r0 + kTileRows; ++r)
+        *dst++ = r < m ? Acc(element(src, m, k, transposed, r, c)) : Acc(0);
 }
 
 // B [k, n] -> [k][round_up(n, kTileCols)].
