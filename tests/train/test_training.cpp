@@ -191,25 +191,27 @@ TEST(Training, CpuAndGpuRunsOfOneRecipeAgree) {
   }
 }
 
-// Two ranks with batch B see exactly the windows one rank sees with batch B and grad_accum 2
-// (the loader deals windows to ranks round-robin), so both data-parallel reductions must
-// reproduce the single-GPU run: the same losses up to f32 summation order. A 2-rank ZeRO
-// checkpoint (unsharded on disk) then resumes on one GPU.
-TEST(DataParallel, TwoRanksReproduceOneRankWithGradientAccumulation) {
-  if (cuda_device_count() < 2)
-    GTEST_SKIP() << "needs 2 GPUs; this machine has " << cuda_device_count();
+// N ranks (every visible GPU) with batch B see exactly the windows one rank sees with batch B and
+// grad_accum N - and with batch N x B: the loader deals windows to ranks round-robin - so both
+// data-parallel reductions must reproduce the single-GPU run: the same losses up to f32
+// summation order. The N-rank ZeRO checkpoint (unsharded on disk) then resumes on one GPU.
+TEST(DataParallel, RanksReproduceOneRankWithGradientAccumulation) {
+  const int gpus = cuda_device_count();
+  if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs; this machine has " << gpus;
   const std::string shape =
       "model.d_model=128 model.n_heads=2 model.ffn_hidden=256 train.device=cuda train.steps=20 "
       "train.eval_every=0 data.batch_size=2 checkpoint.every=10 ";
-  std::string one = fresh_dir("dp-one"), two = fresh_dir("dp-two"), zero = fresh_dir("dp-zero");
-  Outcome a = run(train_args(one, shape + "data.grad_accum=2"));
-  Outcome b = run(train_args(two, shape + "--nproc 2"));
-  Outcome c = run(train_args(zero, shape + "distributed.zero=1 --nproc 2"));
+  const std::string nproc = "--nproc " + std::to_string(gpus);
+  std::string one = fresh_dir("dp-one"), all = fresh_dir("dp-all"), zero = fresh_dir("dp-zero");
+  Outcome a = run(train_args(one, shape + "data.grad_accum=" + std::to_string(gpus)));
+  Outcome b = run(train_args(all, shape + nproc));
+  Outcome c = run(train_args(zero, shape + "distributed.zero=1 " + nproc));
   ASSERT_EQ(a.exit_code, 0) << a.output;
   ASSERT_EQ(b.exit_code, 0) << b.output;
   ASSERT_EQ(c.exit_code, 0) << c.output;
-  EXPECT_NE(c.output.find("data parallel over 2 ranks"), std::string::npos) << c.output;
-  std::vector<double> la = logged(one, "loss"), lb = logged(two, "loss"), lc = logged(zero, "loss");
+  const std::string ranks = std::to_string(gpus) + " ranks";
+  EXPECT_NE(c.output.find("data parallel over " + ranks), std::string::npos) << c.output;
+  std::vector<double> la = logged(one, "loss"), lb = logged(all, "loss"), lc = logged(zero, "loss");
   ASSERT_EQ(la.size(), 20u);
   ASSERT_EQ(lb.size(), la.size());
   ASSERT_EQ(lc.size(), la.size());
@@ -219,10 +221,10 @@ TEST(DataParallel, TwoRanksReproduceOneRankWithGradientAccumulation) {
     EXPECT_NEAR(lb[i], la[i], 1e-2 * la[i]) << "all-reduce, step " << i + 1;
     EXPECT_NEAR(lc[i], la[i], 1e-2 * la[i]) << "ZeRO-1, step " << i + 1;
   }
-  EXPECT_EQ(logged(two, "comm_exposed_ms").size(), la.size());
+  EXPECT_EQ(logged(all, "comm_exposed_ms").size(), la.size());
   Outcome resumed = run(train_args(zero, shape + "train.steps=22 --resume"));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("written by 2 ranks"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("written by " + ranks), std::string::npos) << resumed.output;
   EXPECT_EQ(logged(zero, "loss").size(), 22u);
 }
 
@@ -232,8 +234,9 @@ TEST(DataParallel, SigtermToTheLauncherCheckpointsOnceAndStopsEveryRank) {
   if (cuda_device_count() < 2)
     GTEST_SKIP() << "needs 2 GPUs; this machine has " << cuda_device_count();
   std::string dir = fresh_dir("dp-sigterm");
-  int status = terminate_running_training(
-      dir, {"model.d_model=128", "model.n_heads=2", "train.device=cuda", "--nproc", "2"});
+  int status =
+      terminate_running_training(dir, {"model.d_model=128", "model.n_heads=2", "train.device=cuda",
+                                       "--nproc", std::to_string(cuda_device_count())});
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
   int checkpoints = 0;
