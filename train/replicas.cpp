@@ -1,5 +1,7 @@
 #include "train/replicas.h"
 
+#include <cstdio>
+
 #include "core/error.h"
 #include "train/run_setup.h"
 #if INFLLM_WITH_CUDA
@@ -57,6 +59,10 @@ Replicas::Replicas(const Recipe& recipe)
       bucket_bytes_(size_t(recipe.distributed.bucket_mb) << 20) {
   if (!distributed()) {
     device_ = choose_device(recipe);
+    if (zero_)
+      std::fprintf(stderr,
+                   "infllm: note: distributed.zero=1 shards optimizer state across ranks; "
+                   "with one process it has no effect (start several with --nproc N)\n");
     return;
   }
   INFLLM_CHECK(recipe.train.device != DeviceChoice::cpu, "train.device: cpu with ", env_.world_size,
