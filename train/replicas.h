@@ -57,8 +57,10 @@ class Replicas {
   Device device_;
   int zero_ = 0;
   size_t bucket_bytes_ = 0;
+#if INFLLM_WITH_CUDA  // NCCL: a CPU-only build refuses several ranks in the constructor
   std::unique_ptr<distributed::ProcessGroup> group_;
   distributed::DataParallel* data_parallel_ = nullptr;  // owned by make_optimizer's result
+#endif
 };
 
 }  // namespace infllm::train
