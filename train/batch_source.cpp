@@ -17,7 +17,7 @@ Tensor upload(std::span<const int32_t> values, int64_t B, int64_t T, Device devi
 }  // namespace
 
 BatchSource::BatchSource(const Recipe& recipe, Device device, int rank, int world)
-    : recipe_(recipe), device_(device), rank_(rank) {
+    : recipe_(recipe), device_(device), rank_(rank), world_(world) {
   if (recipe.data.train == kRandomData) return;
   data::LoaderOptions options;
   options.T = recipe.data.seq_len;
@@ -31,6 +31,16 @@ BatchSource::BatchSource(const Recipe& recipe, Device device, int rank, int worl
                " has vocab_size ", loader_->vocab_size(), " but model.vocab_size is ",
                recipe.model.vocab_size, " (set model.vocab_size to at least ",
                loader_->vocab_size(), ")");
+}
+
+int64_t BatchSource::global_samples() const {
+  return step_ * world_ * recipe_.data.batch_size;
+}
+
+bool BatchSource::seek_global_samples(int64_t samples) {
+  const int64_t per_step = int64_t(world_) * recipe_.data.batch_size;
+  set_step(samples / per_step);
+  return samples % per_step == 0;
 }
 
 int64_t BatchSource::vocab_size() const {

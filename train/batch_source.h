@@ -21,14 +21,22 @@ class BatchSource {
  public:
   BatchSource(const Recipe& recipe, Device device, int rank, int world);
   TokenBatch next();
-  int64_t step() const { return step_; }  // micro-batches handed out so far
+  int64_t step() const { return step_; }  // micro-batches handed out so far (by this rank)
   void set_step(int64_t step);
+  // Windows handed out so far by all ranks together.
+  int64_t global_samples() const;
+  // Continues a run that consumed `samples` windows in total, with this source's world size and
+  // batch (which may differ from the run's): the next global batch starts at window `samples`.
+  // Returns false when that is not a whole number of global batches; the position is then
+  // rounded down and a few windows are seen again.
+  bool seek_global_samples(int64_t samples);
   int64_t vocab_size() const;
 
  private:
   const Recipe& recipe_;
   Device device_;
   int rank_;
+  int world_;
   std::unique_ptr<data::Loader> loader_;  // null for random data
   int64_t step_ = 0;
 };

@@ -190,6 +190,7 @@ class Run {
       state.tensors.emplace_back("optim/" + name, tensor);
     state.strings["recipe"] = recipe_to_yaml(recipe_);
     state.integers["data_step"] = batches_.step();
+    state.integers["data_samples"] = batches_.global_samples();
     state.integers["optimizer_steps"] = optimizer_->steps_taken();
     state.integers["bad_steps"] = bad_steps_;
     state.integers["world_size"] = replicas_.world_size();
@@ -236,19 +237,31 @@ class Run {
     }
     optimizer_->load_state(optim);
     optimizer_->set_steps_taken(state.require_integer("optimizer_steps"));
-    batches_.set_step(state.require_integer("data_step"));
+    const int64_t saved_world = state.require_integer("world_size");
+    // Older checkpoints lack data_samples: their ranks each took data_step batches of this size.
+    auto samples = state.integers.find("data_samples");
+    const int64_t data_samples =
+        samples != state.integers.end()
+            ? samples->second
+            : state.require_integer("data_step") * saved_world * recipe_.data.batch_size;
+    const bool exact = batches_.seek_global_samples(data_samples);
     bad_steps_ = int(state.require_integer("bad_steps"));
     start_step_ = state.step;
     if (!replicas_.writer()) return;
     std::fprintf(stderr, "infllm: resumed from %s at step %lld\n", latest->c_str(),
                  (long long)start_step_);
-    int64_t saved_world = state.require_integer("world_size");
     if (saved_world != replicas_.world_size())
       std::fprintf(stderr,
-                   "infllm: warning: the checkpoint was written by %lld ranks and this run "
-                   "has %d: training continues from the same weights and optimizer state, but "
-                   "the data shards differ from an uninterrupted run\n",
-                   (long long)saved_world, replicas_.world_size());
+                   "infllm: the checkpoint was written by %lld ranks and this run has %d: "
+                   "the data continues at window %lld of the run, dealt to %d ranks\n",
+                   (long long)saved_world, replicas_.world_size(), (long long)data_samples,
+                   replicas_.world_size());
+    if (!exact)
+      std::fprintf(stderr,
+                   "infllm: warning: %lld windows consumed is not a whole number of "
+                   "global batches (%d ranks x data.batch_size %d): continuing from the last "
+                   "whole batch, a few windows are seen twice\n",
+                   (long long)data_samples, replicas_.world_size(), recipe_.data.batch_size);
   }
 
   const Recipe& recipe_;
