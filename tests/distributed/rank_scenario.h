@@ -13,12 +13,26 @@
 #include <string>
 
 #include "distributed/launcher.h"
+#include "layers/model_config.h"
 
 namespace infllm::distributed::testing {
 
 inline std::string env_or_empty(const char* name) {
   const char* value = std::getenv(name);
   return value == nullptr ? "" : value;
+}
+
+// A small model whose shapes the CUDA kernels take (head_dim 64), for the multi-GPU tests.
+inline ModelConfig small_gpu_model() {
+  ModelConfig config;
+  config.vocab_size = 96;
+  config.d_model = 128;
+  config.n_layers = 2;
+  config.n_heads = 2;
+  config.n_kv_heads = 1;
+  config.head_dim = 64;
+  config.ffn_hidden = 256;
+  return config;
 }
 
 // The scenario this process runs as a rank, or "" when it was not started as one.

@@ -238,14 +238,7 @@ TEST(DataParallelMultiGpu, TwoRanksAverageGradientsLikeOneBigBatch) {
 // The two-rank scenario: each rank is this binary, started by the test above.
 
 ModelConfig small_config(bool checkpointing) {
-  ModelConfig config;
-  config.vocab_size = 96;
-  config.d_model = 128;
-  config.n_layers = 2;
-  config.n_heads = 2;
-  config.n_kv_heads = 1;
-  config.head_dim = 64;  // the CUDA flash kernel takes 64 or 128
-  config.ffn_hidden = 256;
+  ModelConfig config = testing::small_gpu_model();
   config.tie_embeddings = true;  // the embedding gets two gradients per backward
   config.activation_checkpointing = checkpointing;
   return config;

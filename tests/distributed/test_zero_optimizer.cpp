@@ -244,26 +244,14 @@ void run_against_adamw(ProcessGroup& pg, uint64_t seed) {
   EXPECT_THROW(zero.set_master("no.such.weight", values), Error);
 }
 
-ModelConfig small_config() {
-  ModelConfig config;
-  config.vocab_size = 96;
-  config.d_model = 128;
-  config.n_layers = 2;
-  config.n_heads = 2;
-  config.n_kv_heads = 1;
-  config.head_dim = 64;  // the CUDA flash kernel takes 64 or 128
-  config.ffn_hidden = 256;
-  return config;
-}
-
 // Real backward through DataParallel(reduce_scatter): this rank's shard of the averaged
 // gradient equals the matching slice of one process's gradient of the whole batch.
 void run_transformer(ProcessGroup& pg, uint64_t seed) {
   const Device device = Device::cuda(pg.device());
   const int64_t T = 32, per_rank = 4, accum = 2, micro = per_rank / accum;
   const int64_t rows = per_rank * pg.world_size();
-  TransformerLM model(small_config(), seed, device, DType::bf16);
-  TransformerLM reference(small_config(), seed, device, DType::bf16);
+  TransformerLM model(testing::small_gpu_model(), seed, device, DType::bf16);
+  TransformerLM reference(testing::small_gpu_model(), seed, device, DType::bf16);
   std::vector<NamedParameter> params = model.named_parameters();
   DataParallel ddp(pg, params, 64 << 10, GradientReduction::reduce_scatter);
   ddp.broadcast_parameters();
