@@ -42,9 +42,8 @@ using bf16 = __nv_bfloat16;
 using namespace infllm::attention::mma;
 
 constexpr int kTile = 64;     // keys per KV tile == sparse block size == query tile of dK/dV
-constexpr int kRowWarps = 8;  // rows kernel: 8 warps x 16 query rows
-constexpr int kRowThreads = kRowWarps * 32;
-constexpr int kRowsPerCta = kRowWarps * 16;
+constexpr int kRowsPerCta = 128;  // rows kernel: query rows per CTA
+constexpr int kRowWarps = 8;      // sparse rows kernel: 8 warps x the G heads of one token
 constexpr int kKeyWarps = 4;  // dK/dV kernel: 4 warps x 16 keys
 constexpr int kKeyThreads = kKeyWarps * 32;
 constexpr int kQueryChunk = 32;  // dK/dV kernel: columns of S^T held in registers at once
@@ -73,11 +72,11 @@ struct QueryRows {
 };
 
 // A [128, D] tile of a [B, T, Hq, D] tensor (q or dout), rows picked by `rows`.
-template <int D, bool kSparse>
+template <int D, int kThreads, bool kSparse>
 __device__ void load_query_rows(bf16* tile, const bf16* src, const QueryRows<kSparse>& rows,
                                 const Problem& p) {
   constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < kRowsPerCta * kChunks; i += kRowThreads) {
+  for (int i = threadIdx.x; i < kRowsPerCta * kChunks; i += kThreads) {
     const int row = i / kChunks, chunk = i % kChunks;
     const bool valid = rows.valid(row, p);
     const bf16* from =
@@ -88,12 +87,13 @@ __device__ void load_query_rows(bf16* tile, const bf16* src, const QueryRows<kSp
   }
 }
 
-// KV tile `tile` (keys tile*64 .. +63) of KV head kvh from a [B, T, Hkv, D] tensor.
+// KV tile `tile` (keys tile*64 .. +63) of KV head kvh from a [B, T, Hkv, D] tensor, copied by
+// kThreads threads of which this is number `id`.
 template <int D, int kThreads>
-__device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int tile,
-                             const Problem& p) {
+__device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int tile, const Problem& p,
+                             int id) {
   constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
+  for (int i = id; i < kTile * kChunks; i += kThreads) {
     const int row = i / kChunks, chunk = i % kChunks, key = tile * kTile + row;
     const bool valid = key < p.T;
     const bf16* from = src + (valid ? ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + chunk * 8 : 0);
@@ -109,12 +109,13 @@ __device__ __forceinline__ void cp_async_4(void* dst, const float* src, bool val
 // ---------------------------------------------------------------------------------------------
 // Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists.
 // lists[w][i] keeps each warp's own list (future blocks and padding as -1) for the walk.
+template <int kThreads>
 __device__ int build_block_union(const Problem& p, int b, int g, int token0, int* lists,
                                  int* union_list, uint32_t* bitmap, int* count) {
   const int nwords = (p.nblocks + 31) / 32;
-  for (int i = threadIdx.x; i < nwords; i += kRowThreads) bitmap[i] = 0;
+  for (int i = threadIdx.x; i < nwords; i += kThreads) bitmap[i] = 0;
   __syncthreads();
-  for (int i = threadIdx.x; i < kRowWarps * p.max_blocks; i += kRowThreads) {
+  for (int i = threadIdx.x; i < kRowWarps * p.max_blocks; i += kThreads) {
     const int t = token0 + i / p.max_blocks;
     int blk = -1;
     if (t < p.T) {
@@ -161,31 +162,79 @@ struct RowsArgs {
   bf16* dq;            // backward
 };
 
-// KV tiles in flight. The forward keeps two CTAs per SM, so two stages; the dense dQ pass runs one
-// CTA per SM anyway, so a third stage costs no occupancy. The sparse walks measured no faster
-// with four stages than with two (docs/attention_kernels.md): they are not bound by tiles in
-// flight.
+#ifndef INFLLM_DENSE_FORWARD_ROW_TILES
+#define INFLLM_DENSE_FORWARD_ROW_TILES 2
+#endif
+#ifndef INFLLM_DENSE_BACKWARD_ROW_TILES
+#define INFLLM_DENSE_BACKWARD_ROW_TILES 1
+#endif
+
+// m16 row tiles per warp. Two tiles (32 rows) share every K/V fragment loaded from shared memory,
+// halving the ldmatrix traffic per MMA, which bounds the single-tile kernel. Sparse warps hold one
+// token's G heads, so they stay at one tile.
 template <bool kSparse, bool kBackward>
+constexpr int row_tiles() {
+  if (kSparse) return 1;
+  return kBackward ? INFLLM_DENSE_BACKWARD_ROW_TILES : INFLLM_DENSE_FORWARD_ROW_TILES;
+}
+template <bool kSparse, bool kBackward>
+constexpr int rows_threads() {
+  return kRowsPerCta / (16 * row_tiles<kSparse, kBackward>()) * 32;
+}
+// The dense forward runs two CTAs per SM; the others need more registers per thread.
+template <bool kSparse, bool kBackward>
+constexpr int rows_ctas_per_sm() {
+  return !kSparse && !kBackward ? 2 : 1;
+}
+
+template <int D, bool kBackward>
+constexpr size_t query_tiles_bytes() {
+  return size_t(kBackward ? 2 : 1) * kRowsPerCta * D * sizeof(bf16);  // q (and dO) rows
+}
+constexpr size_t kv_stage_bytes(int D) { return size_t(2) * kTile * D * sizeof(bf16); }
+
+// K/V tiles in flight. Dense: a ring refilled at a __syncthreads per tile; the forward keeps two
+// CTAs per SM, so two stages; the dQ pass runs one CTA per SM anyway, so a third costs no
+// occupancy. Sparse: as many slots as fit in ~200 KB next to the query rows (at most 8).
+template <int D, bool kSparse, bool kBackward>
 constexpr int rows_stages() {
-  return kBackward && !kSparse ? 3 : 2;
+  if (!kSparse) return kBackward ? 3 : 2;
+  const size_t slots = (200 * 1024 - query_tiles_bytes<D, kBackward>()) / kv_stage_bytes(D);
+  return slots < 8 ? int(slots) : 8;
 }
 
 template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
-  return size_t(kBackward ? 2 : 1) * kRowsPerCta * D * sizeof(bf16) +
-         size_t(2 * rows_stages<kSparse, kBackward>()) * kTile * D * sizeof(bf16);  // K and V
+  constexpr int kStages = rows_stages<D, kSparse, kBackward>();
+  return query_tiles_bytes<D, kBackward>() + kStages * kv_stage_bytes(D) +
+         (kSparse ? kStages * (sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, counters
 }
 
+// Dense rows: each CTA walks KV tiles 0 .. its diagonal in order; a tile is loaded by all threads
+// into a ring of kStages and consumed by every warp between two __syncthreads.
+//
+// Sparse rows: the CTA's 8 warps (tokens) select different blocks, so a block loaded for one warp
+// would idle the other 7 at a __syncthreads. Instead the union list streams through a ring of
+// slots that the warps consume independently: entry j sits in slot j % kStages; one warp copies it
+// (cp.async completing mbarrier full[slot]), every warp waits for it, uses it if its token chose
+// the block, and counts itself out; the last of the 8 to leave refills the slot with entry
+// j + kStages. A warp can run up to kStages entries ahead of the slowest one.
 template <int D, bool kSparse, bool kBackward>
-__global__ void __launch_bounds__(kRowThreads, kBackward ? 1 : 2)
+__global__ void __launch_bounds__(rows_threads<kSparse, kBackward>(),
+                                  rows_ctas_per_sm<kSparse, kBackward>())
     attention_rows_kernel(RowsArgs a, Problem p) {
+  constexpr int kM = row_tiles<kSparse, kBackward>();  // m16 tiles per warp
+  constexpr int kThreads = rows_threads<kSparse, kBackward>();
+  constexpr int kStages = rows_stages<D, kSparse, kBackward>();
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
   bf16* do_tile = q_tile + kRowsPerCta * D;      // [128][D], backward only
-  constexpr int kStages = rows_stages<kSparse, kBackward>();
-  bf16* k_tiles = q_tile + (kBackward ? 2 : 1) * kRowsPerCta * D;      // [kStages][64][D]
-  bf16* v_tiles = k_tiles + kStages * kTile * D;                       // [kStages][64][D]
-  int* lists = reinterpret_cast<int*>(v_tiles + kStages * kTile * D);  // sparse schedule
+  bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kBackward>());
+  auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };  // [64][D]
+  auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };         // [64][D]
+  uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));  // sparse: [kStages]
+  int* slot_leaves = reinterpret_cast<int*>(slot_full + kStages);       // sparse: [kStages]
+  int* lists = slot_leaves + (kSparse ? kStages : 0);                   // sparse schedule
   int* union_list = lists + kRowWarps * p.max_blocks;
   int* union_count = union_list + kRowWarps * p.max_blocks;
   uint32_t* bitmap = reinterpret_cast<uint32_t*>(union_count + 1);
@@ -204,182 +253,240 @@ __global__ void __launch_bounds__(kRowThreads, kBackward ? 1 : 2)
     kvh = rows.head0 / p.G;
     rows.token0 = (gridDim.x - 1 - blockIdx.x) * kRowsPerCta;  // longest rows first
   }
-  load_query_rows<D>(q_tile, a.q, rows, p);
-  if constexpr (kBackward) load_query_rows<D>(do_tile, a.dout, rows, p);
+  load_query_rows<D, kThreads>(q_tile, a.q, rows, p);
+  if constexpr (kBackward) load_query_rows<D, kThreads>(do_tile, a.dout, rows, p);
+  cp_async_commit();
 
-  // This warp's tokens: dense rows warp*16 .. +15 are consecutive tokens, sparse one token.
-  const int warp_first = kSparse ? rows.token0 + warp : rows.token0 + warp * 16;
-  const int warp_last = kSparse ? warp_first : warp_first + 15;
+  // This warp's rows: warp_row0 .. +16*kM-1 of the CTA. Dense: consecutive tokens; sparse: the
+  // heads of one token.
+  const int warp_row0 = warp * 16 * kM;
+  const int warp_first = kSparse ? rows.token0 + warp : rows.token0 + warp_row0;
+  const int warp_last = kSparse ? warp_first : warp_first + 16 * kM - 1;
   const bool warp_active = warp_first < p.T;
-  int row_token[2], row_valid[2];
-  for (int e = 0; e < 2; ++e) {
-    const int row = warp * 16 + lane / 4 + 8 * e;
-    row_token[e] = rows.token(row);
-    row_valid[e] = rows.valid(row, p);
-  }
-
-  int n_tiles;
-  if constexpr (kSparse) {
-    n_tiles =
-        build_block_union(p, rows.b, kvh, rows.token0, lists, union_list, bitmap, union_count);
-  } else {
-    n_tiles = (min(p.T, rows.token0 + kRowsPerCta) - 1) / kTile + 1;
-  }
-  auto tile_at = [&](int i) { return kSparse ? union_list[i] : i; };
-  const int* my_list = lists + warp * p.max_blocks;
-  int my_pos = 0;
-
-  // Per-row state for the two rows this thread holds (lane/4 and lane/4 + 8 of the warp).
-  float acc[D / 8][4] = {};  // forward: unnormalized O; backward: dQ
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};  // forward, base-2 units
-  float row_lse2[2], row_delta[2];                                     // backward
-  if constexpr (kBackward) {
-    for (int e = 0; e < 2; ++e) {
-      const size_t idx =
-          (size_t(rows.b) * p.Hq + rows.head(warp * 16 + lane / 4 + 8 * e)) * p.T + row_token[e];
-      row_lse2[e] = row_valid[e] ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
-      row_delta[e] = row_valid[e] ? a.delta[idx] : 0.f;
+  // The thread holds rows warp_row0 + 16 m + lane/4 + 8 e, for e = 0, 1: index r = 2 m + e.
+  auto thread_row = [&](int r) { return warp_row0 + 16 * (r / 2) + lane / 4 + 8 * (r % 2); };
+  int row_token[2 * kM];
+  bool row_valid[2 * kM];
+  float acc[kM][D / 8][4] = {};               // forward: unnormalized O; backward: dQ
+  float row_max[2 * kM], row_sum[2 * kM];     // forward, base-2 units
+  float row_lse2[2 * kM], row_delta[2 * kM];  // backward
+#pragma unroll
+  for (int r = 0; r < 2 * kM; ++r) {
+    row_token[r] = rows.token(thread_row(r));
+    row_valid[r] = rows.valid(thread_row(r), p);
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.f;
+    if constexpr (kBackward) {
+      const size_t idx = (size_t(rows.b) * p.Hq + rows.head(thread_row(r))) * p.T + row_token[r];
+      row_lse2[r] = row_valid[r] ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
+      row_delta[r] = row_valid[r] ? a.delta[idx] : 0.f;
     }
   }
 
-  // Tile j goes to stage j % kStages in commit group j (group 0 also holds the query rows).
-  auto load_tile = [&](int j) {
-    if (j < n_tiles) {
-      load_kv_tile<D, kRowThreads>(k_tiles + (j % kStages) * kTile * D, a.k, rows.b, kvh,
-                                   tile_at(j), p);
-      load_kv_tile<D, kRowThreads>(v_tiles + (j % kStages) * kTile * D, a.v, rows.b, kvh,
-                                   tile_at(j), p);
-    }
-    cp_async_commit();  // possibly empty: keeps one group per tile index
-  };
-  for (int j = 0; j < kStages - 1; ++j) load_tile(j);
-  for (int i = 0; i < n_tiles; ++i) {
-    const int stage = i % kStages, tile = tile_at(i);
-    load_tile(i + kStages - 1);    // into the stage that iteration i-1 finished with
-    cp_async_wait<kStages - 1>();  // groups 0..i have landed: the query rows and tile i
-    __syncthreads();
-
-    bool process;
-    if constexpr (kSparse) {
-      while (my_pos < p.max_blocks && my_list[my_pos] < tile) ++my_pos;
-      process = warp_active && my_pos < p.max_blocks && my_list[my_pos] == tile;
-    } else {
-      process = warp_active && tile * kTile <= warp_last;
-    }
-    if (process) {
-      const bf16* k_tile = k_tiles + stage * kTile * D;
-      const bf16* v_tile = v_tiles + stage * kTile * D;
-      // S = Q K^T for this warp's 16 rows x 64 keys.
-      float s[8][4] = {};
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t qa[4];
-        load_a<D>(qa, q_tile, warp * 16, kk * 16, lane);
-        for (int np = 0; np < 4; ++np) {
-          uint32_t kb[4];
-          load_b_rows<D>(kb, k_tile, np * 16, kk * 16, lane);
-          mma_bf16(s[2 * np], qa, kb[0], kb[1]);
-          mma_bf16(s[2 * np + 1], qa, kb[2], kb[3]);
+  // One KV tile for this warp's rows: forward online softmax and O += P V, or backward dQ.
+  auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile) {
+    // S = Q K^T for this warp's 16 kM rows x 64 keys; each K fragment feeds kM MMAs.
+    float s[kM][8][4] = {};
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qa[kM][4];
+#pragma unroll
+      for (int m = 0; m < kM; ++m) load_a<D>(qa[m], q_tile, warp_row0 + 16 * m, kk * 16, lane);
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t kb[4];
+        load_b_rows<D>(kb, k_tile, np * 16, kk * 16, lane);
+#pragma unroll
+        for (int m = 0; m < kM; ++m) {
+          mma_bf16(s[m][2 * np], qa[m], kb[0], kb[1]);
+          mma_bf16(s[m][2 * np + 1], qa[m], kb[2], kb[3]);
         }
       }
-      // Causal mask, only where some key of the tile is after some row of the warp.
-      if (tile * kTile + kTile - 1 > warp_first) {
+    }
+    // Causal mask, only where some key of the tile is after some row of the warp.
+    if (tile * kTile + kTile - 1 > warp_first) {
+#pragma unroll
+      for (int m = 0; m < kM; ++m)
+#pragma unroll
         for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = tile * kTile + nt * 8 + (lane % 4) * 2 + (e & 1);
-            if (key > row_token[e >> 1]) s[nt][e] = -INFINITY;
+            if (key > row_token[2 * m + (e >> 1)]) s[m][nt][e] = -INFINITY;
           }
-      }
+    }
 
-      if constexpr (!kBackward) {
-        // Online softmax: rescale the running sums to the new row maximum.
-        for (int e = 0; e < 2; ++e) {
-          float mx = -INFINITY;
-          for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * e], s[nt][2 * e + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float new_max = fmaxf(row_max[e], mx * p.scale_log2);
-          const float base = new_max == -INFINITY ? 0.f : new_max;  // fully masked row so far
-          const float correction = exp2f(row_max[e] - base);
-          row_max[e] = new_max;
-          row_sum[e] *= correction;
-          for (int dt = 0; dt < D / 8; ++dt) {
-            acc[dt][2 * e] *= correction;
-            acc[dt][2 * e + 1] *= correction;
-          }
-          for (int nt = 0; nt < 8; ++nt)
-            for (int j = 0; j < 2; ++j) {
-              float& x = s[nt][2 * e + j];
-              x = exp2f(x * p.scale_log2 - base);
-              row_sum[e] += x;
-            }
+    if constexpr (!kBackward) {
+      // Online softmax: rescale the running sums to the new row maximum.
+#pragma unroll
+      for (int r = 0; r < 2 * kM; ++r) {
+        const int m = r / 2, e = r % 2;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[m][nt][2 * e], s[m][nt][2 * e + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float new_max = fmaxf(row_max[r], mx * p.scale_log2);
+        const float base = new_max == -INFINITY ? 0.f : new_max;  // fully masked row so far
+        const float correction = exp2f(row_max[r] - base);
+        row_max[r] = new_max;
+        row_sum[r] *= correction;
+#pragma unroll
+        for (int dt = 0; dt < D / 8; ++dt) {
+          acc[m][dt][2 * e] *= correction;
+          acc[m][dt][2 * e + 1] *= correction;
         }
-        // O += P V
-        for (int ks = 0; ks < 4; ++ks) {
-          uint32_t pa[4];
-          c_to_a(pa, s[2 * ks], s[2 * ks + 1]);
-          for (int dp = 0; dp < D / 16; ++dp) {
-            uint32_t vb[4];
-            load_b_cols<D>(vb, v_tile, ks * 16, dp * 16, lane);
-            mma_bf16(acc[2 * dp], pa, vb[0], vb[1]);
-            mma_bf16(acc[2 * dp + 1], pa, vb[2], vb[3]);
-          }
-        }
-      } else {
-        // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
-        float dp[8][4] = {};
-        for (int kk = 0; kk < D / 16; ++kk) {
-          uint32_t da[4];
-          load_a<D>(da, do_tile, warp * 16, kk * 16, lane);
-          for (int np = 0; np < 4; ++np) {
-            uint32_t vb[4];
-            load_b_rows<D>(vb, v_tile, np * 16, kk * 16, lane);
-            mma_bf16(dp[2 * np], da, vb[0], vb[1]);
-            mma_bf16(dp[2 * np + 1], da, vb[2], vb[3]);
-          }
-        }
+#pragma unroll
         for (int nt = 0; nt < 8; ++nt)
-          for (int e = 0; e < 4; ++e) {
-            const float prob = exp2f(s[nt][e] * p.scale_log2 - row_lse2[e >> 1]);
-            dp[nt][e] = prob * (dp[nt][e] - row_delta[e >> 1]);
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            float& x = s[m][nt][2 * e + j];
+            x = exp2f(fmaf(x, p.scale_log2, -base));
+            row_sum[r] += x;
           }
-        for (int ks = 0; ks < 4; ++ks) {
-          uint32_t dsa[4];
-          c_to_a(dsa, dp[2 * ks], dp[2 * ks + 1]);
-          for (int dt = 0; dt < D / 16; ++dt) {
-            uint32_t kb[4];
-            load_b_cols<D>(kb, k_tile, ks * 16, dt * 16, lane);
-            mma_bf16(acc[2 * dt], dsa, kb[0], kb[1]);
-            mma_bf16(acc[2 * dt + 1], dsa, kb[2], kb[3]);
+      }
+      // O += P V; each V fragment feeds kM MMAs.
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        uint32_t pa[kM][4];
+#pragma unroll
+        for (int m = 0; m < kM; ++m) c_to_a(pa[m], s[m][2 * ks], s[m][2 * ks + 1]);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          uint32_t vb[4];
+          load_b_cols<D>(vb, v_tile, ks * 16, dp * 16, lane);
+#pragma unroll
+          for (int m = 0; m < kM; ++m) {
+            mma_bf16(acc[m][2 * dp], pa[m], vb[0], vb[1]);
+            mma_bf16(acc[m][2 * dp + 1], pa[m], vb[2], vb[3]);
+          }
+        }
+      }
+    } else {
+      // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
+      float dp[kM][8][4] = {};
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t da[kM][4];
+#pragma unroll
+        for (int m = 0; m < kM; ++m) load_a<D>(da[m], do_tile, warp_row0 + 16 * m, kk * 16, lane);
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+          uint32_t vb[4];
+          load_b_rows<D>(vb, v_tile, np * 16, kk * 16, lane);
+#pragma unroll
+          for (int m = 0; m < kM; ++m) {
+            mma_bf16(dp[m][2 * np], da[m], vb[0], vb[1]);
+            mma_bf16(dp[m][2 * np + 1], da[m], vb[2], vb[3]);
+          }
+        }
+      }
+#pragma unroll
+      for (int m = 0; m < kM; ++m)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = 2 * m + (e >> 1);
+            const float prob = exp2f(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
+            dp[m][nt][e] = prob * (dp[m][nt][e] - row_delta[r]);
+          }
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        uint32_t dsa[kM][4];
+#pragma unroll
+        for (int m = 0; m < kM; ++m) c_to_a(dsa[m], dp[m][2 * ks], dp[m][2 * ks + 1]);
+#pragma unroll
+        for (int dt = 0; dt < D / 16; ++dt) {
+          uint32_t kb[4];
+          load_b_cols<D>(kb, k_tile, ks * 16, dt * 16, lane);
+#pragma unroll
+          for (int m = 0; m < kM; ++m) {
+            mma_bf16(acc[m][2 * dt], dsa[m], kb[0], kb[1]);
+            mma_bf16(acc[m][2 * dt + 1], dsa[m], kb[2], kb[3]);
           }
         }
       }
     }
-    __syncthreads();  // everyone is done with this stage before it is refilled
-  }
+  };
 
-  // Epilogue: each thread writes its two rows' 2-element pieces.
-  float row_scale[2];
-  for (int e = 0; e < 2; ++e) {
-    if constexpr (kBackward) {
-      row_scale[e] = p.scale;
-    } else {
-      row_sum[e] += __shfl_xor_sync(0xffffffffu, row_sum[e], 1);
-      row_sum[e] += __shfl_xor_sync(0xffffffffu, row_sum[e], 2);
-      row_scale[e] = row_sum[e] > 0.f ? 1.f / row_sum[e] : 0.f;
+  if constexpr (kSparse) {
+    const int n_entries = build_block_union<kThreads>(p, rows.b, kvh, rows.token0, lists,
+                                                      union_list, bitmap, union_count);
+    if (threadIdx.x < kStages) {
+      mbarrier_init(&slot_full[threadIdx.x], 32);  // one arrival per lane of the copying warp
+      slot_leaves[threadIdx.x] = 0;
+    }
+    cp_async_wait<0>();  // the query rows
+    __syncthreads();
+    auto fill = [&](int j) {  // one warp copies union entry j into its slot
+      const int slot = j % kStages;
+      load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, union_list[j], p, lane);
+      load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, union_list[j], p, lane);
+      cp_async_arrive(&slot_full[slot]);
+    };
+    if (warp < min(kStages, n_entries)) fill(warp);  // kStages <= kRowWarps
+    const int* my_list = lists + warp * p.max_blocks;
+    int my_pos = 0;
+    for (int j = 0; j < n_entries; ++j) {
+      const int slot = j % kStages, tile = union_list[j];
+      while (my_pos < p.max_blocks && my_list[my_pos] < tile) ++my_pos;
+      mbarrier_wait(&slot_full[slot], (j / kStages) & 1);
+      if (warp_active && my_pos < p.max_blocks && my_list[my_pos] == tile)
+        consume(k_stage(slot), v_stage(slot), tile);
+      __syncwarp();
+      __threadfence_block();  // this warp's reads of the slot happen before its refill
+      int left = 0;
+      if (lane == 0) left = atomicAdd(&slot_leaves[slot], 1) + 1;
+      left = __shfl_sync(0xffffffffu, left, 0);
+      if (left == (j / kStages + 1) * kRowWarps && j + kStages < n_entries) {
+        __threadfence_block();
+        fill(j + kStages);
+      }
+    }
+  } else {
+    const int n_tiles = (min(p.T, rows.token0 + kRowsPerCta) - 1) / kTile + 1;
+    // Tile j goes to stage j % kStages in commit group j + 1 (group 0 holds the query rows).
+    auto load_tile = [&](int j) {
+      if (j < n_tiles) {
+        load_kv_tile<D, kThreads>(k_stage(j % kStages), a.k, rows.b, kvh, j, p, threadIdx.x);
+        load_kv_tile<D, kThreads>(v_stage(j % kStages), a.v, rows.b, kvh, j, p, threadIdx.x);
+      }
+      cp_async_commit();  // possibly empty: keeps one group per tile index
+    };
+    for (int j = 0; j < kStages - 1; ++j) load_tile(j);
+    for (int i = 0; i < n_tiles; ++i) {
+      load_tile(i + kStages - 1);    // into the stage that iteration i-1 finished with
+      cp_async_wait<kStages - 1>();  // groups 0..i+1 have landed: the query rows and tile i
+      __syncthreads();
+      if (warp_active && i * kTile <= warp_last)
+        consume(k_stage(i % kStages), v_stage(i % kStages), i);
+      __syncthreads();  // everyone is done with this stage before it is refilled
     }
   }
+
+  // Epilogue: each thread writes its rows' 2-element pieces.
   bf16* dst = kBackward ? a.dq : a.out;
-  for (int e = 0; e < 2; ++e) {
-    if (!row_valid[e]) continue;
-    const int head = rows.head(warp * 16 + lane / 4 + 8 * e);
-    bf16* row_ptr = dst + ((size_t(rows.b) * p.T + row_token[e]) * p.Hq + head) * D;
+#pragma unroll
+  for (int r = 0; r < 2 * kM; ++r) {
+    const int m = r / 2, e = r % 2;
+    float row_scale = p.scale;  // backward: dQ = scale * dS K
+    if constexpr (!kBackward) {
+      row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+      row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+      row_scale = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
+    }
+    if (!row_valid[r]) continue;
+    const int head = rows.head(thread_row(r));
+    bf16* row_ptr = dst + ((size_t(rows.b) * p.T + row_token[r]) * p.Hq + head) * D;
+#pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
       *reinterpret_cast<uint32_t*>(row_ptr + dt * 8 + (lane % 4) * 2) =
-          pack_bf16(acc[dt][2 * e] * row_scale[e], acc[dt][2 * e + 1] * row_scale[e]);
+          pack_bf16(acc[m][dt][2 * e] * row_scale, acc[m][dt][2 * e + 1] * row_scale);
     if constexpr (!kBackward) {
       if (lane % 4 == 0)
-        a.lse_out[(size_t(rows.b) * p.Hq + head) * p.T + row_token[e]] =
-            row_sum[e] > 0.f ? (row_max[e] + log2f(row_sum[e])) * kLn2 : -INFINITY;
+        a.lse_out[(size_t(rows.b) * p.Hq + head) * p.T + row_token[r]] =
+            row_sum[r] > 0.f ? (row_max[r] + log2f(row_sum[r])) * kLn2 : -INFINITY;
     }
   }
 }
@@ -486,8 +593,8 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
     }
   };
 
-  load_kv_tile<D, kKeyThreads>(k_tile, a.k, b, kvh, tile, p);
-  load_kv_tile<D, kKeyThreads>(v_tile, a.v, b, kvh, tile, p);
+  load_kv_tile<D, kKeyThreads>(k_tile, a.k, b, kvh, tile, p, threadIdx.x);
+  load_kv_tile<D, kKeyThreads>(v_tile, a.v, b, kvh, tile, p, threadIdx.x);
   if (n_qtiles > 0) load_query_tile(first_qtile, 0);
   cp_async_commit();
 
@@ -732,13 +839,13 @@ void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid((p.T + kRowWarps - 1) / kRowWarps, p.B * p.Hkv);
-    kernel<<<grid, kRowThreads, smem, stream>>>(a, p);
+    kernel<<<grid, rows_threads<true, kBackward>(), smem, stream>>>(a, p);
   } else {
     auto kernel = attention_rows_kernel<D, false, kBackward>;
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid((p.T + kRowsPerCta - 1) / kRowsPerCta, p.B * p.Hq);
-    kernel<<<grid, kRowThreads, smem, stream>>>(a, p);
+    kernel<<<grid, rows_threads<false, kBackward>(), smem, stream>>>(a, p);
   }
   CUDA_CHECK_LAUNCH();
 }
