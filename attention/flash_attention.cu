@@ -88,16 +88,21 @@ __device__ void load_query_rows(bf16* tile, const bf16* src, const QueryRows<kSp
 }
 
 // KV tile `tile` (keys tile*64 .. +63) of KV head kvh from a [B, T, Hkv, D] tensor, copied by
-// kThreads threads of which this is number `id`.
+// kThreads threads of which this is number `id`. Each thread keeps one 16-byte column chunk and
+// steps down the rows, so the loop is one pointer increment per copy.
 template <int D, int kThreads>
 __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int tile, const Problem& p,
                              int id) {
-  constexpr int kChunks = D / 8;
-  for (int i = id; i < kTile * kChunks; i += kThreads) {
-    const int row = i / kChunks, chunk = i % kChunks, key = tile * kTile + row;
-    const bool valid = key < p.T;
-    const bf16* from = src + (valid ? ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + chunk * 8 : 0);
-    cp_async_16(smem_u32(dst + swizzled<D>(row, chunk * 8)), from, valid);
+  constexpr int kChunks = D / 8, kRowsPerStep = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kTile % kRowsPerStep == 0);
+  const int chunk = id % kChunks, row0 = id / kChunks;
+  const bf16* from = src + ((size_t(b) * p.T + tile * kTile + row0) * p.Hkv + kvh) * D + chunk * 8;
+  const size_t step = size_t(kRowsPerStep) * p.Hkv * D;
+#pragma unroll
+  for (int i = 0; i < kTile / kRowsPerStep; ++i) {
+    const int row = row0 + i * kRowsPerStep;
+    const bool valid = tile * kTile + row < p.T;
+    cp_async_16(smem_u32(dst + swizzled<D>(row, chunk * 8)), valid ? from + i * step : src, valid);
   }
 }
 
@@ -177,14 +182,19 @@ constexpr int row_tiles() {
   if (kSparse) return 1;
   return kBackward ? INFLLM_DENSE_BACKWARD_ROW_TILES : INFLLM_DENSE_FORWARD_ROW_TILES;
 }
+// Sparse CTAs add one producer warp that only copies K/V blocks.
 template <bool kSparse, bool kBackward>
 constexpr int rows_threads() {
-  return kRowsPerCta / (16 * row_tiles<kSparse, kBackward>()) * 32;
+  return (kRowsPerCta / (16 * row_tiles<kSparse, kBackward>()) + (kSparse ? 1 : 0)) * 32;
 }
 // The dense forward runs two CTAs per SM; the others need more registers per thread.
+#ifndef INFLLM_SPARSE_CTAS
+#define INFLLM_SPARSE_CTAS 1
+#endif
 template <bool kSparse, bool kBackward>
 constexpr int rows_ctas_per_sm() {
-  return !kSparse && !kBackward ? 2 : 1;
+  if (kSparse) return kBackward ? 1 : INFLLM_SPARSE_CTAS;
+  return kBackward ? 1 : 2;
 }
 
 template <int D, bool kBackward>
@@ -199,6 +209,9 @@ constexpr size_t kv_stage_bytes(int D) { return size_t(2) * kTile * D * sizeof(b
 template <int D, bool kSparse, bool kBackward>
 constexpr int rows_stages() {
   if (!kSparse) return kBackward ? 3 : 2;
+#ifdef INFLLM_SPARSE_SLOTS
+  if (!kBackward) return INFLLM_SPARSE_SLOTS;
+#endif
   const size_t slots = (200 * 1024 - query_tiles_bytes<D, kBackward>()) / kv_stage_bytes(D);
   return slots < 8 ? int(slots) : 8;
 }
@@ -207,7 +220,7 @@ template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
   return query_tiles_bytes<D, kBackward>() + kStages * kv_stage_bytes(D) +
-         (kSparse ? kStages * (sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, counters
+         (kSparse ? kStages * 2 * sizeof(uint64_t) : 0);  // slot barriers
 }
 
 // Dense rows: each CTA walks KV tiles 0 .. its diagonal in order; a tile is loaded by all threads
@@ -215,10 +228,10 @@ constexpr size_t rows_tiles_smem() {
 //
 // Sparse rows: the CTA's 8 warps (tokens) select different blocks, so a block loaded for one warp
 // would idle the other 7 at a __syncthreads. Instead the union list streams through a ring of
-// slots that the warps consume independently: entry j sits in slot j % kStages; one warp copies it
-// (cp.async completing mbarrier full[slot]), every warp waits for it, uses it if its token chose
-// the block, and counts itself out; the last of the 8 to leave refills the slot with entry
-// j + kStages. A warp can run up to kStages entries ahead of the slowest one.
+// slots that the warps consume independently: a ninth, producer warp copies entry j into slot
+// j % kStages (cp.async completing mbarrier full[slot]); every consumer warp waits for it, uses it
+// if its token chose the block and arrives on empty[slot]; once all 8 have, the producer refills
+// the slot with entry j + kStages. A warp can run up to kStages entries ahead of the slowest.
 template <int D, bool kSparse, bool kBackward>
 __global__ void __launch_bounds__(rows_threads<kSparse, kBackward>(),
                                   rows_ctas_per_sm<kSparse, kBackward>())
@@ -233,8 +246,8 @@ __global__ void __launch_bounds__(rows_threads<kSparse, kBackward>(),
   auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };  // [64][D]
   auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };         // [64][D]
   uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));  // sparse: [kStages]
-  int* slot_leaves = reinterpret_cast<int*>(slot_full + kStages);       // sparse: [kStages]
-  int* lists = slot_leaves + (kSparse ? kStages : 0);                   // sparse schedule
+  uint64_t* slot_empty = slot_full + kStages;                            // sparse: [kStages]
+  int* lists = reinterpret_cast<int*>(slot_empty + (kSparse ? kStages : 0));  // sparse schedule
   int* union_list = lists + kRowWarps * p.max_blocks;
   int* union_count = union_list + kRowWarps * p.max_blocks;
   uint32_t* bitmap = reinterpret_cast<uint32_t*>(union_count + 1);
@@ -414,35 +427,33 @@ __global__ void __launch_bounds__(rows_threads<kSparse, kBackward>(),
     const int n_entries = build_block_union<kThreads>(p, rows.b, kvh, rows.token0, lists,
                                                       union_list, bitmap, union_count);
     if (threadIdx.x < kStages) {
-      mbarrier_init(&slot_full[threadIdx.x], 32);  // one arrival per lane of the copying warp
-      slot_leaves[threadIdx.x] = 0;
+      mbarrier_init(&slot_full[threadIdx.x], 32);  // one arrival per lane of the producer
+      mbarrier_init(&slot_empty[threadIdx.x], kRowWarps);
     }
     cp_async_wait<0>();  // the query rows
     __syncthreads();
-    auto fill = [&](int j) {  // one warp copies union entry j into its slot
-      const int slot = j % kStages;
-      load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, union_list[j], p, lane);
-      load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, union_list[j], p, lane);
-      cp_async_arrive(&slot_full[slot]);
-    };
-    if (warp < min(kStages, n_entries)) fill(warp);  // kStages <= kRowWarps
+    if (warp == kRowWarps) {  // the producer
+      for (int j = 0; j < n_entries; ++j) {
+        const int slot = j % kStages;
+        if (j >= kStages) mbarrier_wait(&slot_empty[slot], (j / kStages - 1) & 1);
+        load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, union_list[j], p, lane);
+        load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, union_list[j], p, lane);
+        cp_async_arrive(&slot_full[slot]);
+      }
+      return;
+    }
     const int* my_list = lists + warp * p.max_blocks;
     int my_pos = 0;
     for (int j = 0; j < n_entries; ++j) {
       const int slot = j % kStages, tile = union_list[j];
       while (my_pos < p.max_blocks && my_list[my_pos] < tile) ++my_pos;
+      // Waited for even when skipped: an empty[] arrival for entry j + kStages must not land
+      // before the phase of entry j is complete, and the refill of j + kStages proves it is.
       mbarrier_wait(&slot_full[slot], (j / kStages) & 1);
       if (warp_active && my_pos < p.max_blocks && my_list[my_pos] == tile)
         consume(k_stage(slot), v_stage(slot), tile);
       __syncwarp();
-      __threadfence_block();  // this warp's reads of the slot happen before its refill
-      int left = 0;
-      if (lane == 0) left = atomicAdd(&slot_leaves[slot], 1) + 1;
-      left = __shfl_sync(0xffffffffu, left, 0);
-      if (left == (j / kStages + 1) * kRowWarps && j + kStages < n_entries) {
-        __threadfence_block();
-        fill(j + kStages);
-      }
+      if (lane == 0) mbarrier_arrive(&slot_empty[slot]);  // release: this warp's reads are done
     }
   } else {
     const int n_tiles = (min(p.T, rows.token0 + kRowsPerCta) - 1) / kTile + 1;
