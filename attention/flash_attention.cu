@@ -582,12 +582,16 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
     }
     return r;
   };
+  // Each thread keeps one 16-byte column chunk and steps down the rows: one row lookup per
+  // row instead of one per chunk.
   auto load_query_tile = [&](int n, int stage) {
-    constexpr int kChunks = D / 8;
+    constexpr int kChunks = D / 8, kRowsPerStep = kKeyThreads / kChunks;
+    const int chunk = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
     bf16* q_dst = q_tiles + stage * kTile * D;
     bf16* do_dst = do_tiles + stage * kTile * D;
-    for (int i = threadIdx.x; i < kTile * kChunks; i += kKeyThreads) {
-      const int row = i / kChunks, chunk = i % kChunks;
+#pragma unroll
+    for (int i = 0; i < kTile / kRowsPerStep; ++i) {
+      const int row = row0 + i * kRowsPerStep;
       const QueryTileRow r = query_row(n, row);
       const size_t off =
           r.valid ? ((size_t(b) * p.T + r.token) * p.Hq + r.head) * D + chunk * 8 : 0;
@@ -595,7 +599,8 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
       cp_async_16(smem_u32(q_dst + dst), a.q + off, r.valid);
       cp_async_16(smem_u32(do_dst + dst), a.dout + off, r.valid);
     }
-    for (int row = threadIdx.x; row < kTile; row += kKeyThreads) {
+    if (threadIdx.x < kTile) {
+      const int row = threadIdx.x;
       const QueryTileRow r = query_row(n, row);
       const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
       cp_async_4(lse_s + stage * kTile + row, a.lse + idx, r.valid);
