@@ -46,7 +46,6 @@ constexpr int kRowsPerCta = 128;  // rows kernel: query rows per CTA
 constexpr int kRowWarps = 8;      // sparse rows kernel: 8 warps x the G heads of one token
 constexpr int kKeyWarps = 4;  // dK/dV kernel: 4 warps x 16 keys
 constexpr int kKeyThreads = kKeyWarps * 32;
-constexpr int kQueryChunk = 32;  // dK/dV kernel: columns of S^T held in registers at once
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -167,34 +166,31 @@ struct RowsArgs {
   bf16* dq;            // backward
 };
 
-#ifndef INFLLM_DENSE_FORWARD_ROW_TILES
-#define INFLLM_DENSE_FORWARD_ROW_TILES 2
+#ifndef INFLLM_DENSE_BACKWARD_ROW_TILES_D64
+#define INFLLM_DENSE_BACKWARD_ROW_TILES_D64 2
 #endif
-#ifndef INFLLM_DENSE_BACKWARD_ROW_TILES
-#define INFLLM_DENSE_BACKWARD_ROW_TILES 1
+#ifndef INFLLM_DKDV_CHUNK_D64
+#define INFLLM_DKDV_CHUNK_D64 64
 #endif
 
 // m16 row tiles per warp. Two tiles (32 rows) share every K/V fragment loaded from shared memory,
 // halving the ldmatrix traffic per MMA, which bounds the single-tile kernel. Sparse warps hold one
 // token's G heads, so they stay at one tile.
-template <bool kSparse, bool kBackward>
+template <int D, bool kSparse, bool kBackward>
 constexpr int row_tiles() {
   if (kSparse) return 1;
-  return kBackward ? INFLLM_DENSE_BACKWARD_ROW_TILES : INFLLM_DENSE_FORWARD_ROW_TILES;
+  return kBackward ? (D == 64 ? INFLLM_DENSE_BACKWARD_ROW_TILES_D64 : 1) : 2;
 }
 // Sparse CTAs add one producer warp that only copies K/V blocks.
-template <bool kSparse, bool kBackward>
+template <int D, bool kSparse, bool kBackward>
 constexpr int rows_threads() {
-  return (kRowsPerCta / (16 * row_tiles<kSparse, kBackward>()) + (kSparse ? 1 : 0)) * 32;
+  return (kRowsPerCta / (16 * row_tiles<D, kSparse, kBackward>()) + (kSparse ? 1 : 0)) * 32;
 }
-// The dense forward runs two CTAs per SM; the others need more registers per thread.
-#ifndef INFLLM_SPARSE_CTAS
-#define INFLLM_SPARSE_CTAS 1
-#endif
-template <bool kSparse, bool kBackward>
+// The dense kernels run 8 warps per SM: two 4-warp CTAs or one 8-warp CTA (dQ with one tile per
+// warp needs its registers). Sparse CTAs hold 8 token warps and a deep K/V ring: one per SM.
+template <int D, bool kSparse, bool kBackward>
 constexpr int rows_ctas_per_sm() {
-  if (kSparse) return kBackward ? 1 : INFLLM_SPARSE_CTAS;
-  return kBackward ? 1 : 2;
+  return !kSparse && row_tiles<D, kSparse, kBackward>() == 2 ? 2 : 1;
 }
 
 template <int D, bool kBackward>
@@ -209,9 +205,6 @@ constexpr size_t kv_stage_bytes(int D) { return size_t(2) * kTile * D * sizeof(b
 template <int D, bool kSparse, bool kBackward>
 constexpr int rows_stages() {
   if (!kSparse) return kBackward ? 3 : 2;
-#ifdef INFLLM_SPARSE_SLOTS
-  if (!kBackward) return INFLLM_SPARSE_SLOTS;
-#endif
   const size_t slots = (200 * 1024 - query_tiles_bytes<D, kBackward>()) / kv_stage_bytes(D);
   return slots < 8 ? int(slots) : 8;
 }
@@ -233,11 +226,11 @@ constexpr size_t rows_tiles_smem() {
 // if its token chose the block and arrives on empty[slot]; once all 8 have, the producer refills
 // the slot with entry j + kStages. A warp can run up to kStages entries ahead of the slowest.
 template <int D, bool kSparse, bool kBackward>
-__global__ void __launch_bounds__(rows_threads<kSparse, kBackward>(),
-                                  rows_ctas_per_sm<kSparse, kBackward>())
+__global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
+                                  rows_ctas_per_sm<D, kSparse, kBackward>())
     attention_rows_kernel(RowsArgs a, Problem p) {
-  constexpr int kM = row_tiles<kSparse, kBackward>();  // m16 tiles per warp
-  constexpr int kThreads = rows_threads<kSparse, kBackward>();
+  constexpr int kM = row_tiles<D, kSparse, kBackward>();  // m16 tiles per warp
+  constexpr int kThreads = rows_threads<D, kSparse, kBackward>();
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
@@ -528,6 +521,13 @@ struct QueryTileRow {
   bool valid;
 };
 
+// dK/dV kernel: queries (columns of S^T) held in registers at once. With D=64 the dK/dV
+// accumulators leave room for a whole 64-query tile, so K/V fragments are loaded once per tile.
+template <int D>
+constexpr int dkdv_query_chunk() {
+  return D == 64 ? INFLLM_DKDV_CHUNK_D64 : 32;
+}
+
 template <int D, bool kSparse>
 constexpr size_t dkdv_smem() {
   return size_t(6) * kTile * D * sizeof(bf16) +
@@ -629,6 +629,7 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
     const float* delta_t = delta_s + stage * kTile;
     const int* token_t = token_s + stage * kTile;
 
+    constexpr int kQueryChunk = dkdv_query_chunk<D>();
     for (int c = 0; c < kTile / kQueryChunk; ++c) {
       constexpr int kNt = kQueryChunk / 8;  // n-tiles of queries in the chunk
       // S^T = K Q^T and dP^T = V dO^T for 16 keys x 32 queries.
@@ -855,13 +856,13 @@ void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid((p.T + kRowWarps - 1) / kRowWarps, p.B * p.Hkv);
-    kernel<<<grid, rows_threads<true, kBackward>(), smem, stream>>>(a, p);
+    kernel<<<grid, rows_threads<D, true, kBackward>(), smem, stream>>>(a, p);
   } else {
     auto kernel = attention_rows_kernel<D, false, kBackward>;
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid((p.T + kRowsPerCta - 1) / kRowsPerCta, p.B * p.Hq);
-    kernel<<<grid, rows_threads<false, kBackward>(), smem, stream>>>(a, p);
+    kernel<<<grid, rows_threads<D, false, kBackward>(), smem, stream>>>(a, p);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -62,7 +62,7 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
   uint32_t done = 0;
   while (!done) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(INFLLM_TEST_WAIT)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile(
         "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared.b64 p, [%1], %2;\n"
         " selp.u32 %0, 1, 0, p;\n}\n"

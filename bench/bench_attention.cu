@@ -2,8 +2,8 @@
 // dense causal at 4K/16K/32K and InfLLM-V2 block-sparse (64 blocks of 64 per token: the first
 // block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs.
-//   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--hq 32 --hkv 2
-//                   --d 128] [--reps 10]     (a list of "0" skips that mode)
+//   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
+//                   --hkv 2 --d 128] [--reps 10]     (a list of "0" skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,7 +24,7 @@ namespace {
 struct Options {
   std::vector<int> dense = {4096, 16384, 32768};
   std::vector<int> sparse = {32768, 65536, 131072};
-  int hq = 32, hkv = 2, d = 128, reps = 10;
+  int b = 1, hq = 32, hkv = 2, d = 128, reps = 10;
 };
 
 std::vector<int> parse_list(const char* s) {
@@ -113,13 +113,13 @@ struct Row {
 };
 
 Row run(const Options& o, int L, bool sparse) {
-  const AttentionShape shape{1, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
-  const size_t nq = size_t(L) * o.hq * o.d, nk = size_t(L) * o.hkv * o.d;
+  const AttentionShape shape{o.b, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
+  const size_t nq = size_t(o.b) * L * o.hq * o.d, nk = size_t(o.b) * L * o.hkv * o.d;
   uint16_t *q, *k, *v, *out, *dout, *dq, *dk, *dv;
   float* lse;
   for (uint16_t** p : {&q, &out, &dout, &dq}) CUDA_CHECK(cudaMalloc(p, nq * 2));
   for (uint16_t** p : {&k, &v, &dk, &dv}) CUDA_CHECK(cudaMalloc(p, nk * 2));
-  CUDA_CHECK(cudaMalloc(&lse, size_t(L) * o.hq * 4));
+  CUDA_CHECK(cudaMalloc(&lse, size_t(o.b) * L * o.hq * 4));
   uint64_t seed = 1;
   for (auto [p, n] : {std::pair{q, nq}, {k, nk}, {v, nk}, {dout, nq}}) {
     fill_random<<<4096, 256>>>(p, n, seed++);
@@ -127,13 +127,15 @@ Row run(const Options& o, int L, bool sparse) {
   }
 
   // Causal dense: 2 matmuls of L^2/2 x D per head; sparse: the same over the visible pairs.
-  double fwd_flops = 2.0 * L * double(L) * o.d * o.hq;
+  double fwd_flops = 2.0 * o.b * L * double(L) * o.d * o.hq;
   BlockList list;
   int32_t* gblocks = nullptr;
   if (sparse) {
     std::vector<int32_t> blocks;
-    const double visible = make_block_lists(L, o.hkv, 64, blocks);
+    const double visible = o.b * make_block_lists(L, o.hkv, 64, blocks);
     fwd_flops = 4.0 * visible * o.d * (o.hq / o.hkv);
+    std::vector<int32_t> one = blocks;  // every sequence of the batch selects the same blocks
+    for (int i = 1; i < o.b; ++i) blocks.insert(blocks.end(), one.begin(), one.end());
     CUDA_CHECK(cudaMalloc(&gblocks, blocks.size() * 4));
     CUDA_CHECK(cudaMemcpy(gblocks, blocks.data(), blocks.size() * 4, cudaMemcpyHostToDevice));
     list = {gblocks, 64, 64};
@@ -155,9 +157,9 @@ Row run(const Options& o, int L, bool sparse) {
   r.fwd_tflops = fwd_flops / r.fwd_ms / 1e9;
   r.fwd_bwd_tflops = 3.5 * fwd_flops / r.fwd_bwd_ms / 1e9;
   std::printf(
-      "{\"bench\":\"attention\",\"mode\":\"%s\",\"L\":%d,\"hq\":%d,\"hkv\":%d,\"d\":%d,"
-      "\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
-      r.mode.c_str(), L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
+      "{\"bench\":\"attention\",\"mode\":\"%s\",\"B\":%d,\"L\":%d,\"hq\":%d,\"hkv\":%d,"
+      "\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
+      r.mode.c_str(), o.b, L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
                   (void*)dv, (void*)lse, (void*)gblocks})
@@ -175,6 +177,8 @@ int main(int argc, char** argv) {
       o.dense = parse_list(argv[i + 1]);
     else if (key == "--sparse")
       o.sparse = parse_list(argv[i + 1]);
+    else if (key == "--b")
+      o.b = std::atoi(argv[i + 1]);
     else if (key == "--hq")
       o.hq = std::atoi(argv[i + 1]);
     else if (key == "--hkv")
