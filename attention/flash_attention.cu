@@ -41,10 +41,10 @@ namespace {
 using bf16 = __nv_bfloat16;
 using namespace infllm::attention::mma;
 
-constexpr int kTile = 64;     // keys per KV tile == sparse block size == query tile of dK/dV
+constexpr int kTile = 64;         // keys per KV tile == sparse block size == query tile of dK/dV
 constexpr int kRowsPerCta = 128;  // rows kernel: query rows per CTA
 constexpr int kRowWarps = 8;      // sparse rows kernel: 8 warps x the G heads of one token
-constexpr int kKeyWarps = 4;  // dK/dV kernel: 4 warps x 16 keys
+constexpr int kKeyWarps = 4;      // dK/dV kernel: 4 warps x 16 keys
 constexpr int kKeyThreads = kKeyWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -166,20 +166,13 @@ struct RowsArgs {
   bf16* dq;            // backward
 };
 
-#ifndef INFLLM_DENSE_BACKWARD_ROW_TILES_D64
-#define INFLLM_DENSE_BACKWARD_ROW_TILES_D64 2
-#endif
-#ifndef INFLLM_DKDV_CHUNK_D64
-#define INFLLM_DKDV_CHUNK_D64 64
-#endif
-
 // m16 row tiles per warp. Two tiles (32 rows) share every K/V fragment loaded from shared memory,
-// halving the ldmatrix traffic per MMA, which bounds the single-tile kernel. Sparse warps hold one
-// token's G heads, so they stay at one tile.
+// halving the ldmatrix traffic per MMA. The D=128 dQ pass has no registers for a second tile, and
+// sparse warps hold one token's G heads, so those stay at one.
 template <int D, bool kSparse, bool kBackward>
 constexpr int row_tiles() {
   if (kSparse) return 1;
-  return kBackward ? (D == 64 ? INFLLM_DENSE_BACKWARD_ROW_TILES_D64 : 1) : 2;
+  return kBackward && D == 128 ? 1 : 2;
 }
 // Sparse CTAs add one producer warp that only copies K/V blocks.
 template <int D, bool kSparse, bool kBackward>
@@ -197,7 +190,9 @@ template <int D, bool kBackward>
 constexpr size_t query_tiles_bytes() {
   return size_t(kBackward ? 2 : 1) * kRowsPerCta * D * sizeof(bf16);  // q (and dO) rows
 }
-constexpr size_t kv_stage_bytes(int D) { return size_t(2) * kTile * D * sizeof(bf16); }
+constexpr size_t kv_stage_bytes(int D) {
+  return size_t(2) * kTile * D * sizeof(bf16);
+}
 
 // K/V tiles in flight. Dense: a ring refilled at a __syncthreads per tile; the forward keeps two
 // CTAs per SM, so two stages; the dQ pass runs one CTA per SM anyway, so a third costs no
@@ -236,10 +231,10 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
   bf16* do_tile = q_tile + kRowsPerCta * D;      // [128][D], backward only
   bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kBackward>());
-  auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };  // [64][D]
-  auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };         // [64][D]
-  uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));  // sparse: [kStages]
-  uint64_t* slot_empty = slot_full + kStages;                            // sparse: [kStages]
+  auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };        // [64][D]
+  auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };               // [64][D]
+  uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));        // sparse: [kStages]
+  uint64_t* slot_empty = slot_full + kStages;                                 // sparse: [kStages]
   int* lists = reinterpret_cast<int*>(slot_empty + (kSparse ? kStages : 0));  // sparse schedule
   int* union_list = lists + kRowWarps * p.max_blocks;
   int* union_count = union_list + kRowWarps * p.max_blocks;
@@ -521,29 +516,34 @@ struct QueryTileRow {
   bool valid;
 };
 
-// dK/dV kernel: queries (columns of S^T) held in registers at once. With D=64 the dK/dV
-// accumulators leave room for a whole 64-query tile, so K/V fragments are loaded once per tile.
+// dK/dV kernel: queries (columns of S^T) held in registers at once, query tiles in flight, and
+// CTAs per SM. D=64 needs fewer registers: three CTAs (12 warps) per SM hide the latency of the
+// short per-tile work (measured: 2 CTAs with whole 64-query tiles or 3 stages were slower).
+constexpr int kQueryChunk = 32;
+constexpr int kQueryStages = 2;
 template <int D>
-constexpr int dkdv_query_chunk() {
-  return D == 64 ? INFLLM_DKDV_CHUNK_D64 : 32;
+constexpr int dkdv_ctas_per_sm() {
+  return D == 64 ? 3 : 2;
 }
 
-template <int D, bool kSparse>
+template <int D>
 constexpr size_t dkdv_smem() {
-  return size_t(6) * kTile * D * sizeof(bf16) +
-         size_t(2) * kTile * (2 * sizeof(float) + sizeof(int));
+  return size_t(2 + 2 * kQueryStages) * kTile * D * sizeof(bf16) +
+         size_t(kQueryStages) * kTile * (2 * sizeof(float) + sizeof(int));
 }
 
 template <int D, bool kSparse>
-__global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a, Problem p) {
+__global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
+    attention_dkdv_kernel(KvArgs a, Problem p) {
+  constexpr int kStages = kQueryStages;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* k_tile = reinterpret_cast<bf16*>(smem);                       // [64][D]
-  bf16* v_tile = k_tile + kTile * D;                                  // [64][D]
-  bf16* q_tiles = v_tile + kTile * D;                                 // [2][64][D]
-  bf16* do_tiles = q_tiles + 2 * kTile * D;                           // [2][64][D]
-  float* lse_s = reinterpret_cast<float*>(do_tiles + 2 * kTile * D);  // [2][64]
-  float* delta_s = lse_s + 2 * kTile;                                 // [2][64]
-  int* token_s = reinterpret_cast<int*>(delta_s + 2 * kTile);         // [2][64], -1 = padding
+  bf16* k_tile = reinterpret_cast<bf16*>(smem);                             // [64][D]
+  bf16* v_tile = k_tile + kTile * D;                                        // [64][D]
+  bf16* q_tiles = v_tile + kTile * D;                                       // [kStages][64][D]
+  bf16* do_tiles = q_tiles + kStages * kTile * D;                           // [kStages][64][D]
+  float* lse_s = reinterpret_cast<float*>(do_tiles + kStages * kTile * D);  // [kStages][64]
+  float* delta_s = lse_s + kStages * kTile;                                 // [kStages][64]
+  int* token_s = reinterpret_cast<int*>(delta_s + kStages * kTile);  // [kStages][64], -1 = padding
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int tile = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
@@ -611,17 +611,20 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
 
   load_kv_tile<D, kKeyThreads>(k_tile, a.k, b, kvh, tile, p, threadIdx.x);
   load_kv_tile<D, kKeyThreads>(v_tile, a.v, b, kvh, tile, p, threadIdx.x);
-  if (n_qtiles > 0) load_query_tile(first_qtile, 0);
-  cp_async_commit();
+  // Query tile j goes to stage j % kStages in commit group j (group 0 also holds K and V).
+  auto load_stage = [&](int j) {
+    if (j < n_qtiles) load_query_tile(first_qtile + j, j % kStages);
+    cp_async_commit();  // possibly empty: keeps one group per tile index
+  };
+  for (int j = 0; j < kStages - 1; ++j) load_stage(j);
 
   // This thread's two keys: rows lane/4 and lane/4 + 8 of the warp's 16.
   const int key0 = tile * kTile + warp * 16 + lane / 4;
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
   for (int n = 0; n < n_qtiles; ++n) {
-    const int stage = n & 1;
-    if (n + 1 < n_qtiles) load_query_tile(first_qtile + n + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
+    const int stage = n % kStages;
+    load_stage(n + kStages - 1);  // into the stage that iteration n-1 finished with
+    cp_async_wait<kStages - 1>();
     __syncthreads();
     const bf16* q_tile = q_tiles + stage * kTile * D;
     const bf16* do_tile = do_tiles + stage * kTile * D;
@@ -629,7 +632,6 @@ __global__ void __launch_bounds__(kKeyThreads, 2) attention_dkdv_kernel(KvArgs a
     const float* delta_t = delta_s + stage * kTile;
     const int* token_t = token_s + stage * kTile;
 
-    constexpr int kQueryChunk = dkdv_query_chunk<D>();
     for (int c = 0; c < kTile / kQueryChunk; ++c) {
       constexpr int kNt = kQueryChunk / 8;  // n-tiles of queries in the chunk
       // S^T = K Q^T and dP^T = V dO^T for 16 keys x 32 queries.
@@ -869,7 +871,7 @@ void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream
 
 template <int D, bool kSparse>
 void launch_dkdv(const KvArgs& a, const Problem& p, cudaStream_t stream) {
-  constexpr size_t smem = dkdv_smem<D, kSparse>();
+  constexpr size_t smem = dkdv_smem<D>();
   auto kernel = attention_dkdv_kernel<D, kSparse>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   // Sparse: a block is selected at most once per token, so T tokens bound its chunk count.

@@ -53,9 +53,9 @@ __device__ __forceinline__ void cp_async_arrive(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(smem_u32(bar)));
 }
 __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
-  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.shared.b64 state, [%0];\n}\n" ::"r"(
-                   smem_u32(bar))
-               : "memory");
+  asm volatile(
+      "{\n .reg .b64 state;\n mbarrier.arrive.shared.b64 state, [%0];\n}\n" ::"r"(smem_u32(bar))
+      : "memory");
 }
 // Waits until the phase of `bar` with this parity has completed. On sm_90 try_wait suspends the
 // warp in hardware for a while instead of spinning, leaving issue slots to the warps that compute.

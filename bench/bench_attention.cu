@@ -159,7 +159,8 @@ Row run(const Options& o, int L, bool sparse) {
   std::printf(
       "{\"bench\":\"attention\",\"mode\":\"%s\",\"B\":%d,\"L\":%d,\"hq\":%d,\"hkv\":%d,"
       "\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
-      r.mode.c_str(), o.b, L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
+      r.mode.c_str(), o.b, L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops,
+      r.fwd_bwd_tflops);
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
                   (void*)dv, (void*)lse, (void*)gblocks})
