@@ -516,15 +516,19 @@ struct QueryTileRow {
   bool valid;
 };
 
-// dK/dV kernel: queries (columns of S^T) held in registers at once, query tiles in flight, and
-// CTAs per SM. D=64 needs fewer registers: three CTAs (12 warps) per SM hide the latency of the
-// short per-tile work (measured: 2 CTAs with whole 64-query tiles or 3 stages were slower).
-constexpr int kQueryChunk = 32;
-constexpr int kQueryStages = 2;
+// dK/dV kernel shape per head dim: queries (columns of S^T) held in registers at once, and CTAs
+// per SM. The kernel is bound by latency, not throughput (few eligible warps per scheduler), so
+// D=64 trades the chunk width for a third CTA per SM; measured on bench200m's attention shape
+// (docs/attention_kernels.md).
+template <int D>
+constexpr int dkdv_query_chunk() {
+  return D == 64 ? 16 : 32;
+}
 template <int D>
 constexpr int dkdv_ctas_per_sm() {
   return D == 64 ? 3 : 2;
 }
+constexpr int kQueryStages = 2;  // query tiles in flight
 
 template <int D>
 constexpr size_t dkdv_smem() {
@@ -621,11 +625,25 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   // This thread's two keys: rows lane/4 and lane/4 + 8 of the warp's 16.
   const int key0 = tile * kTile + warp * 16 + lane / 4;
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+  // The warp's K and V A-fragments never change during the walk. With D=64 they fit in registers
+  // (32), which halves the ldmatrix traffic of S^T and dP^T; with D=128 they are reloaded.
+  constexpr bool kKeyFragmentsInRegisters = D == 64;
+  constexpr int kQueryChunk = dkdv_query_chunk<D>();
+  uint32_t key_frags[kKeyFragmentsInRegisters ? D / 16 : 1][2][4];
   for (int n = 0; n < n_qtiles; ++n) {
     const int stage = n % kStages;
     load_stage(n + kStages - 1);  // into the stage that iteration n-1 finished with
     cp_async_wait<kStages - 1>();
     __syncthreads();
+    if constexpr (kKeyFragmentsInRegisters) {
+      if (n == 0) {  // K and V landed with query tile 0
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          load_a<D>(key_frags[kk][0], k_tile, warp * 16, kk * 16, lane);
+          load_a<D>(key_frags[kk][1], v_tile, warp * 16, kk * 16, lane);
+        }
+      }
+    }
     const bf16* q_tile = q_tiles + stage * kTile * D;
     const bf16* do_tile = do_tiles + stage * kTile * D;
     const float* lse_t = lse_s + stage * kTile;
@@ -638,8 +656,15 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
       float st[kNt][4] = {}, dpt[kNt][4] = {};
       for (int kk = 0; kk < D / 16; ++kk) {
         uint32_t ka[4], va[4];
-        load_a<D>(ka, k_tile, warp * 16, kk * 16, lane);
-        load_a<D>(va, v_tile, warp * 16, kk * 16, lane);
+        if constexpr (kKeyFragmentsInRegisters) {
+          for (int i = 0; i < 4; ++i) {
+            ka[i] = key_frags[kk][0][i];
+            va[i] = key_frags[kk][1][i];
+          }
+        } else {
+          load_a<D>(ka, k_tile, warp * 16, kk * 16, lane);
+          load_a<D>(va, v_tile, warp * 16, kk * 16, lane);
+        }
         for (int np = 0; np < kNt / 2; ++np) {
           uint32_t qb[4], dob[4];
           load_b_rows<D>(qb, q_tile, c * kQueryChunk + np * 16, kk * 16, lane);
