@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "attention/flash_attention.h"
+#include "autograd/functions.h"
 #include "autograd/node.h"
 #include "core/dispatch.h"
 
@@ -59,56 +60,109 @@ Tensor select_attention_blocks(const Tensor& q_in, const Tensor& k_in,
   return blocks;
 }
 
-Tensor causal_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                        const AttentionOptions& options) {
+namespace {
+
+// The f32/f64 reference on separate contiguous q, k, v.
+Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                     const AttentionOptions& options) {
   Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   AttentionShape shape = shape_of(q, k);
   INFLLM_CHECK(v.shape() == k.shape() && q.dtype() == k.dtype() && k.dtype() == v.dtype() &&
                    q.device() == k.device() && k.device() == v.device(),
                "attention: v ", v.str(), " must match k ", k.str(), " (and q ", q.str(),
                " in dtype and device)");
-  Device device = q.device();
   bool sparse = attention::use_sparse(options.mode, shape.T, options.sparse.dense_len);
   Tensor blocks = sparse ? select_attention_blocks(q, k, options.sparse) : Tensor();
-  BlockList list = block_list(blocks, options.sparse.block_size);
+  int block_size = options.sparse.block_size;
+  BlockList list = block_list(blocks, block_size);
   attention::check_attention_shape("attention", shape, list);
 
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), device);
-  DType lse_dtype = device.is_cuda() ? DType::f32 : q.dtype();
-  Tensor lse = Tensor::empty({q.size(0), q.size(2), q.size(1)}, lse_dtype, device);
-  if (device.is_cuda()) {
-    INFLLM_CHECK(q.dtype() == DType::bf16, "attention: CUDA takes bf16, got ", q.str());
-    INFLLM_IF_CUDA(attention::cuda::attention_forward(
-        shape, bf16_bits(q), bf16_bits(k), bf16_bits(v), list, bf16_bits(out), lse.data<float>(),
-        device_stream(q.device())));
-  } else {
-    visit_f32_f64(q.dtype(), "attention", [&]<class T>() {
-      attention::cpu::attention_forward<T>(shape, q.data<T>(), k.data<T>(), v.data<T>(), list,
-                                           out.data<T>(), lse.data<T>());
-    });
-  }
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty({q.size(0), q.size(2), q.size(1)}, q.dtype(), q.device());
+  visit_f32_f64(q.dtype(), "attention", [&]<class T>() {
+    attention::cpu::attention_forward<T>(shape, q.data<T>(), k.data<T>(), v.data<T>(), list,
+                                         out.data<T>(), lse.data<T>());
+  });
   Tensor sq = q.detach(), sk = k.detach(), sv = v.detach(), so = out.detach();
-  int block_size = options.sparse.block_size;
   return autograd::record("attention", {q_in, k_in, v_in}, out, [=](const std::vector<Tensor>& g) {
     Tensor dout = g[0].contiguous();
-    Tensor dq = Tensor::empty(sq.shape(), sq.dtype(), device);
-    Tensor dk = Tensor::empty(sk.shape(), sk.dtype(), device);
-    Tensor dv = Tensor::empty(sv.shape(), sv.dtype(), device);
-    BlockList saved_list = block_list(blocks, block_size);
-    if (device.is_cuda()) {
-      INFLLM_IF_CUDA(attention::cuda::attention_backward(
-          shape, bf16_bits(sq), bf16_bits(sk), bf16_bits(sv), bf16_bits(so), lse.data<float>(),
-          bf16_bits(dout), saved_list, bf16_bits(dq), bf16_bits(dk), bf16_bits(dv),
-          device_stream(device)));
-    } else {
-      visit_f32_f64(sq.dtype(), "attention_backward", [&]<class T>() {
-        attention::cpu::attention_backward<T>(shape, sq.data<T>(), sk.data<T>(), sv.data<T>(),
-                                              so.data<T>(), lse.data<T>(), dout.data<T>(),
-                                              saved_list, dq.data<T>(), dk.data<T>(), dv.data<T>());
-      });
-    }
+    Tensor dq = Tensor::empty(sq.shape(), sq.dtype(), sq.device());
+    Tensor dk = Tensor::empty(sk.shape(), sk.dtype(), sk.device());
+    Tensor dv = Tensor::empty(sv.shape(), sv.dtype(), sv.device());
+    visit_f32_f64(sq.dtype(), "attention_backward", [&]<class T>() {
+      attention::cpu::attention_backward<T>(
+          shape, sq.data<T>(), sk.data<T>(), sv.data<T>(), so.data<T>(), lse.data<T>(),
+          dout.data<T>(), block_list(blocks, block_size), dq.data<T>(), dk.data<T>(), dv.data<T>());
+    });
     return std::vector<Tensor>{dq, dk, dv};
   });
+}
+
+// The CUDA kernels on packed rows: q, k, v are head ranges of one [B, T, Hq + 2 Hkv, D] tensor,
+// read in place through the token strides, and the backward writes one packed gradient.
+Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
+                             const AttentionOptions& options) {
+  Tensor qkv = qkv_in.contiguous();
+  INFLLM_CHECK(qkv.dtype() == DType::bf16, "attention: CUDA takes bf16, got ", qkv.str());
+  AttentionShape shape;
+  shape.B = int(qkv.size(0));
+  shape.T = int(qkv.size(1));
+  shape.Hq = Hq;
+  shape.Hkv = Hkv;
+  shape.D = int(qkv.size(3));
+  shape.scale = float(1.0 / std::sqrt(double(shape.D)));
+  shape.q_row = shape.kv_row = int64_t(Hq + 2 * Hkv) * shape.D;
+  const int64_t k_offset = int64_t(Hq) * shape.D, v_offset = int64_t(Hq + Hkv) * shape.D;
+  Device device = qkv.device();
+  void* stream = device_stream(device);
+  const uint16_t* q = bf16_bits(qkv);
+
+  Tensor blocks;
+  if (attention::use_sparse(options.mode, shape.T, options.sparse.dense_len)) {
+    attention::check_sparse_config("attention", options.sparse);
+    blocks = Tensor::empty({shape.B, shape.T, Hkv, options.sparse.topk}, DType::i32, device);
+    INFLLM_IF_CUDA(attention::cuda::select_blocks(options.sparse, shape, q, q + k_offset,
+                                                  blocks.data<int32_t>(), stream, nullptr));
+  }
+  int block_size = options.sparse.block_size;
+  attention::check_attention_shape("attention", shape, block_list(blocks, block_size));
+
+  Tensor out = Tensor::empty({shape.B, shape.T, Hq, shape.D}, DType::bf16, device);
+  Tensor lse = Tensor::empty({shape.B, Hq, shape.T}, DType::f32, device);
+  INFLLM_IF_CUDA(attention::cuda::attention_forward(shape, q, q + k_offset, q + v_offset,
+                                                    block_list(blocks, block_size), bf16_bits(out),
+                                                    lse.data<float>(), stream));
+  Tensor saved = qkv.detach(), so = out.detach();
+  return autograd::record("attention", {qkv_in}, out, [=](const std::vector<Tensor>& g) {
+    Tensor dout = g[0].contiguous();
+    Tensor dqkv = Tensor::empty(saved.shape(), DType::bf16, device);  // every element written
+    const uint16_t* sq = bf16_bits(saved);
+    uint16_t* dq = bf16_bits(dqkv);
+    INFLLM_IF_CUDA(attention::cuda::attention_backward(
+        shape, sq, sq + k_offset, sq + v_offset, bf16_bits(so), lse.data<float>(), bf16_bits(dout),
+        block_list(blocks, block_size), dq, dq + k_offset, dq + v_offset, device_stream(device)));
+    return std::vector<Tensor>{dqkv};
+  });
+}
+
+}  // namespace
+
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                        const AttentionOptions& options) {
+  if (!q.device().is_cuda()) return cpu_attention(q, k, v, options);
+  shape_of(q, k);
+  INFLLM_CHECK(v.shape() == k.shape(), "attention: v ", v.str(), " must match k ", k.str());
+  return causal_attention_packed(concat({q, k, v}, 2), q.size(2), k.size(2), options);
+}
+
+Tensor causal_attention_packed(const Tensor& qkv, int64_t Hq, int64_t Hkv,
+                               const AttentionOptions& options) {
+  INFLLM_CHECK(qkv.dim() == 4 && Hq > 0 && Hkv > 0 && qkv.size(2) == Hq + 2 * Hkv,
+               "attention: expected packed qkv [B, T, Hq + 2 Hkv, D] with Hq=", Hq, " Hkv=", Hkv,
+               ", got ", qkv.str());
+  if (qkv.device().is_cuda()) return cuda_packed_attention(qkv, int(Hq), int(Hkv), options);
+  return cpu_attention(slice(qkv, 2, 0, Hq), slice(qkv, 2, Hq, Hq + Hkv),
+                       slice(qkv, 2, Hq + Hkv, Hq + 2 * Hkv), options);
 }
 
 }  // namespace infllm

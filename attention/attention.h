@@ -20,6 +20,13 @@ struct AttentionOptions {
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionOptions& options);
 
+// The same on the fused QKV projection's layout: qkv [B, T, Hq + 2 Hkv, D] holds the q heads,
+// then the k heads, then the v heads of each token (RoPE already applied to q and k). On CUDA the
+// kernels read the three head ranges in place and the backward writes one packed gradient, so
+// nothing is sliced, copied, zero-filled or summed around the attention call.
+Tensor causal_attention_packed(const Tensor& qkv, int64_t Hq, int64_t Hkv,
+                               const AttentionOptions& options);
+
 // The sparse path's block lists for (q, k): i32 [B, T, Hkv, topk], ascending, -1 padded.
 Tensor select_attention_blocks(const Tensor& q, const Tensor& k,
                                const attention::SparseConfig& config);

@@ -54,6 +54,7 @@ struct Problem {
   float scale, scale_log2;        // scale_log2 = scale * log2(e): softmax in base 2
   const int32_t* blocks;          // sparse: [B, T, Hkv, max_blocks]; dense: nullptr
   int max_blocks;
+  int64_t q_row, kv_row, o_row;  // elements between tokens: q/dq, k/v/dk/dv, out/dout
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -70,18 +71,18 @@ struct QueryRows {
   }
 };
 
-// A [128, D] tile of a [B, T, Hq, D] tensor (q or dout), rows picked by `rows`.
+// A [128, D] tile of a [B, T, Hq, D] tensor (q or dout, tokens `token_row` elements apart), rows
+// picked by `rows`.
 template <int D, int kThreads, bool kSparse>
-__device__ void load_query_rows(bf16* tile, const bf16* src, const QueryRows<kSparse>& rows,
-                                const Problem& p) {
+__device__ void load_query_rows(bf16* tile, const bf16* src, int64_t token_row,
+                                const QueryRows<kSparse>& rows, const Problem& p) {
   constexpr int kChunks = D / 8;
   for (int i = threadIdx.x; i < kRowsPerCta * kChunks; i += kThreads) {
     const int row = i / kChunks, chunk = i % kChunks;
     const bool valid = rows.valid(row, p);
-    const bf16* from =
-        src +
-        (valid ? ((size_t(rows.b) * p.T + rows.token(row)) * p.Hq + rows.head(row)) * D + chunk * 8
-               : 0);
+    const bf16* from = src + (valid ? (size_t(rows.b) * p.T + rows.token(row)) * token_row +
+                                          rows.head(row) * D + chunk * 8
+                                    : 0);
     cp_async_16(smem_u32(tile + swizzled<D>(row, chunk * 8)), from, valid);
   }
 }
@@ -95,8 +96,8 @@ __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int til
   constexpr int kChunks = D / 8, kRowsPerStep = kThreads / kChunks;
   static_assert(kThreads % kChunks == 0 && kTile % kRowsPerStep == 0);
   const int chunk = id % kChunks, row0 = id / kChunks;
-  const bf16* from = src + ((size_t(b) * p.T + tile * kTile + row0) * p.Hkv + kvh) * D + chunk * 8;
-  const size_t step = size_t(kRowsPerStep) * p.Hkv * D;
+  const bf16* from = src + (size_t(b) * p.T + tile * kTile + row0) * p.kv_row + kvh * D + chunk * 8;
+  const size_t step = size_t(kRowsPerStep) * p.kv_row;
 #pragma unroll
   for (int i = 0; i < kTile / kRowsPerStep; ++i) {
     const int row = row0 + i * kRowsPerStep;
@@ -254,8 +255,8 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     kvh = rows.head0 / p.G;
     rows.token0 = (gridDim.x - 1 - blockIdx.x) * kRowsPerCta;  // longest rows first
   }
-  load_query_rows<D, kThreads>(q_tile, a.q, rows, p);
-  if constexpr (kBackward) load_query_rows<D, kThreads>(do_tile, a.dout, rows, p);
+  load_query_rows<D, kThreads>(q_tile, a.q, p.q_row, rows, p);
+  if constexpr (kBackward) load_query_rows<D, kThreads>(do_tile, a.dout, p.o_row, rows, p);
   cp_async_commit();
 
   // This warp's rows: warp_row0 .. +16*kM-1 of the CTA. Dense: consecutive tokens; sparse: the
@@ -477,7 +478,8 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     }
     if (!row_valid[r]) continue;
     const int head = rows.head(thread_row(r));
-    bf16* row_ptr = dst + ((size_t(rows.b) * p.T + row_token[r]) * p.Hq + head) * D;
+    bf16* row_ptr =
+        dst + (size_t(rows.b) * p.T + row_token[r]) * (kBackward ? p.q_row : p.o_row) + head * D;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt)
       *reinterpret_cast<uint32_t*>(row_ptr + dt * 8 + (lane % 4) * 2) =
@@ -597,11 +599,10 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
     for (int i = 0; i < kTile / kRowsPerStep; ++i) {
       const int row = row0 + i * kRowsPerStep;
       const QueryTileRow r = query_row(n, row);
-      const size_t off =
-          r.valid ? ((size_t(b) * p.T + r.token) * p.Hq + r.head) * D + chunk * 8 : 0;
+      const size_t token = size_t(b) * p.T + r.token, col = r.head * D + chunk * 8;
       const int dst = swizzled<D>(row, chunk * 8);
-      cp_async_16(smem_u32(q_dst + dst), a.q + off, r.valid);
-      cp_async_16(smem_u32(do_dst + dst), a.dout + off, r.valid);
+      cp_async_16(smem_u32(q_dst + dst), a.q + (r.valid ? token * p.q_row + col : 0), r.valid);
+      cp_async_16(smem_u32(do_dst + dst), a.dout + (r.valid ? token * p.o_row + col : 0), r.valid);
     }
     if (threadIdx.x < kTile) {
       const int row = threadIdx.x;
@@ -707,7 +708,8 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   for (int e = 0; e < 2; ++e) {
     const int key = key0 + 8 * e;
     if (key >= p.T) continue;
-    const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D;
+    const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D;  // contiguous f32 scratch
+    const size_t out_row = (size_t(b) * p.T + key) * p.kv_row + kvh * D;
     for (int dt = 0; dt < D / 8; ++dt) {
       const int col = dt * 8 + (lane % 4) * 2;
       const float k0 = dk[dt][2 * e] * p.scale, k1 = dk[dt][2 * e + 1] * p.scale;
@@ -722,8 +724,8 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
         *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
         *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
       } else {
-        *reinterpret_cast<uint32_t*>(a.dk + row + col) = pack_bf16(k0, k1);
-        *reinterpret_cast<uint32_t*>(a.dv + row + col) = pack_bf16(v0, v1);
+        *reinterpret_cast<uint32_t*>(a.dk + out_row + col) = pack_bf16(k0, k1);
+        *reinterpret_cast<uint32_t*>(a.dv + out_row + col) = pack_bf16(v0, v1);
       }
     }
   }
@@ -792,9 +794,10 @@ __global__ void sparse_index_segments_kernel(const uint64_t* keys, size_t n, int
   segment_begin[s] = int(lo);
 }
 
-// dk/dv = sum over splits of the f32 partial sums, in split order.
+// dk/dv = sum over splits of the f32 partial sums ([splits, B, T, Hkv, D]), in split order.
 __global__ void reduce_splits_kernel(const float* dk_part, const float* dv_part, int splits,
-                                     size_t n, bf16* dk, bf16* dv) {
+                                     size_t n, Problem p, int D, bf16* dk, bf16* dv) {
+  const size_t token_values = size_t(p.Hkv) * D;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
     float k = 0.f, v = 0.f;
@@ -802,8 +805,9 @@ __global__ void reduce_splits_kernel(const float* dk_part, const float* dv_part,
       k += dk_part[s * n + i];
       v += dv_part[s * n + i];
     }
-    dk[i] = __float2bfloat16(k);
-    dv[i] = __float2bfloat16(v);
+    const size_t out = i / token_values * p.kv_row + i % token_values;
+    dk[out] = __float2bfloat16(k);
+    dv[out] = __float2bfloat16(v);
   }
 }
 
@@ -820,8 +824,9 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
       (segment_begin[seg + 1] - segment_begin[seg] + tokens_per_tile - 1) / tokens_per_tile;
   if (tiles <= kSparseChunkTiles) return;  // written directly by its only chunk
   const size_t i = row * D + threadIdx.x;
-  dk[i] = __float2bfloat16(dk_acc[i]);
-  dv[i] = __float2bfloat16(dv_acc[i]);
+  const size_t out = (size_t(b) * p.T + key) * p.kv_row + g * D + threadIdx.x;
+  dk[out] = __float2bfloat16(dk_acc[i]);
+  dv[out] = __float2bfloat16(dv_acc[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -842,6 +847,11 @@ Problem make_problem(const char* op, const AttentionShape& s, const BlockList& b
   p.scale_log2 = s.scale * kLog2e;
   p.blocks = bl.blocks;
   p.max_blocks = bl.max_blocks;
+  p.q_row = s.q_row > 0 ? s.q_row : int64_t(s.Hq) * s.D;
+  p.kv_row = s.kv_row > 0 ? s.kv_row : int64_t(s.Hkv) * s.D;
+  p.o_row = int64_t(s.Hq) * s.D;
+  INFLLM_CHECK(p.q_row % 8 == 0 && p.kv_row % 8 == 0, op, ": token strides q_row=", p.q_row,
+               " and kv_row=", p.kv_row, " must be multiples of 8 (16-byte rows)");
   if (bl.blocks != nullptr) {
     INFLLM_CHECK(bl.block_size == kTile, op, ": sparse block_size=", bl.block_size,
                  " is not supported by the CUDA kernel; use block_size=64");
@@ -1035,7 +1045,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       if (ka.splits > 1) {
         const size_t n = size_t(p.B) * p.T * p.Hkv * D;
         reduce_splits_kernel<<<int(std::min<size_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(
-            ka.dk_part, ka.dv_part, ka.splits, n, ka.dk, ka.dv);
+            ka.dk_part, ka.dv_part, ka.splits, n, p, D, ka.dk, ka.dv);
         CUDA_CHECK_LAUNCH();
         CUDA_CHECK(cudaFreeAsync(ka.dk_part, stream));
         CUDA_CHECK(cudaFreeAsync(ka.dv_part, stream));

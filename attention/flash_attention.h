@@ -1,6 +1,6 @@
 // Causal flash attention with GQA: one kernel family, two schedules (DESIGN.md section 3).
 //
-// Layouts (all contiguous, row-major):
+// Layouts (row-major; q/dq and k/v/dk/dv may have a larger token stride, see AttentionShape):
 //   q, out, dq, dout  [B, T, Hq,  D]
 //   k, v, dk, dv      [B, T, Hkv, D]      G = Hq / Hkv query heads share one KV head
 //   lse               [B, Hq, T]          natural-log log-sum-exp of each softmax row (f32)
@@ -20,6 +20,10 @@ namespace infllm::attention {
 struct AttentionShape {
   int B = 0, T = 0, Hq = 0, Hkv = 0, D = 0;
   float scale = 0.f;  // usually 1/sqrt(D)
+  // CUDA only: elements between consecutive tokens of q and dq (q_row) and of k, v, dk, dv
+  // (kv_row); 0 means contiguous (Hq * D, Hkv * D). Lets the kernels read q, k, v straight out of
+  // the fused QKV projection [B, T, Hq + 2 Hkv, D] and write the gradients back into one tensor.
+  int64_t q_row = 0, kv_row = 0;
 };
 
 struct BlockList {

@@ -17,6 +17,10 @@ void check_attention_shape(const char* op, const AttentionShape& s, const BlockL
                "; GQA needs whole groups of query heads per KV head");
   INFLLM_CHECK(std::isfinite(s.scale) && s.scale > 0.f, op, ": scale=", s.scale,
                " must be positive (usually 1/sqrt(D))");
+  INFLLM_CHECK(s.q_row == 0 || s.q_row >= int64_t(s.Hq) * s.D, op, ": q_row=", s.q_row,
+               " must be 0 (contiguous) or at least Hq * D = ", int64_t(s.Hq) * s.D);
+  INFLLM_CHECK(s.kv_row == 0 || s.kv_row >= int64_t(s.Hkv) * s.D, op, ": kv_row=", s.kv_row,
+               " must be 0 (contiguous) or at least Hkv * D = ", int64_t(s.Hkv) * s.D);
   if (blocks.blocks == nullptr) return;
   INFLLM_CHECK(blocks.max_blocks > 0, op, ": block list given with max_blocks=", blocks.max_blocks,
                "; pass blocks=nullptr for dense attention");
@@ -67,6 +71,8 @@ template <class T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v,
                        BlockList blocks, T* out, T* lse) {
   check_attention_shape("attention_forward (cpu)", s, blocks);
+  INFLLM_CHECK(s.q_row == 0 && s.kv_row == 0,
+               "attention_forward (cpu): the reference takes contiguous q, k, v");
   const int G = s.Hq / s.Hkv, D = s.D;
 #pragma omp parallel
   {
@@ -107,6 +113,8 @@ template <class T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out,
                         const T* lse, const T* dout, BlockList blocks, T* dq, T* dk, T* dv) {
   check_attention_shape("attention_backward (cpu)", s, blocks);
+  INFLLM_CHECK(s.q_row == 0 && s.kv_row == 0,
+               "attention_backward (cpu): the reference takes contiguous q, k, v");
   const int G = s.Hq / s.Hkv, D = s.D;
 #pragma omp parallel
   {

@@ -35,14 +35,15 @@ constexpr int kProbStride =
 constexpr size_t kScoreChunkBytes = size_t(256) << 20;
 constexpr int kMaxBlocks = 4096;  // 32 lanes x 128 keys per lane in the top-k kernel
 
-__global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, int nk, int ks,
-                                     int stride) {
-  // grid (nk, B); row = Hkv * D values per token, coalesced across threads.
+__global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, int64_t token_row,
+                                     int nk, int ks, int stride) {
+  // grid (nk, B); row = Hkv * D values per token (token_row elements apart in k), coalesced
+  // across threads.
   const int i = blockIdx.x, b = blockIdx.y;
-  const bf16* src = k + (size_t(b) * T + size_t(i) * stride) * row;
+  const bf16* src = k + (size_t(b) * T + size_t(i) * stride) * token_row;
   for (int c = threadIdx.x; c < row; c += blockDim.x) {
     float sum = 0.f;
-    for (int u = 0; u < ks; ++u) sum += __bfloat162float(src[size_t(u) * row + c]);
+    for (int u = 0; u < ks; ++u) sum += __bfloat162float(src[size_t(u) * token_row + c]);
     kc[(size_t(b) * nk + i) * row + c] = __float2bfloat16(sum / float(ks));
   }
 }
@@ -53,6 +54,7 @@ struct ScoreArgs {
   float* scores;   // [B, chunk_len, Hkv, n_blocks]
   SparseConfig cfg;
   int T, Hq, Hkv, G, nk;
+  int64_t q_row;  // elements between consecutive tokens of q
   int t_begin, chunk_len, n_blocks, tokens_per_cta;
   float scale_log2;  // scale * log2(e): softmax in base 2
 };
@@ -201,7 +203,7 @@ __global__ void __launch_bounds__(kThreads, 4) score_blocks_kernel(const ScoreAr
     const int row = i / chunks, col = (i % chunks) * 8, t = t0 + row / G;
     const bool valid = row < tq * G && t < t_end;
     const bf16* src =
-        a.q + ((size_t(b) * a.T + (valid ? t : 0)) * a.Hq + g * G + row % G) * D + col;
+        a.q + (size_t(b) * a.T + (valid ? t : 0)) * a.q_row + (g * G + row % G) * D + col;
     mma::cp_async_16(mma::smem_u32(q_tile + mma::swizzled<D>(row, col)), src, valid);
   }
   mma::cp_async_commit();
@@ -434,8 +436,8 @@ void compress_keys(const SparseConfig& cfg, const AttentionShape& s, const bf16_
   const int nk = num_kernels(cfg, s.T);
   if (nk == 0) return;
   compress_keys_kernel<<<dim3(nk, s.B), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const bf16*>(k), reinterpret_cast<bf16*>(kc), s.T, s.Hkv * s.D, nk,
-      cfg.kernel_size, cfg.kernel_stride);
+      reinterpret_cast<const bf16*>(k), reinterpret_cast<bf16*>(kc), s.T, s.Hkv * s.D,
+      s.kv_row > 0 ? s.kv_row : int64_t(s.Hkv) * s.D, nk, cfg.kernel_size, cfg.kernel_stride);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -471,6 +473,7 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
                  s.Hkv,
                  G,
                  num_kernels(cfg, s.T),
+                 s.q_row > 0 ? s.q_row : int64_t(s.Hq) * s.D,
                  t_begin,
                  len,
                  n_blocks,

@@ -1,6 +1,7 @@
 // InfLLM-V2 stage 1: which KV blocks each query token attends to (DESIGN.md section 3, steps 1-4).
 //
-// Layouts (contiguous, row-major), G = Hq / Hkv:
+// Layouts (row-major; on CUDA q and k may have larger token strides, AttentionShape::q_row and
+// kv_row, e.g. slices of the fused QKV projection), G = Hq / Hkv:
 //   q       [B, T, Hq,  D]   after RoPE
 //   k       [B, T, Hkv, D]   after RoPE
 //   kc      [B, n_kernels, Hkv, D]   compressed keys, n_kernels = num_kernels(cfg, T)

@@ -57,6 +57,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 void check_inputs(const char* op, const SparseConfig& cfg, const AttentionShape& s) {
   check_sparse_config(op, cfg);
   check_attention_shape(op, s, BlockList{});
+  INFLLM_CHECK(s.q_row == 0 && s.kv_row == 0, op, ": the reference takes contiguous q and k");
 }
 
 // Compressed keys in double, [B, n_kernels, Hkv, D].

@@ -166,11 +166,12 @@ int main() {
       uint16_t *in = random_bf16(B * T * H * D), *out = random_bf16(B * T * H * D);
       const double t = 2.0 * B * T * H * D;
       const std::string shape = "B=4 T=8192 H=" + std::to_string(H) + " D=" + std::to_string(D);
-      rows.push_back(
-          {"rope fwd", shape,
-           median_ms([&] { rope_forward_cuda(in, out, B, T, H, D, 10000.0, 0, nullptr); }), 2 * t});
+      rows.push_back({"rope fwd", shape, median_ms([&] {
+                        rope_forward_cuda(in, out, B, T, H, D, 10000.0, 0, H, nullptr);
+                      }),
+                      2 * t});
       rows.push_back({"rope bwd (in place)", shape, median_ms([&] {
-                        rope_backward_cuda(out, out, B, T, H, D, 10000.0, 0, nullptr);
+                        rope_backward_cuda(out, out, B, T, H, D, 10000.0, 0, H, nullptr);
                       }),
                       2 * t});
       CUDA_CHECK(cudaFree(in));

@@ -30,7 +30,7 @@ __device__ __forceinline__ void rope_cos_sin(int64_t p, double inv_freq, float* 
 // Thread index = (row * head_groups + head_group) * chunks + chunk, chunk = i / VEC (< 2^31,
 // checked by the launcher). The block first tabulates theta^(-2i/D) in double in shared memory.
 template <class T, int VEC>
-__global__ void rope_kernel(const T* in, T* out, int rows, int T_len, int H, int D,
+__global__ void rope_kernel(const T* in, T* out, int rows, int T_len, int H, int rotated, int D,
                             double log2_theta, int64_t pos_offset, float direction) {
   __shared__ double inv_freq[kMaxHalf];
   const int half = D / 2;
@@ -61,10 +61,11 @@ __global__ void rope_kernel(const T* in, T* out, int rows, int T_len, int H, int
     float x1[VEC], x2[VEC], o1[VEC], o2[VEC];
     fused::load_floats<T, VEC>(in + base, x1);
     fused::load_floats<T, VEC>(in + base + half, x2);
+    const bool turn = h < rotated;
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
-      o1[j] = x1[j] * c[j] - x2[j] * s[j];
-      o2[j] = x2[j] * c[j] + x1[j] * s[j];
+      o1[j] = turn ? x1[j] * c[j] - x2[j] * s[j] : x1[j];
+      o2[j] = turn ? x2[j] * c[j] + x1[j] * s[j] : x2[j];
     }
     fused::store_floats<T, VEC>(out + base, o1);
     fused::store_floats<T, VEC>(out + base + half, o2);
@@ -73,12 +74,15 @@ __global__ void rope_kernel(const T* in, T* out, int rows, int T_len, int H, int
 
 template <class T>
 void launch_rope(const char* op, const T* in, T* out, int64_t B, int64_t T_len, int64_t H,
-                 int64_t D, double theta, int64_t pos_offset, float direction, void* stream) {
+                 int64_t D, double theta, int64_t pos_offset, int64_t rotated, float direction,
+                 void* stream) {
   INFLLM_CHECK(B > 0 && T_len > 0 && H > 0 && D > 0 && D % 2 == 0 && D / 2 <= kMaxHalf, op,
                ": shape [B, T, H, D] = [", B, ", ", T_len, ", ", H, ", ", D,
                "] must be positive with an even head dim D <= ", 2 * kMaxHalf);
   INFLLM_CHECK(theta > 1.0 && pos_offset >= 0, op, ": theta=", theta,
                " must be > 1 and pos_offset=", pos_offset, " >= 0");
+  INFLLM_CHECK(rotated >= 0 && rotated <= H, op, ": rotated_heads=", rotated,
+               " must be in [0, H=", H, "]");
   constexpr int kVec = 16 / sizeof(T);
   const bool vec = (D / 2) % kVec == 0 && fused::is_aligned(in, 16) && fused::is_aligned(out, 16);
   const int64_t chunks = (D / 2) / (vec ? kVec : 1);
@@ -91,10 +95,12 @@ void launch_rope(const char* op, const T* in, T* out, int64_t B, int64_t T_len, 
   const double log2_theta = std::log2(theta);
   if (vec) {
     rope_kernel<T, kVec><<<blocks, kThreads, 0, s>>>(in, out, int(B * T_len), int(T_len), int(H),
-                                                     int(D), log2_theta, pos_offset, direction);
+                                                     int(rotated), int(D), log2_theta, pos_offset,
+                                                     direction);
   } else {
     rope_kernel<T, 1><<<blocks, kThreads, 0, s>>>(in, out, int(B * T_len), int(T_len), int(H),
-                                                  int(D), log2_theta, pos_offset, direction);
+                                                  int(rotated), int(D), log2_theta, pos_offset,
+                                                  direction);
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -109,25 +115,29 @@ fused::bf16_t* as_bf16(uint16_t* p) {
 }  // namespace
 
 void rope_forward_cuda(const uint16_t* in, uint16_t* out, int64_t B, int64_t T, int64_t H,
-                       int64_t D, double theta, int64_t pos_offset, void* stream) {
-  launch_rope("rope_forward_cuda", as_bf16(in), as_bf16(out), B, T, H, D, theta, pos_offset, 1.0f,
-              stream);
+                       int64_t D, double theta, int64_t pos_offset, int64_t rotated_heads,
+                       void* stream) {
+  launch_rope("rope_forward_cuda", as_bf16(in), as_bf16(out), B, T, H, D, theta, pos_offset,
+              rotated_heads, 1.0f, stream);
 }
 
 void rope_backward_cuda(const uint16_t* dout, uint16_t* din, int64_t B, int64_t T, int64_t H,
-                        int64_t D, double theta, int64_t pos_offset, void* stream) {
+                        int64_t D, double theta, int64_t pos_offset, int64_t rotated_heads,
+                        void* stream) {
   launch_rope("rope_backward_cuda", as_bf16(dout), as_bf16(din), B, T, H, D, theta, pos_offset,
-              -1.0f, stream);
+              rotated_heads, -1.0f, stream);
 }
 
 void rope_forward_cuda(const float* in, float* out, int64_t B, int64_t T, int64_t H, int64_t D,
-                       double theta, int64_t pos_offset, void* stream) {
-  launch_rope("rope_forward_cuda", in, out, B, T, H, D, theta, pos_offset, 1.0f, stream);
+                       double theta, int64_t pos_offset, int64_t rotated_heads, void* stream) {
+  launch_rope("rope_forward_cuda", in, out, B, T, H, D, theta, pos_offset, rotated_heads, 1.0f,
+              stream);
 }
 
 void rope_backward_cuda(const float* dout, float* din, int64_t B, int64_t T, int64_t H, int64_t D,
-                        double theta, int64_t pos_offset, void* stream) {
-  launch_rope("rope_backward_cuda", dout, din, B, T, H, D, theta, pos_offset, -1.0f, stream);
+                        double theta, int64_t pos_offset, int64_t rotated_heads, void* stream) {
+  launch_rope("rope_backward_cuda", dout, din, B, T, H, D, theta, pos_offset, rotated_heads, -1.0f,
+              stream);
 }
 
 }  // namespace infllm

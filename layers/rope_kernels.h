@@ -5,7 +5,8 @@
 //   out[..., i]       = x1[i] * cos(angle) - x2[i] * sin(angle)
 //   out[..., D/2 + i] = x2[i] * cos(angle) + x1[i] * sin(angle)
 // The backward is the same rotation by -angle (the rotation is orthogonal). `out` may equal
-// `in` (in place).
+// `in` (in place). Only heads h < rotated_heads turn; the others are copied unchanged (the v
+// heads of a packed q/k/v tensor).
 //
 // Precision at long context: the CUDA kernel forms p * theta^(-2i/D) in double, reduces it to
 // [-pi, pi] in double, and only then rounds to f32 for sincosf. The angle error is thus at most
@@ -21,21 +22,23 @@ namespace infllm {
 
 template <class Float>
 void rope_forward_cpu(const Float* in, Float* out, int64_t B, int64_t T, int64_t H, int64_t D,
-                      double theta, int64_t pos_offset);
+                      double theta, int64_t pos_offset, int64_t rotated_heads);
 template <class Float>
 void rope_backward_cpu(const Float* dout, Float* din, int64_t B, int64_t T, int64_t H, int64_t D,
-                       double theta, int64_t pos_offset);
+                       double theta, int64_t pos_offset, int64_t rotated_heads);
 
 #if INFLLM_WITH_CUDA
 // bf16 (uint16_t bit patterns) and f32 tensors; math in f32 with the angle as above. D <= 512.
 void rope_forward_cuda(const uint16_t* in, uint16_t* out, int64_t B, int64_t T, int64_t H,
-                       int64_t D, double theta, int64_t pos_offset, void* stream);
+                       int64_t D, double theta, int64_t pos_offset, int64_t rotated_heads,
+                       void* stream);
 void rope_backward_cuda(const uint16_t* dout, uint16_t* din, int64_t B, int64_t T, int64_t H,
-                        int64_t D, double theta, int64_t pos_offset, void* stream);
+                        int64_t D, double theta, int64_t pos_offset, int64_t rotated_heads,
+                        void* stream);
 void rope_forward_cuda(const float* in, float* out, int64_t B, int64_t T, int64_t H, int64_t D,
-                       double theta, int64_t pos_offset, void* stream);
+                       double theta, int64_t pos_offset, int64_t rotated_heads, void* stream);
 void rope_backward_cuda(const float* dout, float* din, int64_t B, int64_t T, int64_t H, int64_t D,
-                        double theta, int64_t pos_offset, void* stream);
+                        double theta, int64_t pos_offset, int64_t rotated_heads, void* stream);
 #endif
 
 }  // namespace infllm

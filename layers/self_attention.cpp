@@ -20,11 +20,11 @@ SelfAttention::SelfAttention(ParameterFactory& factory, const ModelConfig& confi
 Tensor SelfAttention::forward(const Tensor& x) const {
   int64_t B = x.size(0), T = x.size(1), D = config_.head_dim;
   int64_t Hq = config_.n_heads, Hkv = config_.n_kv_heads;
+  // The projection's rows stay packed [q heads | k heads | v heads] from the matmul through RoPE
+  // (q and k heads only) into attention: no slice is copied, no slice gradient zero-filled.
   Tensor qkv = reshape(wqkv_.forward(x), {B, T, Hq + 2 * Hkv, D});
-  Tensor q = rope(slice(qkv, 2, 0, Hq), config_.rope_theta);
-  Tensor k = rope(slice(qkv, 2, Hq, Hq + Hkv), config_.rope_theta);
-  Tensor v = contiguous(slice(qkv, 2, Hq + Hkv, Hq + 2 * Hkv));
-  Tensor out = causal_attention(q, k, v, config_.attention);
+  Tensor rotated = rope(qkv, config_.rope_theta, 0, Hq + Hkv);
+  Tensor out = causal_attention_packed(rotated, Hq, Hkv, config_.attention);
   return wo_.forward(reshape(out, {B, T, Hq * D}));
 }
 

@@ -292,6 +292,70 @@ std::vector<double> from_bf16(const std::vector<uint16_t>& bits) {
   return x;
 }
 
+// One forward + backward on the GPU. packed = false: q, k, v, dq, dk, dv as separate contiguous
+// tensors; true: as head ranges of one [B, T, Hq + 2 Hkv, D] buffer (the fused QKV projection's
+// layout), read and written through the token strides. Outputs come back as f64 in the separate
+// layouts; every output element must be written (the buffers start as NaN).
+struct GpuRun {
+  std::vector<double> out, dq, dk, dv;
+  std::vector<float> lse;
+};
+
+void gpu_run(const Case& c, const std::vector<int32_t>& blocks, const std::vector<uint16_t>& q,
+             const std::vector<uint16_t>& k, const std::vector<uint16_t>& v,
+             const std::vector<uint16_t>& dout, bool packed, GpuRun& r) {
+  const size_t rows = size_t(c.B) * c.T, nq = q.size(), nk = k.size(),
+               nl = size_t(c.B) * c.Hq * c.T;
+  const size_t q_width = size_t(c.Hq) * c.D, kv_width = size_t(c.Hkv) * c.D;
+  const size_t width = packed ? q_width + 2 * kv_width : 0;  // elements per token when packed
+  // Host layout of the q/k/v (and gradient) buffer, and where each tensor starts in it.
+  const size_t n_in = packed ? rows * width : nq + 2 * nk;
+  const size_t k_at = packed ? q_width : nq, v_at = packed ? q_width + kv_width : nq + nk;
+  auto index = [&](size_t at, size_t row_width, size_t i) {  // element i of a tensor
+    return packed ? at + i / row_width * width + i % row_width : at + i;
+  };
+  std::vector<uint16_t> host(n_in);
+  for (size_t i = 0; i < nq; ++i) host[index(0, q_width, i)] = q[i];
+  for (size_t i = 0; i < nk; ++i) host[index(k_at, kv_width, i)] = k[i];
+  for (size_t i = 0; i < nk; ++i) host[index(v_at, kv_width, i)] = v[i];
+
+  DeviceBuffer<uint16_t> gin(n_in), ggrad(n_in), gdo(nq), go(nq);
+  DeviceBuffer<float> glse(nl);
+  DeviceBuffer<int32_t> gblocks(blocks.size());
+  ASSERT_EQ(cudaMemcpy(gin.ptr, host.data(), n_in * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(gdo.ptr, dout.data(), nq * 2, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(gblocks.ptr, blocks.data(), blocks.size() * 4, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  ASSERT_EQ(cudaMemset(ggrad.ptr, 0xff, n_in * 2), cudaSuccess);
+  ASSERT_EQ(cudaMemset(go.ptr, 0xff, nq * 2), cudaSuccess);
+  ASSERT_EQ(cudaMemset(glse.ptr, 0xff, nl * 4), cudaSuccess);
+
+  AttentionShape shape = shape_of(c);
+  if (packed) shape.q_row = shape.kv_row = int64_t(width);
+  const BlockList list =
+      c.block_size ? BlockList{gblocks.ptr, c.max_blocks, c.block_size} : BlockList{};
+  cuda::attention_forward(shape, gin.ptr, gin.ptr + k_at, gin.ptr + v_at, list, go.ptr, glse.ptr,
+                          nullptr);
+  cuda::attention_backward(shape, gin.ptr, gin.ptr + k_at, gin.ptr + v_at, go.ptr, glse.ptr,
+                           gdo.ptr, list, ggrad.ptr, ggrad.ptr + k_at, ggrad.ptr + v_at, nullptr);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+  std::vector<uint16_t> out_bits(nq), grad_bits(n_in);
+  r.lse.resize(nl);
+  ASSERT_EQ(cudaMemcpy(out_bits.data(), go.ptr, nq * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(grad_bits.data(), ggrad.ptr, n_in * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(r.lse.data(), glse.ptr, nl * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  auto unpack = [&](size_t at, size_t row_width, size_t n) {
+    std::vector<uint16_t> bits(n);
+    for (size_t i = 0; i < n; ++i) bits[i] = grad_bits[index(at, row_width, i)];
+    return from_bf16(bits);
+  };
+  r.out = from_bf16(out_bits);
+  r.dq = unpack(0, q_width, nq);
+  r.dk = unpack(k_at, kv_width, nk);
+  r.dv = unpack(v_at, kv_width, nk);
+}
+
 class GpuAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GpuAttention, Bf16MatchesF64Reference) {
@@ -313,38 +377,16 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
   cpu::attention_backward(shape_of(sc), q.data(), k.data(), v.data(), out.data(), lse.data(),
                           dout.data(), list_of(sc, blocks), dq.data(), dk.data(), dv.data());
 
-  DeviceBuffer<uint16_t> gq(nq), gk(nk), gv(nk), gdo(nq), go(nq), gdq(nq), gdk(nk), gdv(nk);
-  DeviceBuffer<float> glse(nl);
-  DeviceBuffer<int32_t> gblocks(blocks.size());
-  CHECK_CUDA(cudaMemcpy(gq.ptr, qb.data(), nq * 2, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(gk.ptr, kb.data(), nk * 2, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(gv.ptr, vb.data(), nk * 2, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(gdo.ptr, db.data(), nq * 2, cudaMemcpyHostToDevice));
-  CHECK_CUDA(cudaMemcpy(gblocks.ptr, blocks.data(), blocks.size() * 4, cudaMemcpyHostToDevice));
-  // Poison the outputs: every element must be written.
-  for (auto* p : {go.ptr, gdq.ptr}) CHECK_CUDA(cudaMemset(p, 0xff, nq * 2));
-  for (auto* p : {gdk.ptr, gdv.ptr}) CHECK_CUDA(cudaMemset(p, 0xff, nk * 2));
-  CHECK_CUDA(cudaMemset(glse.ptr, 0xff, nl * 4));
-
-  const BlockList list =
-      sc.block_size ? BlockList{gblocks.ptr, sc.max_blocks, sc.block_size} : BlockList{};
-  cuda::attention_forward(shape_of(sc), gq.ptr, gk.ptr, gv.ptr, list, go.ptr, glse.ptr, nullptr);
-  cuda::attention_backward(shape_of(sc), gq.ptr, gk.ptr, gv.ptr, go.ptr, glse.ptr, gdo.ptr, list,
-                           gdq.ptr, gdk.ptr, gdv.ptr, nullptr);
-  CHECK_CUDA(cudaDeviceSynchronize());
-
-  auto fetch = [](const uint16_t* src, size_t n) {
-    std::vector<uint16_t> bits(n);
-    cudaMemcpy(bits.data(), src, n * 2, cudaMemcpyDeviceToHost);
-    return from_bf16(bits);
-  };
-  std::vector<float> lse_gpu(nl);
-  CHECK_CUDA(cudaMemcpy(lse_gpu.data(), glse.ptr, nl * 4, cudaMemcpyDeviceToHost));
-  EXPECT_LT(rel_err(fetch(go.ptr, nq), out), 1e-2);
-  EXPECT_LT(rel_err(lse_gpu, lse), 1e-3);
-  EXPECT_LT(rel_err(fetch(gdq.ptr, nq), dq), 1e-2);
-  EXPECT_LT(rel_err(fetch(gdk.ptr, nk), dk), 1e-2);
-  EXPECT_LT(rel_err(fetch(gdv.ptr, nk), dv), 1e-2);
+  for (bool packed : {false, true}) {
+    SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
+    GpuRun r;
+    ASSERT_NO_FATAL_FAILURE(gpu_run(sc, blocks, qb, kb, vb, db, packed, r));
+    EXPECT_LT(rel_err(r.out, out), 1e-2);
+    EXPECT_LT(rel_err(r.lse, lse), 1e-3);
+    EXPECT_LT(rel_err(r.dq, dq), 1e-2);
+    EXPECT_LT(rel_err(r.dk, dk), 1e-2);
+    EXPECT_LT(rel_err(r.dv, dv), 1e-2);
+  }
 }
 
 const Case kGpuCases[] = {

@@ -470,6 +470,34 @@ TEST(InfllmV2Cuda, CompressMatchesCpu) {
   cudaFree(dkc);
 }
 
+// Reading q and k as head ranges of the fused QKV rows [B, T, Hq + 2 Hkv, D] (token strides
+// q_row = kv_row = (Hq + 2 Hkv) D) must select exactly the blocks of the contiguous tensors.
+TEST(InfllmV2Cuda, PackedRowsSelectTheSameBlocks) {
+  SKIP_WITHOUT_GPU();
+  const SparseConfig c;
+  const AttentionShape s = make_shape(2, 3000, 16, 2, 64);
+  const size_t rows = size_t(s.B) * s.T, q_width = size_t(s.Hq) * s.D,
+               kv_width = size_t(s.Hkv) * s.D, width = q_width + 2 * kv_width;
+  const std::vector<float> q = randn(rows * q_width), k = randn(rows * kv_width);
+  std::vector<float> packed = randn(rows * width);  // the v heads stay random
+  for (size_t r = 0; r < rows; ++r) {
+    std::copy_n(q.begin() + r * q_width, q_width, packed.begin() + r * width);
+    std::copy_n(k.begin() + r * kv_width, kv_width, packed.begin() + r * width + q_width);
+  }
+  const std::vector<int32_t> ref = cuda_select(c, s, q, k);
+  uint16_t* dpacked = to_device(bf16_bits_of(packed));
+  std::vector<int32_t> blocks(ref.size(), 12345);  // poison
+  int32_t* dblocks = to_device(blocks);
+  AttentionShape strided = s;
+  strided.q_row = strided.kv_row = int64_t(width);
+  cuda::select_blocks(c, strided, dpacked, dpacked + q_width, dblocks, nullptr, nullptr);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  cudaMemcpy(blocks.data(), dblocks, blocks.size() * sizeof(int32_t), cudaMemcpyDeviceToHost);
+  EXPECT_EQ(blocks, ref);
+  cudaFree(dpacked);
+  cudaFree(dblocks);
+}
+
 struct AgreementCase {
   int T, Hq, Hkv, D;
   bool structured;
