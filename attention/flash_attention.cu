@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float new_max = fmaxf(row_max[r], mx * p.scale_log2);
         const float base = new_max == -INFINITY ? 0.f : new_max;  // fully masked row so far
-        const float correction = exp2f(row_max[r] - base);
+        const float correction = fast_exp2(row_max[r] - base);
         row_max[r] = new_max;
         row_sum[r] *= correction;
 #pragma unroll
@@ -343,7 +343,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
             float& x = s[m][nt][2 * e + j];
-            x = exp2f(fmaf(x, p.scale_log2, -base));
+            x = fast_exp2(fmaf(x, p.scale_log2, -base));
             row_sum[r] += x;
           }
       }
@@ -390,7 +390,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int r = 2 * m + (e >> 1);
-            const float prob = exp2f(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
+            const float prob = fast_exp2(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
             dp[m][nt][e] = prob * (dp[m][nt][e] - row_delta[r]);
           }
 #pragma unroll
@@ -682,7 +682,7 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
           const int col = c * kQueryChunk + nt * 8 + (lane % 4) * 2 + (e & 1);
           const int key = key0 + 8 * (e >> 1);
           const float prob =
-              key <= token_t[col] ? exp2f(st[nt][e] * p.scale_log2 - lse_t[col] * kLog2e) : 0.f;
+              key <= token_t[col] ? fast_exp2(st[nt][e] * p.scale_log2 - lse_t[col] * kLog2e) : 0.f;
           st[nt][e] = prob;
           dpt[nt][e] = prob * (dpt[nt][e] - delta_t[col]);  // dS^T
         }
@@ -734,22 +734,29 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
 // ---------------------------------------------------------------------------------------------
 // Small kernels of the backward.
 
-// delta[b, h, t] = sum_d dO * O (one warp per row).
+// delta[b, h, t] = sum_d dO * O. D/8 lanes per row, one 16-byte chunk of each tensor per lane,
+// reduced by shuffles within the row's lanes: each warp reads whole rows, coalesced.
 template <int D>
 __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float* delta, Problem p) {
-  const size_t row = size_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;  // (b, t, h)
-  const int lane = threadIdx.x % 32;
-  if (row >= size_t(p.B) * p.T * p.Hq) return;
+  constexpr int kLanes = D / 8;
+  const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / kLanes;  // (b, t, h)
+  const int chunk = threadIdx.x % kLanes;
+  const bool valid = row < size_t(p.B) * p.T * p.Hq;
   float sum = 0.f;
-  for (int d = lane * 2; d < D; d += 64) {
-    const float2 o =
-        __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(out + row * D + d));
-    const float2 g =
-        __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(dout + row * D + d));
-    sum += o.x * g.x + o.y * g.y;
+  if (valid) {
+    const uint4 o = *reinterpret_cast<const uint4*>(out + row * D + chunk * 8);
+    const uint4 g = *reinterpret_cast<const uint4*>(dout + row * D + chunk * 8);
+    const uint32_t ow[4] = {o.x, o.y, o.z, o.w}, gw[4] = {g.x, g.y, g.z, g.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 of = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&ow[i]));
+      const float2 gf = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&gw[i]));
+      sum += of.x * gf.x + of.y * gf.y;
+    }
   }
-  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  if (lane == 0) {
+#pragma unroll
+  for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (valid && chunk == 0) {
     const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
     delta[(size_t(b) * p.Hq + h) * p.T + t] = sum;
   }
@@ -991,7 +998,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   with_head_dim(shape.D, [&](auto d) {
     constexpr int D = decltype(d)::value;
     const size_t rows = size_t(p.B) * p.T * p.Hq;
-    attention_delta_kernel<D><<<int((rows + 7) / 8), 256, 0, stream>>>(
+    attention_delta_kernel<D><<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(
         reinterpret_cast<const bf16*>(out), reinterpret_cast<const bf16*>(dout), delta, p);
     CUDA_CHECK_LAUNCH();
 

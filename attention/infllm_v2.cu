@@ -69,12 +69,6 @@ struct ScoreSmem {
   static constexpr size_t bytes = q_or_prob + kc + carry;
 };
 
-__device__ __forceinline__ float fast_exp2(float x) {  // MUFU.EX2; results below 2^-126 flush to 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // Copies kernels [tile*64, tile*64+64) of KV head g into a swizzled [64][D] tile; kernels past
 // nk are zero-filled (they are masked anyway).
 template <int D>
@@ -112,8 +106,8 @@ __device__ void tile_dots(float (&acc)[kKernels / 8][4], const uint32_t (&qa)[D 
 __device__ __forceinline__ void merge_lse(float& m, float& l, float m2, float l2) {
   const float mx = fmaxf(m, m2);
   if (mx == -INFINITY) return;
-  l = (m == -INFINITY ? 0.f : l * fast_exp2(m - mx)) +
-      (m2 == -INFINITY ? 0.f : l2 * fast_exp2(m2 - mx));
+  l = (m == -INFINITY ? 0.f : l * mma::fast_exp2(m - mx)) +
+      (m2 == -INFINITY ? 0.f : l2 * mma::fast_exp2(m2 - mx));
   m = mx;
 }
 
@@ -145,8 +139,8 @@ __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][
     for (int nt = 0; nt < kKernels / 8; ++nt) {
       const bool ok0 = !masked || col0 + nt * 8 < n_causal[h];
       const bool ok1 = !masked || col0 + nt * 8 + 1 < n_causal[h];
-      part[nt] = (ok0 ? fast_exp2(fmaf(acc[nt][2 * h], c, -tile_max)) : 0.f) +
-                 (ok1 ? fast_exp2(fmaf(acc[nt][2 * h + 1], c, -tile_max)) : 0.f);
+      part[nt] = (ok0 ? mma::fast_exp2(fmaf(acc[nt][2 * h], c, -tile_max)) : 0.f) +
+                 (ok1 ? mma::fast_exp2(fmaf(acc[nt][2 * h + 1], c, -tile_max)) : 0.f);
     }
 #pragma unroll
     for (int w = kKernels / 16; w > 0; w /= 2)
@@ -167,8 +161,8 @@ __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels 
 #pragma unroll
     for (int nt = 0; nt < kKernels / 8; ++nt) {
       float2 p;
-      p.x = fast_exp2(fmaf(acc[nt][2 * h], c, -lse[h]));
-      p.y = fast_exp2(fmaf(acc[nt][2 * h + 1], c, -lse[h]));
+      p.x = mma::fast_exp2(fmaf(acc[nt][2 * h], c, -lse[h]));
+      p.y = mma::fast_exp2(fmaf(acc[nt][2 * h + 1], c, -lse[h]));
       if (masked) {
         if (col0 + nt * 8 >= n_causal[h]) p.x = 0.f;
         if (col0 + nt * 8 + 1 >= n_causal[h]) p.y = 0.f;
