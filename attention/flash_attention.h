@@ -21,8 +21,9 @@ struct AttentionShape {
   int B = 0, T = 0, Hq = 0, Hkv = 0, D = 0;
   float scale = 0.f;  // usually 1/sqrt(D)
   // CUDA only: elements between consecutive tokens of q and dq (q_row) and of k, v, dk, dv
-  // (kv_row); 0 means contiguous (Hq * D, Hkv * D). Lets the kernels read q, k, v straight out of
-  // the fused QKV projection [B, T, Hq + 2 Hkv, D] and write the gradients back into one tensor.
+  // (kv_row), whole heads (multiples of D); 0 means contiguous (Hq * D, Hkv * D). Lets the kernels
+  // read q, k, v straight out of the fused QKV projection [B, T, Hq + 2 Hkv, D] and write the
+  // gradients back into one tensor.
   int64_t q_row = 0, kv_row = 0;
 };
 
