@@ -98,6 +98,7 @@ Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
   });
 }
 
+#if INFLLM_WITH_CUDA
 // The CUDA kernels on packed rows: q, k, v are head ranges of one [B, T, Hq + 2 Hkv, D] tensor,
 // read in place through the token strides, and the backward writes one packed gradient.
 Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
@@ -121,29 +122,31 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
   if (attention::use_sparse(options.mode, shape.T, options.sparse.dense_len)) {
     attention::check_sparse_config("attention", options.sparse);
     blocks = Tensor::empty({shape.B, shape.T, Hkv, options.sparse.topk}, DType::i32, device);
-    INFLLM_IF_CUDA(attention::cuda::select_blocks(options.sparse, shape, q, q + k_offset,
-                                                  blocks.data<int32_t>(), stream, nullptr));
+    attention::cuda::select_blocks(options.sparse, shape, q, q + k_offset, blocks.data<int32_t>(),
+                                   stream, nullptr);
   }
   int block_size = options.sparse.block_size;
   attention::check_attention_shape("attention", shape, block_list(blocks, block_size));
 
   Tensor out = Tensor::empty({shape.B, shape.T, Hq, shape.D}, DType::bf16, device);
   Tensor lse = Tensor::empty({shape.B, Hq, shape.T}, DType::f32, device);
-  INFLLM_IF_CUDA(attention::cuda::attention_forward(shape, q, q + k_offset, q + v_offset,
-                                                    block_list(blocks, block_size), bf16_bits(out),
-                                                    lse.data<float>(), stream));
+  attention::cuda::attention_forward(shape, q, q + k_offset, q + v_offset,
+                                     block_list(blocks, block_size), bf16_bits(out),
+                                     lse.data<float>(), stream);
   Tensor saved = qkv.detach(), so = out.detach();
   return autograd::record("attention", {qkv_in}, out, [=](const std::vector<Tensor>& g) {
     Tensor dout = g[0].contiguous();
     Tensor dqkv = Tensor::empty(saved.shape(), DType::bf16, device);  // every element written
     const uint16_t* sq = bf16_bits(saved);
     uint16_t* dq = bf16_bits(dqkv);
-    INFLLM_IF_CUDA(attention::cuda::attention_backward(
+    attention::cuda::attention_backward(
         shape, sq, sq + k_offset, sq + v_offset, bf16_bits(so), lse.data<float>(), bf16_bits(dout),
-        block_list(blocks, block_size), dq, dq + k_offset, dq + v_offset, device_stream(device)));
+        block_list(blocks, block_size), dq, dq + k_offset, dq + v_offset, device_stream(device));
     return std::vector<Tensor>{dqkv};
   });
 }
+
+#endif
 
 }  // namespace
 
@@ -160,7 +163,9 @@ Tensor causal_attention_packed(const Tensor& qkv, int64_t Hq, int64_t Hkv,
   INFLLM_CHECK(qkv.dim() == 4 && Hq > 0 && Hkv > 0 && qkv.size(2) == Hq + 2 * Hkv,
                "attention: expected packed qkv [B, T, Hq + 2 Hkv, D] with Hq=", Hq, " Hkv=", Hkv,
                ", got ", qkv.str());
-  if (qkv.device().is_cuda()) return cuda_packed_attention(qkv, int(Hq), int(Hkv), options);
+  if (qkv.device().is_cuda()) {
+    INFLLM_IF_CUDA(return cuda_packed_attention(qkv, int(Hq), int(Hkv), options));
+  }
   return cpu_attention(slice(qkv, 2, 0, Hq), slice(qkv, 2, Hq, Hq + Hkv),
                        slice(qkv, 2, Hq + Hkv, Hq + 2 * Hkv), options);
 }
