@@ -47,26 +47,6 @@ namespace {
 
 const char* const kStatePrefixes[] = {"master/", "exp_avg/", "exp_avg_sq/"};
 
-// The options AdamW would accept, and each parameter's decay (AdamW's no_decay rule).
-void check_options(const AdamWOptions& o) {
-  INFLLM_CHECK(std::isfinite(o.lr) && o.lr >= 0, "ZeroAdamW: lr=", o.lr,
-               " must be finite and >= 0 (optim.lr)");
-  INFLLM_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
-               "ZeroAdamW: beta1=", o.beta1, " and beta2=", o.beta2,
-               " must be in [0, 1) (optim.beta1, optim.beta2)");
-  INFLLM_CHECK(std::isfinite(o.eps) && o.eps > 0, "ZeroAdamW: eps=", o.eps,
-               " must be finite and > 0 (optim.eps)");
-  INFLLM_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0,
-               "ZeroAdamW: weight_decay=", o.weight_decay,
-               " must be finite and >= 0 (optim.weight_decay)");
-}
-
-float weight_decay_of(const std::string& name, const AdamWOptions& o) {
-  for (const std::string& s : o.no_decay)
-    if (name.find(s) != std::string::npos) return 0.0f;
-  return float(o.weight_decay);
-}
-
 CommDType comm_dtype(DType dtype) {
   return dtype == DType::bf16 ? CommDType::bf16 : CommDType::f32;
 }
@@ -91,7 +71,7 @@ void write_compute_copy(const Tensor& master, Tensor& param) {
 
 ZeroAdamW::ZeroAdamW(DataParallel& ddp, AdamWOptions options)
     : ddp_(ddp), options_(std::move(options)) {
-  check_options(options_);
+  check_adamw_options(options_, "ZeroAdamW");
   const GradientLayout& layout = ddp_.layout();
   const std::vector<NamedParameter>& params = ddp_.params();
   ProcessGroup& pg = ddp_.process_group();
@@ -150,7 +130,7 @@ void ZeroAdamW::build_launch_table() {
     t.param_bf16 =
         dtype_ == DType::bf16 ? bf16_bits(weights_[piece.bucket]) + piece.bucket_offset : nullptr;
     t.n = int64_t(piece.end - piece.begin);
-    t.weight_decay = weight_decay_of(ddp_.params()[piece.param].first, options_);
+    t.weight_decay = adamw_weight_decay(ddp_.params()[piece.param].first, options_);
     table.push_back(t);
   }
   if (table.empty()) return;  // more ranks than elements: this rank owns only padding

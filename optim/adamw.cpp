@@ -13,27 +13,6 @@ namespace {
 
 const char* const kStatePrefixes[] = {"master/", "exp_avg/", "exp_avg_sq/"};
 
-bool matches_any(const std::string& name, const std::vector<std::string>& substrings) {
-  for (const std::string& s : substrings) {
-    if (name.find(s) != std::string::npos) return true;
-  }
-  return false;
-}
-
-void check_options(const AdamWOptions& o) {
-  INFLLM_CHECK(std::isfinite(o.lr) && o.lr >= 0, "AdamW: lr=", o.lr,
-               " must be finite and >= 0 (optim.lr)");
-  INFLLM_CHECK(o.beta1 >= 0 && o.beta1 < 1, "AdamW: beta1=", o.beta1,
-               " must be in [0, 1) (optim.beta1)");
-  INFLLM_CHECK(o.beta2 >= 0 && o.beta2 < 1, "AdamW: beta2=", o.beta2,
-               " must be in [0, 1) (optim.beta2)");
-  INFLLM_CHECK(std::isfinite(o.eps) && o.eps > 0, "AdamW: eps=", o.eps,
-               " must be finite and > 0 (optim.eps)");
-  INFLLM_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0,
-               "AdamW: weight_decay=", o.weight_decay,
-               " must be finite and >= 0 (optim.weight_decay)");
-}
-
 // Writes the master weights into the parameter when the two are different tensors (bf16).
 void write_compute_copy(const AdamWParamState& s) {
   if (s.param->dtype() == DType::f32) return;  // the master is the parameter
@@ -53,9 +32,29 @@ void load_into(const char* where, const std::string& key, const Tensor& values, 
 
 }  // namespace
 
+void check_adamw_options(const AdamWOptions& o, const char* who) {
+  INFLLM_CHECK(std::isfinite(o.lr) && o.lr >= 0, who, ": lr=", o.lr,
+               " must be finite and >= 0 (optim.lr)");
+  INFLLM_CHECK(o.beta1 >= 0 && o.beta1 < 1, who, ": beta1=", o.beta1,
+               " must be in [0, 1) (optim.beta1)");
+  INFLLM_CHECK(o.beta2 >= 0 && o.beta2 < 1, who, ": beta2=", o.beta2,
+               " must be in [0, 1) (optim.beta2)");
+  INFLLM_CHECK(std::isfinite(o.eps) && o.eps > 0, who, ": eps=", o.eps,
+               " must be finite and > 0 (optim.eps)");
+  INFLLM_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0, who,
+               ": weight_decay=", o.weight_decay, " must be finite and >= 0 (optim.weight_decay)");
+}
+
+float adamw_weight_decay(const std::string& name, const AdamWOptions& o) {
+  for (const std::string& s : o.no_decay) {
+    if (name.find(s) != std::string::npos) return 0.0f;
+  }
+  return float(o.weight_decay);
+}
+
 AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options)
     : options_(std::move(options)) {
-  check_options(options_);
+  check_adamw_options(options_, "AdamW");
   INFLLM_CHECK(!params.empty(), "AdamW: no parameters to optimize");
   std::set<std::string> names;
   device_ = params.front().second ? params.front().second->device() : Device::cpu();
@@ -77,7 +76,7 @@ AdamW::AdamW(std::vector<NamedParameter> params, AdamWOptions options)
     AdamWParamState s;
     s.name = name;
     s.param = param;
-    s.weight_decay = matches_any(name, options_.no_decay) ? 0.0f : float(options_.weight_decay);
+    s.weight_decay = adamw_weight_decay(name, options_);
     s.master = param->dtype() == DType::f32 ? param->detach() : ops::cast(*param, DType::f32);
     s.exp_avg = ops::zeros(param->shape(), DType::f32, device_);
     s.exp_avg_sq = ops::zeros(param->shape(), DType::f32, device_);

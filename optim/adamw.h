@@ -43,6 +43,11 @@ struct AdamWOptions {
   std::vector<std::string> no_decay = {"norm", "embedding"};
 };
 
+// Throws infllm::Error naming `who` and the recipe key when an option is out of range.
+void check_adamw_options(const AdamWOptions& options, const char* who);
+// Parameter `name`'s weight decay: 0 when its name contains one of options.no_decay.
+float adamw_weight_decay(const std::string& name, const AdamWOptions& options);
+
 // The optimizer's state of one parameter: f32, contiguous, on the parameter's device, the same
 // number of elements as the parameter. A sharded optimizer keeps the same three per shard.
 struct AdamWParamState {
