@@ -32,33 +32,20 @@
 
 #include "attention/flash_attention.h"
 #include "attention/flash_attention_mma.cuh"
+#include "attention/flash_attention_problem.cuh"
+#include "attention/flash_attention_sm90.h"
 #include "core/cuda_check.h"
 #include "core/error.h"
 
 namespace infllm::attention::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 using namespace infllm::attention::mma;
 
-constexpr int kTile = 64;         // keys per KV tile == sparse block size == query tile of dK/dV
 constexpr int kRowsPerCta = 128;  // rows kernel: query rows per CTA
 constexpr int kRowWarps = 8;      // sparse rows kernel: 8 warps x the G heads of one token
 constexpr int kKeyWarps = 4;      // dK/dV kernel: 4 warps x 16 keys
 constexpr int kKeyThreads = kKeyWarps * 32;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-struct Problem {
-  int B, T, Hq, Hkv, G, nblocks;  // nblocks = ceil(T / 64) KV tiles
-  float scale, scale_log2;        // scale_log2 = scale * log2(e): softmax in base 2
-  const int32_t* blocks;          // sparse: [B, T, Hkv, max_blocks]; dense: nullptr
-  int max_blocks;
-  // Token strides in heads of D elements: q/dq, k/v/dk/dv, out/dout. Kept as head counts so the
-  // addresses stay ((b T + t) heads + h) D: with an int64 element stride instead, the sparse
-  // forward's K/V copies measured 25% slower (84 -> 104 ms at 128K).
-  int q_heads, kv_heads, o_heads;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Loads into shared memory (cp.async, 16 bytes per thread per step, zero-filled out of range).
@@ -111,11 +98,6 @@ __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int til
   }
 }
 
-__device__ __forceinline__ void cp_async_4(void* dst, const float* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 4 : 0));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists.
 // lists[w][i] keeps each warp's own list (future blocks and padding as -1) for the walk.
@@ -162,15 +144,6 @@ __device__ int build_block_union(const Problem& p, int b, int g, int token0, int
 
 // ---------------------------------------------------------------------------------------------
 // Rows kernel: forward (O, lse) or backward dQ, dense or sparse.
-struct RowsArgs {
-  const bf16 *q, *k, *v;
-  bf16* out;           // forward
-  float* lse_out;      // forward
-  const bf16* dout;    // backward
-  const float* lse;    // backward
-  const float* delta;  // backward: rowsum(dO * O), [B, Hq, T]
-  bf16* dq;            // backward
-};
 
 // m16 row tiles per warp. Two tiles (32 rows) share every K/V fragment loaded from shared memory,
 // halving the ldmatrix traffic per MMA. The D=128 dQ pass has no registers for a second tile, and
@@ -500,16 +473,6 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 
 // ---------------------------------------------------------------------------------------------
 // dK/dV kernel.
-struct KvArgs {
-  const bf16 *q, *k, *v, *dout;
-  const float *lse, *delta;
-  bf16 *dk, *dv;             // written when splits == 1
-  float *dk_part, *dv_part;  // dense with splits > 1: [splits, B, T, Hkv, D] f32
-  int splits;
-  const int* sorted_tokens;  // sparse: the tokens of each block's segment, ascending
-  const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
-  float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
-};
 
 // Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
 // Popular blocks (the first block is selected by every token) would otherwise make one CTA
@@ -988,6 +951,10 @@ void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf
   a.v = reinterpret_cast<const bf16*>(v);
   a.out = reinterpret_cast<bf16*>(out);
   a.lse_out = lse;
+  if (blocks.blocks == nullptr && sm90::available()) {
+    sm90::forward(shape.D, a, p, static_cast<cudaStream_t>(stream));
+    return;
+  }
   with_head_dim(shape.D, [&](auto d) {
     launch_rows<decltype(d)::value, false>(op, a, p, static_cast<cudaStream_t>(stream));
   });
@@ -1018,7 +985,11 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ra.lse = lse;
     ra.delta = delta;
     ra.dq = reinterpret_cast<bf16*>(dq);
-    launch_rows<D, true>(op, ra, p, stream);
+    const bool hopper = !sparse && sm90::available();
+    if (hopper)
+      sm90::backward_dq(D, ra, p, stream);
+    else
+      launch_rows<D, true>(op, ra, p, stream);
 
     KvArgs ka{};
     ka.q = ra.q;
@@ -1051,12 +1022,16 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       // Split the group's heads over CTAs until there are enough CTAs to fill the GPU.
       const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
       while (base * ka.splits < target && p.G % (ka.splits * 2) == 0) ka.splits *= 2;
+      if (hopper) ka.splits = sm90::dkdv_splits(p);
       if (ka.splits > 1) {
         const size_t n = size_t(p.B) * p.T * p.Hkv * D;
         ka.dk_part = scratch<float>(ka.splits * n, stream);
         ka.dv_part = scratch<float>(ka.splits * n, stream);
       }
-      launch_dkdv<D, false>(ka, p, stream);
+      if (hopper)
+        sm90::backward_dkdv(D, ka, p, stream);
+      else
+        launch_dkdv<D, false>(ka, p, stream);
       if (ka.splits > 1) {
         const size_t n = size_t(p.B) * p.T * p.Hkv * D;
         reduce_splits_kernel<<<int(std::min<size_t>((n + 255) / 256, 65536)), 256, 0, stream>>>(

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "attention/flash_attention.h"
@@ -377,16 +379,25 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
   cpu::attention_backward(shape_of(sc), q.data(), k.data(), v.data(), out.data(), lse.data(),
                           dout.data(), list_of(sc, blocks), dq.data(), dk.data(), dv.data());
 
-  for (bool packed : {false, true}) {
-    SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
-    GpuRun r;
-    ASSERT_NO_FATAL_FAILURE(gpu_run(sc, blocks, qb, kb, vb, db, packed, r));
-    EXPECT_LT(rel_err(r.out, out), 1e-2);
-    EXPECT_LT(rel_err(r.lse, lse), 1e-3);
-    EXPECT_LT(rel_err(r.dq, dq), 1e-2);
-    EXPECT_LT(rel_err(r.dk, dk), 1e-2);
-    EXPECT_LT(rel_err(r.dv, dv), 1e-2);
+  // Dense runs on Hopper take the wgmma kernels; the portable ones (other GPUs) are checked too.
+  const std::vector<const char*> kernels = sc.block_size
+                                               ? std::vector<const char*>{"default"}
+                                               : std::vector<const char*>{"default", "portable"};
+  for (const char* kernel : kernels) {
+    SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + kernel);
+    setenv("INFLLM_ATTENTION_KERNELS", kernel, 1);
+    for (bool packed : {false, true}) {
+      SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
+      GpuRun r;
+      ASSERT_NO_FATAL_FAILURE(gpu_run(sc, blocks, qb, kb, vb, db, packed, r));
+      EXPECT_LT(rel_err(r.out, out), 1e-2);
+      EXPECT_LT(rel_err(r.lse, lse), 1e-3);
+      EXPECT_LT(rel_err(r.dq, dq), 1e-2);
+      EXPECT_LT(rel_err(r.dk, dk), 1e-2);
+      EXPECT_LT(rel_err(r.dv, dv), 1e-2);
+    }
   }
+  unsetenv("INFLLM_ATTENTION_KERNELS");
 }
 
 const Case kGpuCases[] = {
@@ -394,6 +405,7 @@ const Case kGpuCases[] = {
     {1, 333, 4, 2, 128, 0, 0},     // dense, G=2
     {1, 300, 16, 4, 64, 0, 0},     // dense, G=4
     {1, 1061, 16, 1, 128, 0, 0},   // dense, G=16, several query tiles and head splits
+    {2, 1024, 4, 1, 64, 0, 0},     // dense, T a multiple of every tile size
     {2, 333, 2, 2, 128, 64, 3},    // sparse, G=1
     {1, 400, 6, 2, 64, 64, 4},     // sparse, G=3 (tiles not a multiple of G)
     {1, 333, 16, 2, 128, 64, 4},   // sparse, G=8

@@ -1,0 +1,462 @@
+// Dense causal attention with Hopper warpgroup MMAs (see flash_attention_sm90.h).
+//
+// Every CTA has two warpgroups (256 threads). Operands live in shared memory in the 128B-swizzled
+// layout of wgmma.cuh and are copied there with cp.async by all threads, one tile ahead: at each
+// step the CTA meets once at a barrier, starts the copy of the next tile, and both warpgroups
+// compute on the current one. A warpgroup's MMAs run asynchronously; the two warpgroups interleave
+// their tensor-core and softmax phases on the SM without further scheduling.
+//  * rows kernel (forward, dQ): 128 query rows of one head (64 per warpgroup), KV tiles 0 .. the
+//    diagonal. Forward: 128-key tiles, S = Q K^T, online softmax, O += P V with P from registers.
+//    dQ: 64-key tiles, S = Q K^T and dP = dO V^T, dS = P (dP - delta), dQ += dS K.
+//  * dK/dV kernel: 128 keys of one KV head (64 per warpgroup); walks 64-query tiles from the
+//    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T put
+//    keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
+//    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "attention/flash_attention_mma.cuh"
+#include "attention/flash_attention_sm90.h"
+#include "attention/wgmma.cuh"
+#include "core/cuda_check.h"
+
+namespace infllm::attention::cuda::sm90 {
+
+using mma::cp_async_16;
+using mma::cp_async_4;
+using mma::cp_async_commit;
+using mma::cp_async_wait;
+using mma::fast_exp2;
+using mma::pack_bf16;
+using wgmma::k_major;
+using wgmma::mn_major;
+using wgmma::tile_offset;
+
+constexpr int kThreads = 256;  // two warpgroups
+constexpr int kRows = 128;     // rows kernel: query rows per CTA; dK/dV kernel: keys per CTA
+constexpr int kDkdvQueries = 64;
+
+// KV tile of the rows kernel: the forward's 128 keys give the tensor cores long runs between
+// softmax phases; the dQ pass holds S, dP and dQ in registers at once, so it takes 64.
+template <bool kBackward>
+constexpr int rows_keys() {
+  return kBackward ? 64 : 128;
+}
+
+template <int D, bool kBackward>
+constexpr size_t rows_smem() {
+  return 1024 + size_t(kBackward ? 2 : 1) * kRows * D * 2 +
+         2 * size_t(2) * rows_keys<kBackward>() * D * 2;  // q (, dO), 2 stages of K and V
+}
+
+template <int D>
+constexpr size_t dkdv_smem() {
+  return 1024 + size_t(2) * kRows * D * 2 +  // K, V
+         2 * (size_t(2) * kDkdvQueries * D * 2 +
+              2 * kDkdvQueries * 4);  // 2 stages: q, dO, lse, delta
+}
+
+// Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
+// 1024 bytes of every allocation pay for rounding up if it ever does not.
+__device__ __forceinline__ bf16* aligned_smem(unsigned char* raw) {
+  const uint32_t pad = (1024 - (mma::smem_u32(raw) & 1023)) & 1023;
+  return reinterpret_cast<bf16*>(raw + pad);
+}
+
+// Rows [row0, row0 + kTileRows) of head `head` of a [B, T, heads, D] tensor into a swizzled tile,
+// by all kThreads threads; rows >= T are zero-filled.
+template <int D, int kTileRows>
+__device__ void load_tile(bf16* tile, const bf16* src, int b, int head, int heads, int row0,
+                          int T) {
+  constexpr int kChunks = D / 8, kRowsPerStep = kThreads / kChunks;
+  static_assert(kTileRows % kRowsPerStep == 0);
+  const int chunk = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
+  const bf16* from = src + ((size_t(b) * T + row0 + r0) * heads + head) * D + chunk * 8;
+  const size_t step = size_t(kRowsPerStep) * heads * D;
+#pragma unroll
+  for (int i = 0; i < kTileRows / kRowsPerStep; ++i) {
+    const int row = r0 + i * kRowsPerStep;
+    const bool valid = row0 + row < T;
+    cp_async_16(mma::smem_u32(tile + tile_offset<kTileRows>(row, chunk * 8)),
+                valid ? from + i * step : src, valid);
+  }
+}
+
+// threadIdx.x / 128, computed so that the compiler knows it is the same in every lane of a warp
+// (otherwise it treats branches on it as divergent and serializes the wgmmas behind them).
+__device__ __forceinline__ int warpgroup_index() {
+  return __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
+}
+
+// Waits for this thread's copies, publishes them to the tensor cores of every warpgroup.
+__device__ __forceinline__ void tiles_landed() {
+  cp_async_wait<0>();
+  wgmma::fence_async_proxy();
+  __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows kernel: forward (O, lse) or backward dQ.
+template <int D, bool kBackward>
+__global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kKeys = rows_keys<kBackward>();
+  extern __shared__ unsigned char smem_raw[];
+  bf16* q_tile = aligned_smem(smem_raw);                    // [128][D]
+  bf16* do_tile = q_tile + kRows * D;                       // [128][D], backward
+  bf16* stages = q_tile + (kBackward ? 2 : 1) * kRows * D;  // 2 x (K, V) [kKeys][D]
+  auto k_tile = [&](int j) { return stages + (j & 1) * 2 * kKeys * D; };
+  auto v_tile = [&](int j) { return k_tile(j) + kKeys * D; };
+
+  const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, kvh = h / p.G;
+  const int row0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // longest rows first
+  const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
+  const int group_row0 = group * 64;                     // within the tile
+  const int warp_first = row0 + group_row0 + warp * 16;  // first token of the warp
+  int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
+  float row_max[2], row_sum[2], row_lse2[2], row_delta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    token[r] = warp_first + lane / 4 + 8 * r;
+    row_max[r] = -INFINITY;
+    row_sum[r] = 0.f;
+    if constexpr (kBackward) {
+      const bool valid = token[r] < p.T;
+      const size_t idx = (size_t(b) * p.Hq + h) * p.T + token[r];
+      row_lse2[r] = valid ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
+      row_delta[r] = valid ? a.delta[idx] : 0.f;
+    }
+  }
+
+  load_tile<D, kRows>(q_tile, a.q, b, h, p.q_heads, row0, p.T);
+  if constexpr (kBackward) load_tile<D, kRows>(do_tile, a.dout, b, h, p.o_heads, row0, p.T);
+  const int n_tiles = (min(p.T, row0 + kRows) - 1) / kKeys + 1;
+  auto load_kv = [&](int j) {
+    load_tile<D, kKeys>(k_tile(j), a.k, b, kvh, p.kv_heads, j * kKeys, p.T);
+    load_tile<D, kKeys>(v_tile(j), a.v, b, kvh, p.kv_heads, j * kKeys, p.T);
+    cp_async_commit();
+  };
+  load_kv(0);
+
+  float acc[D / 2] = {};  // forward: unnormalized O; backward: dQ (m64 x D accumulator)
+  for (int j = 0; j < n_tiles; ++j) {
+    tiles_landed();
+    if (j + 1 < n_tiles) load_kv(j + 1);
+    // Skip tiles entirely after this warpgroup's rows (the dQ pass's 64-key diagonal half).
+    if (j * kKeys > row0 + group_row0 + 63) continue;
+    const bf16 *kt = k_tile(j), *vt = v_tile(j);
+    const bool diagonal = j * kKeys + kKeys - 1 > warp_first;  // some key after some row
+
+    float s[kKeys / 2] = {};                   // S = Q K^T, m64 x kKeys
+    float dp[kBackward ? kKeys / 2 : 1] = {};  // dP = dO V^T
+    // The zeros must be in the registers before the fence, not moved after it.
+    wgmma::hold(s);
+    wgmma::hold(dp);
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      wgmma::mma<0, kKeys>(s, k_major<kRows>(q_tile, group_row0, ks * 16),
+                           k_major<kKeys>(kt, 0, ks * 16));
+      if constexpr (kBackward)
+        wgmma::mma<0, kKeys>(dp, k_major<kRows>(do_tile, group_row0, ks * 16),
+                             k_major<kKeys>(vt, 0, ks * 16));
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(s);
+    wgmma::hold(dp);
+
+    // Register i of s is row (i % 4) / 2, key j kKeys + 8 (i / 4) + 2 (lane % 4) + i % 2.
+    if (diagonal) {
+#pragma unroll
+      for (int i = 0; i < kKeys / 2; ++i)
+        if (j * kKeys + 8 * (i / 4) + 2 * (lane % 4) + (i & 1) > token[(i % 4) / 2])
+          s[i] = -INFINITY;
+    }
+
+    uint32_t a_frag[kKeys / 16][4];  // P (forward) or dS (backward) as A fragments
+    if constexpr (!kBackward) {
+      // Online softmax in base 2: rescale the running sum and O to the new row maximum.
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int c = 0; c < kKeys / 8; ++c)
+          mx = fmaxf(mx, fmaxf(s[4 * c + 2 * r], s[4 * c + 2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float new_max = fmaxf(row_max[r], mx * p.scale_log2);
+        const float correction = fast_exp2(row_max[r] - new_max);  // row 0 sees key 0: finite
+        row_max[r] = new_max;
+        row_sum[r] *= correction;
+#pragma unroll
+        for (int c = 0; c < D / 8; ++c) {
+          acc[4 * c + 2 * r] *= correction;
+          acc[4 * c + 2 * r + 1] *= correction;
+        }
+#pragma unroll
+        for (int c = 0; c < kKeys / 8; ++c)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[4 * c + 2 * r + e];
+            x = fast_exp2(fmaf(x, p.scale_log2, -new_max));
+            row_sum[r] += x;
+          }
+      }
+#pragma unroll
+      for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(a_frag[ks], s, ks);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kKeys / 2; ++i) {
+        const int r = (i % 4) / 2;
+        const float prob = fast_exp2(fmaf(s[i], p.scale_log2, -row_lse2[r]));
+        dp[i] = prob * (dp[i] - row_delta[r]);  // dS; masked keys have s = -inf, prob = 0
+      }
+#pragma unroll
+      for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(a_frag[ks], dp, ks);
+    }
+
+    // O += P V  or  dQ += dS K: the tile as an MN-major [keys][D] operand.
+    const bf16* b_tile = kBackward ? kt : vt;
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < kKeys / 16; ++ks)
+      wgmma::mma<1, D>(acc, a_frag[ks], mn_major<kKeys>(b_tile, ks * 16, 0));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(acc);
+#pragma unroll
+    for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::hold(a_frag[ks]);
+  }
+
+  // Epilogue: each thread writes 2-element pieces of its two rows.
+  bf16* dst = kBackward ? a.dq : a.out;
+  const int dst_heads = kBackward ? p.q_heads : p.o_heads;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float row_scale = p.scale;  // backward: dQ = scale * dS K
+    if constexpr (!kBackward) {
+      row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
+      row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
+      row_scale = 1.f / row_sum[r];  // every row sees key 0: sum >= 1
+    }
+    if (token[r] >= p.T) continue;
+    bf16* row_ptr = dst + ((size_t(b) * p.T + token[r]) * dst_heads + h) * D;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c)
+      *reinterpret_cast<uint32_t*>(row_ptr + 8 * c + 2 * (lane % 4)) =
+          pack_bf16(acc[4 * c + 2 * r] * row_scale, acc[4 * c + 2 * r + 1] * row_scale);
+    if constexpr (!kBackward) {
+      if (lane % 4 == 0)
+        a.lse_out[(size_t(b) * p.Hq + h) * p.T + token[r]] =
+            (row_max[r] + log2f(row_sum[r])) * kLn2;
+    }
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// dK/dV kernel.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kQ = kDkdvQueries;
+  extern __shared__ unsigned char smem_raw[];
+  bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
+  bf16* v_tile = k_tile + kRows * D;      // [128][D]
+  bf16* stages = v_tile + kRows * D;      // 2 x (q [64][D], dO [64][D])
+  float* row_stats = reinterpret_cast<float*>(stages + 2 * 2 * kQ * D);  // 2 x (lse, delta) [64]
+  auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
+  auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
+  auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
+  auto delta_of = [&](int i) { return lse_of(i) + kQ; };
+
+  const int key0 = blockIdx.x * kRows;
+  const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  const int heads = p.G / a.splits, head0 = kvh * p.G + blockIdx.z * heads;
+  const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
+  const int group_key0 = key0 + group * 64;
+  int key[2];  // the thread's rows (keys): accumulator registers 4c + 2r + (0, 1) are key r
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key[r] = group_key0 + warp * 16 + lane / 4 + 8 * r;
+
+  // Step i: head head0 + i / n_tiles, queries (first_tile + i % n_tiles) * 64 .. + 63.
+  const int first_tile = key0 / kQ, n_tiles = (p.T + kQ - 1) / kQ - first_tile;
+  const int n_steps = heads * n_tiles;
+  auto load_step = [&](int i) {
+    const int head = head0 + i / n_tiles, q0 = (first_tile + i % n_tiles) * kQ;
+    load_tile<D, kQ>(q_tile(i), a.q, b, head, p.q_heads, q0, p.T);
+    load_tile<D, kQ>(do_tile(i), a.dout, b, head, p.o_heads, q0, p.T);
+    if (threadIdx.x < 2 * kQ) {
+      const int t = q0 + threadIdx.x % kQ;
+      const float* src = threadIdx.x < kQ ? a.lse : a.delta;
+      cp_async_4(lse_of(i) + threadIdx.x, src + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
+    }
+    cp_async_commit();
+  };
+  load_tile<D, kRows>(k_tile, a.k, b, kvh, p.kv_heads, key0, p.T);
+  load_tile<D, kRows>(v_tile, a.v, b, kvh, p.kv_heads, key0, p.T);
+  load_step(0);
+
+  float dk[D / 2] = {}, dv[D / 2] = {};  // m64 x D accumulators
+  for (int i = 0; i < n_steps; ++i) {
+    tiles_landed();
+    if (i + 1 < n_steps) load_step(i + 1);
+    const int q0 = (first_tile + i % n_tiles) * kQ;
+    if (q0 + kQ - 1 < group_key0) continue;  // every query before every key of this warpgroup
+    const bf16 *qt = q_tile(i), *dot = do_tile(i);
+    const float *lse = lse_of(i), *delta = delta_of(i);
+
+    float st[32] = {}, dpt[32] = {};
+    wgmma::hold(st);
+    wgmma::hold(dpt);
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      wgmma::mma<0, kQ>(st, k_major<kRows>(k_tile, group * 64, ks * 16),
+                        k_major<kQ>(qt, 0, ks * 16));
+      wgmma::mma<0, kQ>(dpt, k_major<kRows>(v_tile, group * 64, ks * 16),
+                        k_major<kQ>(dot, 0, ks * 16));
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(st);
+    wgmma::hold(dpt);
+
+    // P^T and dS^T; register i is key (i % 4) / 2, query q0 + 8 (i / 4) + 2 (lane % 4) + i % 2.
+#pragma unroll
+    for (int i2 = 0; i2 < 32; ++i2) {
+      const int col = 8 * (i2 / 4) + 2 * (lane % 4) + (i2 & 1), query = q0 + col;
+      const bool visible = query >= key[(i2 % 4) / 2] && query < p.T;
+      const float prob = visible ? fast_exp2(fmaf(st[i2], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
+      st[i2] = prob;
+      dpt[i2] = prob * (dpt[i2] - delta[col]);
+    }
+    uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+      wgmma::accumulator_to_a(pa[ks], st, ks);
+      wgmma::accumulator_to_a(dsa[ks], dpt, ks);
+    }
+    // dV += P^T dO, dK += dS^T Q: the query tiles as MN-major [queries][D] operands.
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+      wgmma::mma<1, D>(dv, pa[ks], mn_major<kQ>(dot, ks * 16, 0));
+      wgmma::mma<1, D>(dk, dsa[ks], mn_major<kQ>(qt, ks * 16, 0));
+    }
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(dv);
+    wgmma::hold(dk);
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks) {
+      wgmma::hold(pa[ks]);
+      wgmma::hold(dsa[ks]);
+    }
+  }
+
+  const size_t n = size_t(p.B) * p.T * p.Hkv * D;  // one split's f32 partial sums
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (key[r] >= p.T) continue;
+    const size_t row = ((size_t(b) * p.T + key[r]) * p.Hkv + kvh) * D;
+    const size_t out_row = ((size_t(b) * p.T + key[r]) * p.kv_heads + kvh) * D;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      const int col = 8 * c + 2 * (lane % 4), i = 4 * c + 2 * r;
+      const float k0 = dk[i] * p.scale, k1 = dk[i + 1] * p.scale;
+      const float v0 = dv[i], v1 = dv[i + 1];
+      if (a.splits > 1) {
+        const size_t part = blockIdx.z * n + row + col;
+        *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
+        *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
+      } else {
+        *reinterpret_cast<uint32_t*>(a.dk + out_row + col) = pack_bf16(k0, k1);
+        *reinterpret_cast<uint32_t*>(a.dv + out_row + col) = pack_bf16(v0, v1);
+      }
+    }
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+namespace {
+
+template <class F>
+void with_head_dim(int D, F&& f) {
+  if (D == 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
+}
+
+template <class Kernel, class Args>
+void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args& args,
+            const Problem& p) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<grid, kThreads, smem, stream>>>(args, p);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <bool kBackward>
+void launch_rows(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(dense_rows_kernel<kD, kBackward>, grid, rows_smem<kD, kBackward>(), stream, a, p);
+  });
+}
+
+int sm_count() {
+  int device = 0, count = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
+
+}  // namespace
+
+bool available() {
+  const char* kernels = std::getenv("INFLLM_ATTENTION_KERNELS");
+  if (kernels != nullptr && std::strcmp(kernels, "portable") == 0) return false;
+  // sm_90a machine code only loads on sm_90 GPUs; elsewhere the kernel comes from the portable
+  // PTX, whose body is empty, and reports a lower binary version.
+  static const bool compiled_for_this_gpu = [] {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, dense_rows_kernel<64, false>) == cudaSuccess &&
+           attr.binaryVersion == 90;
+  }();
+  return compiled_for_this_gpu;
+}
+
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  launch_rows<false>(D, a, p, stream);
+}
+
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  launch_rows<true>(D, a, p, stream);
+}
+
+int dkdv_splits(const Problem& p) {
+  // Four CTAs' worth per SM (they run one at a time): the causal key tiles differ in length,
+  // and the small ones fill in behind the long ones (measured 3% faster than two at 4K and 32K).
+  const int base = (p.T + kRows - 1) / kRows * p.B * p.Hkv, target = 4 * sm_count();
+  int splits = 1;
+  while (base * splits < target && p.G % (splits * 2) == 0) splits *= 2;
+  return splits;
+}
+
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(dense_dkdv_kernel<kD>, grid, dkdv_smem<kD>(), stream, a, p);
+  });
+}
+
+}  // namespace infllm::attention::cuda::sm90

@@ -1,0 +1,28 @@
+// Dense causal attention on Hopper: the forward, dQ and dK/dV passes of flash_attention.cu's
+// dense schedule, with warpgroup MMAs (wgmma) instead of mma.sync. Same arguments, same results
+// (f32 accumulation, deterministic sums); flash_attention.cu calls them when available() and
+// keeps its portable kernels for other GPUs, for the sparse schedule, and when the environment
+// sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of the portable path).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "attention/flash_attention_problem.cuh"
+
+namespace infllm::attention::cuda::sm90 {
+
+// True when this binary holds sm_90a code for the current GPU and the environment allows it.
+bool available();
+
+// D = 64 or 128. forward writes a.out and a.lse_out; backward_dq writes a.dq from a.lse and
+// a.delta.
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+
+// CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
+// the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
+// ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv.
+int dkdv_splits(const Problem& p);
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+
+}  // namespace infllm::attention::cuda::sm90
