@@ -839,21 +839,6 @@ Problem make_problem(const char* op, const AttentionShape& s, const BlockList& b
   return p;
 }
 
-template <class F>
-void with_head_dim(int D, F&& f) {
-  if (D == 64)
-    f(std::integral_constant<int, 64>{});
-  else
-    f(std::integral_constant<int, 128>{});
-}
-
-int sm_count() {
-  int device = 0, count = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
-
 template <int D, bool kBackward>
 void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   const bool sparse = p.blocks != nullptr;

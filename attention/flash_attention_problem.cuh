@@ -1,10 +1,15 @@
 // What the attention kernels of flash_attention.cu and flash_attention_sm90.cu share: the
-// problem description and the argument blocks of the row (forward, dQ) and key (dK/dV) passes.
+// problem description, the argument blocks of the row (forward, dQ) and key (dK/dV) passes, and
+// two host helpers.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
+
+#include "core/cuda_check.h"
 
 namespace infllm::attention::cuda {
 
@@ -45,5 +50,21 @@ struct KvArgs {
   const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
   float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
 };
+
+// Calls f with std::integral_constant<int, D> for the supported head dims (64, 128).
+template <class F>
+void with_head_dim(int D, F&& f) {
+  if (D == 64)
+    f(std::integral_constant<int, 64>{});
+  else
+    f(std::integral_constant<int, 128>{});
+}
+
+inline int sm_count() {
+  int device = 0, count = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
 
 }  // namespace infllm::attention::cuda

@@ -16,7 +16,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 
 #include "attention/flash_attention_mma.cuh"
 #include "attention/flash_attention_sm90.h"
@@ -387,14 +386,6 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
 // Host side.
 namespace {
 
-template <class F>
-void with_head_dim(int D, F&& f) {
-  if (D == 64)
-    f(std::integral_constant<int, 64>{});
-  else
-    f(std::integral_constant<int, 128>{});
-}
-
 template <class Kernel, class Args>
 void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args& args,
             const Problem& p) {
@@ -410,13 +401,6 @@ void launch_rows(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream
     constexpr int kD = decltype(d)::value;
     launch(dense_rows_kernel<kD, kBackward>, grid, rows_smem<kD, kBackward>(), stream, a, p);
   });
-}
-
-int sm_count() {
-  int device = 0, count = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
 }
 
 }  // namespace
