@@ -383,6 +383,9 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
   const std::vector<const char*> kernels = sc.block_size
                                                ? std::vector<const char*>{"default"}
                                                : std::vector<const char*>{"default", "portable"};
+  struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
+    ~RestoreKernels() { unsetenv("INFLLM_ATTENTION_KERNELS"); }
+  } restore;
   for (const char* kernel : kernels) {
     SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + kernel);
     setenv("INFLLM_ATTENTION_KERNELS", kernel, 1);
@@ -397,7 +400,6 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
       EXPECT_LT(rel_err(r.dv, dv), 1e-2);
     }
   }
-  unsetenv("INFLLM_ATTENTION_KERNELS");
 }
 
 const Case kGpuCases[] = {
