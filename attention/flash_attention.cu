@@ -190,6 +190,54 @@ constexpr size_t rows_tiles_smem() {
          (kSparse ? kStages * 2 * sizeof(uint64_t) : 0);  // slot barriers
 }
 
+// The rows kernel's two tile products for a warp's kM m16 row tiles; each B fragment loaded from
+// shared memory feeds kM MMAs.
+// c += X Y^T: X = rows row0 .. row0 + 16 kM of a [128][D] tile (Q or dO), Y = a [64][D] KV tile.
+template <int D, int kM>
+__device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], const bf16* x_tile,
+                                                  int row0, const bf16* y_tile, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t xa[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) load_a<D>(xa[m], x_tile, row0 + 16 * m, kk * 16, lane);
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t yb[4];
+      load_b_rows<D>(yb, y_tile, np * 16, kk * 16, lane);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        mma_bf16(c[m][2 * np], xa[m], yb[0], yb[1]);
+        mma_bf16(c[m][2 * np + 1], xa[m], yb[2], yb[3]);
+      }
+    }
+  }
+}
+
+// acc += W Y: W = the warp's [16 kM][64] accumulator (P or dS, rounded to bf16), Y = a [64][D]
+// KV tile.
+template <int D, int kM>
+__device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
+                                                const float (&w)[kM][8][4], const bf16* y_tile,
+                                                int lane) {
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks) {
+    uint32_t wa[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) c_to_a(wa[m], w[m][2 * ks], w[m][2 * ks + 1]);
+#pragma unroll
+    for (int dt = 0; dt < D / 16; ++dt) {
+      uint32_t yb[4];
+      load_b_cols<D>(yb, y_tile, ks * 16, dt * 16, lane);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        mma_bf16(acc[m][2 * dt], wa[m], yb[0], yb[1]);
+        mma_bf16(acc[m][2 * dt + 1], wa[m], yb[2], yb[3]);
+      }
+    }
+  }
+}
+
 // Dense rows: each CTA walks KV tiles 0 .. its diagonal in order; a tile is loaded by all threads
 // into a ring of kStages and consumed by every warp between two __syncthreads.
 //
@@ -265,24 +313,9 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 
   // One KV tile for this warp's rows: forward online softmax and O += P V, or backward dQ.
   auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile) {
-    // S = Q K^T for this warp's 16 kM rows x 64 keys; each K fragment feeds kM MMAs.
+    // S = Q K^T for this warp's 16 kM rows x 64 keys.
     float s[kM][8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t qa[kM][4];
-#pragma unroll
-      for (int m = 0; m < kM; ++m) load_a<D>(qa[m], q_tile, warp_row0 + 16 * m, kk * 16, lane);
-#pragma unroll
-      for (int np = 0; np < 4; ++np) {
-        uint32_t kb[4];
-        load_b_rows<D>(kb, k_tile, np * 16, kk * 16, lane);
-#pragma unroll
-        for (int m = 0; m < kM; ++m) {
-          mma_bf16(s[m][2 * np], qa[m], kb[0], kb[1]);
-          mma_bf16(s[m][2 * np + 1], qa[m], kb[2], kb[3]);
-        }
-      }
-    }
+    rows_times_tile_t<D>(s, q_tile, warp_row0, k_tile, lane);
     // Causal mask, only where some key of the tile is after some row of the warp.
     if (tile * kTile + kTile - 1 > warp_first) {
 #pragma unroll
@@ -325,42 +358,11 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
             row_sum[r] += x;
           }
       }
-      // O += P V; each V fragment feeds kM MMAs.
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
-        uint32_t pa[kM][4];
-#pragma unroll
-        for (int m = 0; m < kM; ++m) c_to_a(pa[m], s[m][2 * ks], s[m][2 * ks + 1]);
-#pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-          uint32_t vb[4];
-          load_b_cols<D>(vb, v_tile, ks * 16, dp * 16, lane);
-#pragma unroll
-          for (int m = 0; m < kM; ++m) {
-            mma_bf16(acc[m][2 * dp], pa[m], vb[0], vb[1]);
-            mma_bf16(acc[m][2 * dp + 1], pa[m], vb[2], vb[3]);
-          }
-        }
-      }
+      rows_times_tile<D>(acc, s, v_tile, lane);  // O += P V
     } else {
       // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
       float dp[kM][8][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t da[kM][4];
-#pragma unroll
-        for (int m = 0; m < kM; ++m) load_a<D>(da[m], do_tile, warp_row0 + 16 * m, kk * 16, lane);
-#pragma unroll
-        for (int np = 0; np < 4; ++np) {
-          uint32_t vb[4];
-          load_b_rows<D>(vb, v_tile, np * 16, kk * 16, lane);
-#pragma unroll
-          for (int m = 0; m < kM; ++m) {
-            mma_bf16(dp[m][2 * np], da[m], vb[0], vb[1]);
-            mma_bf16(dp[m][2 * np + 1], da[m], vb[2], vb[3]);
-          }
-        }
-      }
+      rows_times_tile_t<D>(dp, do_tile, warp_row0, v_tile, lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m)
 #pragma unroll
@@ -371,22 +373,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
             const float prob = fast_exp2(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
             dp[m][nt][e] = prob * (dp[m][nt][e] - row_delta[r]);
           }
-#pragma unroll
-      for (int ks = 0; ks < 4; ++ks) {
-        uint32_t dsa[kM][4];
-#pragma unroll
-        for (int m = 0; m < kM; ++m) c_to_a(dsa[m], dp[m][2 * ks], dp[m][2 * ks + 1]);
-#pragma unroll
-        for (int dt = 0; dt < D / 16; ++dt) {
-          uint32_t kb[4];
-          load_b_cols<D>(kb, k_tile, ks * 16, dt * 16, lane);
-#pragma unroll
-          for (int m = 0; m < kM; ++m) {
-            mma_bf16(acc[m][2 * dt], dsa[m], kb[0], kb[1]);
-            mma_bf16(acc[m][2 * dt + 1], dsa[m], kb[2], kb[3]);
-          }
-        }
-      }
+      rows_times_tile<D>(acc, dp, k_tile, lane);  // dQ += dS K
     }
   };
 
