@@ -99,30 +99,49 @@ __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int til
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists.
-// lists[w][i] keeps each warp's own list (future blocks and padding as -1) for the walk.
+// Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists, and
+// for each warp the positions in that union of the blocks its token selected (ascending; -1 for
+// padding and future blocks), and for each union entry how many warps consume it.
+struct SparseSchedule {
+  int* entries;    // [kRowWarps][max_blocks] union positions, per warp
+  int* blocks;     // [n] the union, ascending block indices
+  int* consumers;  // [n] warps whose token selected the block (1 .. kRowWarps)
+  int* count;      // n
+  int* bitmap;     // [ceil(nblocks / 32)] scratch
+  __device__ SparseSchedule(int* base, int max_blocks)
+      : entries(base),
+        blocks(base + kRowWarps * max_blocks),
+        consumers(blocks + kRowWarps * max_blocks),
+        count(consumers + kRowWarps * max_blocks),
+        bitmap(count + 1) {}
+  static constexpr size_t ints(int max_blocks, int nblocks) {
+    return size_t(3) * kRowWarps * max_blocks + 1 + (nblocks + 31) / 32;
+  }
+};
+
 template <int kThreads>
-__device__ int build_block_union(const Problem& p, int b, int g, int token0, int* lists,
-                                 int* union_list, uint32_t* bitmap, int* count) {
-  const int nwords = (p.nblocks + 31) / 32;
-  for (int i = threadIdx.x; i < nwords; i += kThreads) bitmap[i] = 0;
+__device__ int build_sparse_schedule(const Problem& p, int b, int g, int token0,
+                                     const SparseSchedule& s) {
+  const int nwords = (p.nblocks + 31) / 32, n_lists = kRowWarps * p.max_blocks;
+  for (int i = threadIdx.x; i < nwords; i += kThreads) s.bitmap[i] = 0;
+  for (int i = threadIdx.x; i < n_lists; i += kThreads) s.consumers[i] = 0;
   __syncthreads();
-  for (int i = threadIdx.x; i < kRowWarps * p.max_blocks; i += kThreads) {
+  for (int i = threadIdx.x; i < n_lists; i += kThreads) {
     const int t = token0 + i / p.max_blocks;
     int blk = -1;
     if (t < p.T) {
       blk = p.blocks[((size_t(b) * p.T + t) * p.Hkv + g) * p.max_blocks + i % p.max_blocks];
       if (blk > t / kTile) blk = -1;  // future blocks are fully masked: skip them
     }
-    lists[i] = blk;
-    if (blk >= 0) atomicOr(&bitmap[blk >> 5], 1u << (blk & 31));
+    s.entries[i] = blk;
+    if (blk >= 0) atomicOr(reinterpret_cast<unsigned*>(&s.bitmap[blk >> 5]), 1u << (blk & 31));
   }
   __syncthreads();
   if (threadIdx.x < 32) {  // warp 0 compacts the bitmap in ascending order
     const int lane = threadIdx.x;
     int total = 0;
     for (int base = 0; base < nwords; base += 32) {
-      uint32_t word = base + lane < nwords ? bitmap[base + lane] : 0u;
+      uint32_t word = base + lane < nwords ? uint32_t(s.bitmap[base + lane]) : 0u;
       const int bits = __popc(word);
       int inclusive = bits;
       for (int off = 1; off < 32; off *= 2) {
@@ -131,15 +150,31 @@ __device__ int build_block_union(const Problem& p, int b, int g, int token0, int
       }
       int pos = total + inclusive - bits;
       while (word) {
-        union_list[pos++] = (base + lane) * 32 + __ffs(word) - 1;
+        s.blocks[pos++] = (base + lane) * 32 + __ffs(word) - 1;
         word &= word - 1;
       }
       total += __shfl_sync(0xffffffffu, inclusive, 31);
     }
-    if (lane == 0) *count = total;
+    if (lane == 0) *s.count = total;
   }
   __syncthreads();
-  return *count;
+  const int n = *s.count;
+  for (int i = threadIdx.x; i < n_lists; i += kThreads) {
+    const int blk = s.entries[i];
+    if (blk < 0) continue;
+    int lo = 0, hi = n - 1;  // the union holds blk: binary search for it
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (s.blocks[mid] < blk)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    s.entries[i] = lo;
+    atomicAdd(&s.consumers[lo], 1);
+  }
+  __syncthreads();
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +222,7 @@ template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
   return query_tiles_bytes<D, kBackward>() + kStages * kv_stage_bytes(D) +
-         (kSparse ? kStages * 2 * sizeof(uint64_t) : 0);  // slot barriers
+         (kSparse ? kStages * (2 * sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, owners
 }
 
 // The rows kernel's two tile products for a warp's kM m16 row tiles; each B fragment loaded from
@@ -244,9 +279,11 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
 // Sparse rows: the CTA's 8 warps (tokens) select different blocks, so a block loaded for one warp
 // would idle the other 7 at a __syncthreads. Instead the union list streams through a ring of
 // slots that the warps consume independently: a ninth, producer warp copies entry j into slot
-// j % kStages (cp.async completing mbarrier full[slot]); every consumer warp waits for it, uses it
-// if its token chose the block and arrives on empty[slot]; once all 8 have, the producer refills
-// the slot with entry j + kStages. A warp can run up to kStages entries ahead of the slowest.
+// j % kStages (cp.async completing mbarrier full[slot]) and records j as the slot's entry. Only
+// the warps whose token chose the block wait for it, use it and arrive on empty[slot]; the
+// producer arrives for the others, so a random block (one consumer) frees its slot as soon as
+// that one warp is done, not when the slowest of the 8 has walked past it. The producer refills
+// the slot with entry j + kStages once empty[slot] completes.
 template <int D, bool kSparse, bool kBackward>
 __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
                                   rows_ctas_per_sm<D, kSparse, kBackward>())
@@ -262,10 +299,9 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };               // [64][D]
   uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));        // sparse: [kStages]
   uint64_t* slot_empty = slot_full + kStages;                                 // sparse: [kStages]
-  int* lists = reinterpret_cast<int*>(slot_empty + (kSparse ? kStages : 0));  // sparse schedule
-  int* union_list = lists + kRowWarps * p.max_blocks;
-  int* union_count = union_list + kRowWarps * p.max_blocks;
-  uint32_t* bitmap = reinterpret_cast<uint32_t*>(union_count + 1);
+  volatile int* slot_entry = reinterpret_cast<int*>(slot_empty + kStages);    // sparse: [kStages]
+  const SparseSchedule schedule(reinterpret_cast<int*>(slot_empty + kStages) + kStages,
+                                p.max_blocks);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   QueryRows<kSparse> rows;
@@ -378,11 +414,12 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   };
 
   if constexpr (kSparse) {
-    const int n_entries = build_block_union<kThreads>(p, rows.b, kvh, rows.token0, lists,
-                                                      union_list, bitmap, union_count);
+    const int n_entries =
+        build_sparse_schedule<kThreads>(p, rows.b, kvh, rows.token0, schedule);
     if (threadIdx.x < kStages) {
       mbarrier_init(&slot_full[threadIdx.x], 32);  // one arrival per lane of the producer
       mbarrier_init(&slot_empty[threadIdx.x], kRowWarps);
+      slot_entry[threadIdx.x] = -1;
     }
     cp_async_wait<0>();  // the query rows
     __syncthreads();
@@ -390,22 +427,24 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
       for (int j = 0; j < n_entries; ++j) {
         const int slot = j % kStages;
         if (j >= kStages) mbarrier_wait(&slot_empty[slot], (j / kStages - 1) & 1);
-        load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, union_list[j], p, lane);
-        load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, union_list[j], p, lane);
+        if (lane == 0) slot_entry[slot] = j;
+        load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, schedule.blocks[j], p, lane);
+        load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, schedule.blocks[j], p, lane);
         cp_async_arrive(&slot_full[slot]);
+        if (lane == 0)  // stand-in arrivals for the warps that skip entry j
+          for (int w = schedule.consumers[j]; w < kRowWarps; ++w) mbarrier_arrive(&slot_empty[slot]);
       }
       return;
     }
-    const int* my_list = lists + warp * p.max_blocks;
-    int my_pos = 0;
-    for (int j = 0; j < n_entries; ++j) {
-      const int slot = j % kStages, tile = union_list[j];
-      while (my_pos < p.max_blocks && my_list[my_pos] < tile) ++my_pos;
-      // Waited for even when skipped: an empty[] arrival for entry j + kStages must not land
-      // before the phase of entry j is complete, and the refill of j + kStages proves it is.
+    const int* my_entries = schedule.entries + warp * p.max_blocks;
+    for (int i = 0; i < p.max_blocks; ++i) {
+      const int j = my_entries[i], slot = j % kStages;
+      if (j < 0) continue;
+      // The slot may still hold an older entry, whose full[] phase has the same parity as
+      // entry j's one round later: wait until the producer has claimed the slot for j.
+      while (slot_entry[slot] != j) __nanosleep(64);
       mbarrier_wait(&slot_full[slot], (j / kStages) & 1);
-      if (warp_active && my_pos < p.max_blocks && my_list[my_pos] == tile)
-        consume(k_stage(slot), v_stage(slot), tile);
+      consume(k_stage(slot), v_stage(slot), schedule.blocks[j]);
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&slot_empty[slot]);  // release: this warp's reads are done
     }
@@ -831,7 +870,7 @@ void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream
   const bool sparse = p.blocks != nullptr;
   size_t smem = sparse
                     ? rows_tiles_smem<D, true, kBackward>() +
-                          (2 * kRowWarps * p.max_blocks + 1 + (p.nblocks + 31) / 32) * sizeof(int)
+                          SparseSchedule::ints(p.max_blocks, p.nblocks) * sizeof(int)
                     : rows_tiles_smem<D, false, kBackward>();
   int device = 0, smem_max = 0;
   CUDA_CHECK(cudaGetDevice(&device));
