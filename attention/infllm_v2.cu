@@ -19,6 +19,7 @@
 
 #include "attention/flash_attention_mma.cuh"
 #include "attention/infllm_v2.h"
+#include "attention/wgmma.cuh"
 #include "core/cuda_check.h"
 #include "core/error.h"
 
@@ -67,10 +68,23 @@ struct ScoreSmem {
   static constexpr size_t kc = 2 * kKernels * D * 2;  // double-buffered compressed-key tiles
   static constexpr size_t carry = kRows * 4;
   static constexpr size_t bytes = q_or_prob + kc + carry;
+  static_assert(q_or_prob % 1024 == 0 && kc % 2048 == 0, "wgmma panels start at 1024 bytes");
 };
 
-// Copies kernels [tile*64, tile*64+64) of KV head g into a swizzled [64][D] tile; kernels past
-// nk are zero-filled (they are masked anyway).
+// Where kernel n, column col of a [64][D] compressed-key tile lives. On Hopper the tile is the
+// B operand of warpgroup MMAs (wgmma.cuh's 128B-swizzled column panels: the tensor cores read it
+// once for all 4 warps); elsewhere each warp loads it with ldmatrix (mma::swizzled).
+template <int D>
+__device__ __forceinline__ int kc_tile_offset(int n, int col) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  return wgmma::tile_offset<kKernels>(n, col);
+#else
+  return mma::swizzled<D>(n, col);
+#endif
+}
+
+// Copies kernels [tile*64, tile*64+64) of KV head g into a [64][D] tile; kernels past nk are
+// zero-filled (they are masked anyway).
 template <int D>
 __device__ void load_kc_tile(const ScoreArgs& a, int b, int g, int tile, bf16* dst) {
   constexpr int chunks = D / 8;
@@ -78,15 +92,30 @@ __device__ void load_kc_tile(const ScoreArgs& a, int b, int g, int tile, bf16* d
     const int n = c / chunks, col = (c % chunks) * 8, i = tile * kKernels + n;
     const bool valid = i < a.nk;
     const bf16* src = a.kc + ((size_t(b) * a.nk + (valid ? i : 0)) * a.Hkv + g) * D + col;
-    mma::cp_async_16(mma::smem_u32(dst + mma::swizzled<D>(n, col)), src, valid);
+    mma::cp_async_16(mma::smem_u32(dst + kc_tile_offset<D>(n, col)), src, valid);
   }
   mma::cp_async_commit();
 }
 
-// acc[nt] = 16 rows of this warp x kernels [nt*8, nt*8+8) of the tile, raw dot products.
+// acc[nt] = 16 rows of this warp x kernels [nt*8, nt*8+8) of the tile, raw dot products. All 128
+// threads call it together (on Hopper it is one warpgroup MMA chain).
 template <int D>
 __device__ void tile_dots(float (&acc)[kKernels / 8][4], const uint32_t (&qa)[D / 16][4],
                           const bf16* kc_tile, int lane) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  float d[kKernels / 2] = {};
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+    wgmma::mma<0, kKernels>(d, qa[ks], wgmma::k_major<kKernels>(kc_tile, 0, ks * 16));
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(d);
+#pragma unroll
+  for (int nt = 0; nt < kKernels / 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = d[4 * nt + e];
+#else
 #pragma unroll
   for (int nt = 0; nt < kKernels / 8; ++nt)
 #pragma unroll
@@ -100,6 +129,7 @@ __device__ void tile_dots(float (&acc)[kKernels / 8][4], const uint32_t (&qa)[D 
       mma::mma_bf16(acc[2 * np], qa[ks], b[0], b[1]);
       mma::mma_bf16(acc[2 * np + 1], qa[ks], b[2], b[3]);
     }
+#endif
 }
 
 // Base-2 log-sum-exp of (m, l) pairs merged; m = -inf means "empty" (l = 0).
@@ -177,7 +207,7 @@ __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels 
 // otherwise tokens straddle warps and the whole CTA synchronizes.
 template <int D>
 __global__ void __launch_bounds__(kThreads, 4) score_blocks_kernel(const ScoreArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];  // wgmma tiles: 1024-byte panels
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [64][D], dead once fragments are loaded
   float* prob = reinterpret_cast<float*>(smem);  // [64][kProbStride]: p of the current tile
   bf16* kc_tiles = reinterpret_cast<bf16*>(smem + ScoreSmem<D>::q_or_prob);
@@ -241,6 +271,9 @@ __global__ void __launch_bounds__(kThreads, 4) score_blocks_kernel(const ScoreAr
       }
     }
     mma::cp_async_wait<0>();
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    wgmma::fence_async_proxy();  // the tile's copies before the tensor cores read it
+#endif
     __syncthreads();  // tile `step` landed; every thread is done with step - 1's buffers
     if (step + 1 < tiles_lse + tiles_pool) {
       const int next = step + 1 < tiles_lse ? step + 1 : step + 1 - tiles_lse;
