@@ -20,6 +20,8 @@
 //              built on the GPU by sorting (group, block, token) keys, so that every block's
 //              token list is ascending and the sums are deterministic. Each 64-row query tile
 //              packs 64/G tokens x G heads.
+// On Hopper (sm90::available()) the dense passes and the sparse dK/dV pass run the warpgroup-MMA
+// versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse rows.
 // dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
 // sparse dQ must walk per-token lists anyway, and the result is deterministic; the price is
 // recomputing S and dP (7 instead of 5 tile matmuls in the backward).
@@ -295,11 +297,11 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
   bf16* do_tile = q_tile + kRowsPerCta * D;      // [128][D], backward only
   bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kBackward>());
-  auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };        // [64][D]
-  auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };               // [64][D]
-  uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));        // sparse: [kStages]
-  uint64_t* slot_empty = slot_full + kStages;                                 // sparse: [kStages]
-  volatile int* slot_entry = reinterpret_cast<int*>(slot_empty + kStages);    // sparse: [kStages]
+  auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };      // [64][D]
+  auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };             // [64][D]
+  uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));      // sparse: [kStages]
+  uint64_t* slot_empty = slot_full + kStages;                               // sparse: [kStages]
+  volatile int* slot_entry = reinterpret_cast<int*>(slot_empty + kStages);  // sparse: [kStages]
   const SparseSchedule schedule(reinterpret_cast<int*>(slot_empty + kStages) + kStages,
                                 p.max_blocks);
 
@@ -414,8 +416,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   };
 
   if constexpr (kSparse) {
-    const int n_entries =
-        build_sparse_schedule<kThreads>(p, rows.b, kvh, rows.token0, schedule);
+    const int n_entries = build_sparse_schedule<kThreads>(p, rows.b, kvh, rows.token0, schedule);
     if (threadIdx.x < kStages) {
       mbarrier_init(&slot_full[threadIdx.x], 32);  // one arrival per lane of the producer
       mbarrier_init(&slot_empty[threadIdx.x], kRowWarps);
@@ -432,7 +433,8 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
         load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, schedule.blocks[j], p, lane);
         cp_async_arrive(&slot_full[slot]);
         if (lane == 0)  // stand-in arrivals for the warps that skip entry j
-          for (int w = schedule.consumers[j]; w < kRowWarps; ++w) mbarrier_arrive(&slot_empty[slot]);
+          for (int w = schedule.consumers[j]; w < kRowWarps; ++w)
+            mbarrier_arrive(&slot_empty[slot]);
       }
       return;
     }
@@ -500,19 +502,6 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 // ---------------------------------------------------------------------------------------------
 // dK/dV kernel.
 
-// Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
-// Popular blocks (the first block is selected by every token) would otherwise make one CTA
-// walk the whole sequence while the rest of the GPU idles. A block that needs one chunk writes
-// bf16 directly (deterministic); longer ones add their chunks' sums into f32 accumulators with
-// atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
-constexpr int kSparseChunkTiles = 256;
-
-// Where query row `row` (0..63) of query tile `n` of a dK/dV CTA comes from.
-struct QueryTileRow {
-  int token, head;
-  bool valid;
-};
-
 // dK/dV kernel shape per head dim: queries (columns of S^T) held in registers at once, and CTAs
 // per SM. The kernel is bound by latency, not throughput (few eligible warps per scheduler), so
 // D=64 trades the chunk width for a third CTA per SM; measured on bench200m's attention shape
@@ -550,19 +539,14 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   const int tile = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
 
   // The query tiles this CTA walks.
-  int n_qtiles, head_begin = 0, qtiles_per_head = 0, seg_begin = 0, seg_count = 0;
-  int first_qtile = 0;
-  bool chunked = false;
-  const int tokens_per_tile = kTile / p.G;  // sparse
+  int n_qtiles, head_begin = 0, qtiles_per_head = 0;
+  SparseKeyWalk walk = {};
   if constexpr (kSparse) {
-    const int seg = (b * p.Hkv + kvh) * p.nblocks + tile;
-    seg_begin = a.segment_begin[seg];
-    seg_count = a.segment_begin[seg + 1] - seg_begin;
-    const int seg_tiles = (seg_count + tokens_per_tile - 1) / tokens_per_tile;
-    first_qtile = blockIdx.z * kSparseChunkTiles;
-    if (first_qtile >= seg_tiles && blockIdx.z > 0) return;  // no chunk here: the CTA is idle
-    n_qtiles = min(seg_tiles - first_qtile, kSparseChunkTiles);
-    chunked = seg_tiles > kSparseChunkTiles;
+    walk = SparseKeyWalk(a, p, b, kvh, tile, blockIdx.z);
+    n_qtiles = walk.n_qtiles;
+    // No chunk here: the CTA is idle (chunk 0 still writes the zero gradients of a block that
+    // no token selected).
+    if (n_qtiles == 0 && blockIdx.z > 0) return;
   } else {
     const int heads = p.G / a.splits;
     head_begin = kvh * p.G + blockIdx.z * heads;
@@ -570,17 +554,11 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
     n_qtiles = heads * qtiles_per_head;
   }
   auto query_row = [&](int n, int row) {
+    if constexpr (kSparse) return walk.row(a, p, kvh, n, row);
     QueryTileRow r;
-    if constexpr (kSparse) {
-      const int entry = n * tokens_per_tile + row / p.G;
-      r.valid = row < tokens_per_tile * p.G && entry < seg_count;
-      r.token = r.valid ? a.sorted_tokens[seg_begin + entry] : 0;
-      r.head = kvh * p.G + row % p.G;
-    } else {
-      r.head = head_begin + n / qtiles_per_head;
-      r.token = (tile + n % qtiles_per_head) * kTile + row;
-      r.valid = r.token < p.T;
-    }
+    r.head = head_begin + n / qtiles_per_head;
+    r.token = (tile + n % qtiles_per_head) * kTile + row;
+    r.valid = r.token < p.T;
     return r;
   };
   // Each thread keeps one 16-byte column chunk and steps down the rows: one row lookup per
@@ -615,7 +593,7 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   load_kv_tile<D, kKeyThreads>(v_tile, a.v, b, kvh, tile, p, threadIdx.x);
   // Query tile j goes to stage j % kStages in commit group j (group 0 also holds K and V).
   auto load_stage = [&](int j) {
-    if (j < n_qtiles) load_query_tile(first_qtile + j, j % kStages);
+    if (j < n_qtiles) load_query_tile(j, j % kStages);
     cp_async_commit();  // possibly empty: keeps one group per tile index
   };
   for (int j = 0; j < kStages - 1; ++j) load_stage(j);
@@ -705,26 +683,10 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   for (int e = 0; e < 2; ++e) {
     const int key = key0 + 8 * e;
     if (key >= p.T) continue;
-    const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D;  // contiguous f32 scratch
-    const size_t out_row = ((size_t(b) * p.T + key) * p.kv_heads + kvh) * D;
-    for (int dt = 0; dt < D / 8; ++dt) {
-      const int col = dt * 8 + (lane % 4) * 2;
-      const float k0 = dk[dt][2 * e] * p.scale, k1 = dk[dt][2 * e + 1] * p.scale;
-      const float v0 = dv[dt][2 * e], v1 = dv[dt][2 * e + 1];
-      if (chunked) {
-        atomicAdd(a.dk_acc + row + col, k0);
-        atomicAdd(a.dk_acc + row + col + 1, k1);
-        atomicAdd(a.dv_acc + row + col, v0);
-        atomicAdd(a.dv_acc + row + col + 1, v1);
-      } else if (!kSparse && a.splits > 1) {
-        const size_t part = size_t(blockIdx.z) * p.B * p.T * p.Hkv * D + row + col;
-        *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
-        *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
-      } else {
-        *reinterpret_cast<uint32_t*>(a.dk + out_row + col) = pack_bf16(k0, k1);
-        *reinterpret_cast<uint32_t*>(a.dv + out_row + col) = pack_bf16(v0, v1);
-      }
-    }
+    for (int dt = 0; dt < D / 8; ++dt)
+      store_key_gradients<D>(a, p, b, key, kvh, dt * 8 + (lane % 4) * 2, walk.chunked,
+                             dk[dt][2 * e] * p.scale, dk[dt][2 * e + 1] * p.scale, dv[dt][2 * e],
+                             dv[dt][2 * e + 1]);
   }
 }
 
@@ -868,10 +830,9 @@ Problem make_problem(const char* op, const AttentionShape& s, const BlockList& b
 template <int D, bool kBackward>
 void launch_rows(const char* op, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   const bool sparse = p.blocks != nullptr;
-  size_t smem = sparse
-                    ? rows_tiles_smem<D, true, kBackward>() +
-                          SparseSchedule::ints(p.max_blocks, p.nblocks) * sizeof(int)
-                    : rows_tiles_smem<D, false, kBackward>();
+  size_t smem = sparse ? rows_tiles_smem<D, true, kBackward>() +
+                             SparseSchedule::ints(p.max_blocks, p.nblocks) * sizeof(int)
+                       : rows_tiles_smem<D, false, kBackward>();
   int device = 0, smem_max = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -898,11 +859,7 @@ void launch_dkdv(const KvArgs& a, const Problem& p, cudaStream_t stream) {
   constexpr size_t smem = dkdv_smem<D>();
   auto kernel = attention_dkdv_kernel<D, kSparse>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  // Sparse: a block is selected at most once per token, so T tokens bound its chunk count.
-  const int tokens_per_tile = kTile / p.G;
-  const int max_chunks =
-      ((p.T + tokens_per_tile - 1) / tokens_per_tile + kSparseChunkTiles - 1) / kSparseChunkTiles;
-  const dim3 grid(p.nblocks, p.B * p.Hkv, kSparse ? max_chunks : a.splits);
+  const dim3 grid(p.nblocks, p.B * p.Hkv, kSparse ? sparse_dkdv_chunks(p) : a.splits);
   kernel<<<grid, kKeyThreads, smem, stream>>>(a, p);
   CUDA_CHECK_LAUNCH();
 }
@@ -1021,7 +978,10 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       ka.dv_acc = scratch<float>(n, stream);
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
-      launch_dkdv<D, true>(ka, p, stream);
+      if (sm90::available())
+        sm90::backward_dkdv_sparse(D, ka, p, stream);
+      else
+        launch_dkdv<D, true>(ka, p, stream);
       finalize_chunked_kernel<<<int(size_t(p.B) * p.T * p.Hkv), D, 0, stream>>>(
           ka.dk_acc, ka.dv_acc, index.segment_begin, p, D, ka.dk, ka.dv);
       CUDA_CHECK_LAUNCH();

@@ -51,6 +51,77 @@ struct KvArgs {
   float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
 };
 
+// Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
+// Popular blocks (the first block is selected by every token) would otherwise make one CTA
+// walk the whole sequence while the rest of the GPU idles. A block that needs one chunk writes
+// bf16 directly (deterministic); longer ones add their chunks' sums into f32 accumulators with
+// atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
+constexpr int kSparseChunkTiles = 256;
+
+// Chunks (grid z) of the sparse dK/dV launch: a block is selected at most once per token.
+inline int sparse_dkdv_chunks(const Problem& p) {
+  const int tokens_per_tile = kTile / p.G;
+  return ((p.T + tokens_per_tile - 1) / tokens_per_tile + kSparseChunkTiles - 1) /
+         kSparseChunkTiles;
+}
+
+// Where query row `row` (0..63) of a dK/dV query tile comes from.
+struct QueryTileRow {
+  int token, head;
+  bool valid;
+};
+
+// The query tiles of one sparse dK/dV CTA: chunk `chunk` of the tokens that selected KV block
+// `block` of head kvh (from the transposed index), 64/G tokens x G heads per tile.
+struct SparseKeyWalk {
+  int seg_begin = 0, seg_count = 0, first_qtile = 0, n_qtiles = 0, tokens_per_tile = 0;
+  bool chunked = false;
+  SparseKeyWalk() = default;
+  __device__ SparseKeyWalk(const KvArgs& a, const Problem& p, int b, int kvh, int block,
+                           int chunk) {
+    const int seg = (b * p.Hkv + kvh) * p.nblocks + block;
+    tokens_per_tile = kTile / p.G;
+    seg_begin = a.segment_begin[seg];
+    seg_count = a.segment_begin[seg + 1] - seg_begin;
+    const int seg_tiles = (seg_count + tokens_per_tile - 1) / tokens_per_tile;
+    first_qtile = chunk * kSparseChunkTiles;
+    n_qtiles = first_qtile < seg_tiles ? min(seg_tiles - first_qtile, kSparseChunkTiles) : 0;
+    chunked = seg_tiles > kSparseChunkTiles;
+  }
+  // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
+  __device__ QueryTileRow row(const KvArgs& a, const Problem& p, int kvh, int n, int row) const {
+    QueryTileRow r;
+    const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
+    r.valid = row < tokens_per_tile * p.G && entry < seg_count;
+    r.token = r.valid ? a.sorted_tokens[seg_begin + entry] : 0;
+    r.head = kvh * p.G + row % p.G;
+    return r;
+  }
+};
+
+// dK (already scaled) and dV of key `key`, columns col and col + 1: f32 sums for a chunked sparse
+// walk, f32 partials for a dense pass split over `split` CTAs, else bf16 gradients.
+template <int D>
+__device__ __forceinline__ void store_key_gradients(const KvArgs& a, const Problem& p, int b,
+                                                    int key, int kvh, int col, bool chunked,
+                                                    float k0, float k1, float v0, float v1) {
+  const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + col;  // contiguous f32
+  if (chunked) {
+    atomicAdd(a.dk_acc + row, k0);
+    atomicAdd(a.dk_acc + row + 1, k1);
+    atomicAdd(a.dv_acc + row, v0);
+    atomicAdd(a.dv_acc + row + 1, v1);
+  } else if (a.splits > 1) {
+    const size_t part = size_t(blockIdx.z) * p.B * p.T * p.Hkv * D + row;
+    *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
+    *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
+  } else {
+    const size_t out = ((size_t(b) * p.T + key) * p.kv_heads + kvh) * D + col;
+    *reinterpret_cast<__nv_bfloat162*>(a.dk + out) = __floats2bfloat162_rn(k0, k1);
+    *reinterpret_cast<__nv_bfloat162*>(a.dv + out) = __floats2bfloat162_rn(v0, v1);
+  }
+}
+
 // Calls f with std::integral_constant<int, D> for the supported head dims (64, 128).
 template <class F>
 void with_head_dim(int D, F&& f) {

@@ -37,6 +37,7 @@ using wgmma::tile_offset;
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kRows = 128;     // rows kernel: query rows per CTA; dK/dV kernel: keys per CTA
 constexpr int kDkdvQueries = 64;
+constexpr int kSparseDkdvThreads = 128;  // one warpgroup
 
 // KV tile of the rows kernel: the forward's 128 keys give the tensor cores long runs between
 // softmax phases; the dQ pass holds S, dP and dQ in registers at once, so it takes 64.
@@ -58,6 +59,13 @@ constexpr size_t dkdv_smem() {
               2 * kDkdvQueries * 4);  // 2 stages: q, dO, lse, delta
 }
 
+template <int D>
+constexpr size_t sparse_dkdv_smem() {
+  return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
+         2 * (size_t(2) * kDkdvQueries * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
+                                                                         // delta, tokens
+}
+
 // Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
 // 1024 bytes of every allocation pay for rounding up if it ever does not.
 __device__ __forceinline__ bf16* aligned_smem(unsigned char* raw) {
@@ -66,11 +74,11 @@ __device__ __forceinline__ bf16* aligned_smem(unsigned char* raw) {
 }
 
 // Rows [row0, row0 + kTileRows) of head `head` of a [B, T, heads, D] tensor into a swizzled tile,
-// by all kThreads threads; rows >= T are zero-filled.
-template <int D, int kTileRows>
+// by all kCopyThreads threads of the CTA; rows >= T are zero-filled.
+template <int D, int kTileRows, int kCopyThreads = kThreads>
 __device__ void load_tile(bf16* tile, const bf16* src, int b, int head, int heads, int row0,
                           int T) {
-  constexpr int kChunks = D / 8, kRowsPerStep = kThreads / kChunks;
+  constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
   static_assert(kTileRows % kRowsPerStep == 0);
   const int chunk = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
   const bf16* from = src + ((size_t(b) * T + row0 + r0) * heads + head) * D + chunk * 8;
@@ -258,7 +266,88 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
 }
 
 // ---------------------------------------------------------------------------------------------
-// dK/dV kernel.
+// dK/dV kernels.
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// One 64-query tile of a dK/dV walk for this warpgroup's 64 keys (rows key_row0 .. +63 of the
+// [kKeyRows][D] K and V tiles): S^T = K Q^T, dP^T = V dO^T, P^T and dS^T from the saved lse and
+// delta, dV += P^T dO, dK += dS^T Q. visible(col, r): query column col sees the thread's key r
+// (accumulator register i holds key (i % 4) / 2, column 8 (i / 4) + 2 (lane % 4) + i % 2).
+template <int D, int kKeyRows, class Visible>
+__device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2],
+                                          const bf16* k_tile, const bf16* v_tile, int key_row0,
+                                          const bf16* qt, const bf16* dot, const float* lse,
+                                          const float* delta, const Problem& p, int lane,
+                                          Visible visible) {
+  constexpr int kQ = kDkdvQueries;
+  float st[32] = {}, dpt[32] = {};
+  wgmma::hold(st);
+  wgmma::hold(dpt);
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    wgmma::mma<0, kQ>(st, k_major<kKeyRows>(k_tile, key_row0, ks * 16),
+                      k_major<kQ>(qt, 0, ks * 16));
+    wgmma::mma<0, kQ>(dpt, k_major<kKeyRows>(v_tile, key_row0, ks * 16),
+                      k_major<kQ>(dot, 0, ks * 16));
+  }
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(st);
+  wgmma::hold(dpt);
+
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    const int col = 8 * (i / 4) + 2 * (lane % 4) + (i & 1);
+    const float prob =
+        visible(col, (i % 4) / 2) ? fast_exp2(fmaf(st[i], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
+    st[i] = prob;
+    dpt[i] = prob * (dpt[i] - delta[col]);
+  }
+  uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < kQ / 16; ++ks) {
+    wgmma::accumulator_to_a(pa[ks], st, ks);
+    wgmma::accumulator_to_a(dsa[ks], dpt, ks);
+  }
+  // The query tiles as MN-major [queries][D] operands.
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < kQ / 16; ++ks) {
+    wgmma::mma<1, D>(dv, pa[ks], mn_major<kQ>(dot, ks * 16, 0));
+    wgmma::mma<1, D>(dk, dsa[ks], mn_major<kQ>(qt, ks * 16, 0));
+  }
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(dv);
+  wgmma::hold(dk);
+#pragma unroll
+  for (int ks = 0; ks < kQ / 16; ++ks) {
+    wgmma::hold(pa[ks]);
+    wgmma::hold(dsa[ks]);
+  }
+}
+
+// The thread's two keys' dK (scaled) and dV, from m64 x D accumulators.
+template <int D>
+__device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, int b, int kvh,
+                                           const int (&key)[2], int lane, bool chunked,
+                                           const float (&dk)[D / 2], const float (&dv)[D / 2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (key[r] >= p.T) continue;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      const int i = 4 * c + 2 * r;
+      store_key_gradients<D>(a, p, b, key[r], kvh, 8 * c + 2 * (lane % 4), chunked, dk[i] * p.scale,
+                             dk[i + 1] * p.scale, dv[i], dv[i + 1]);
+    }
+  }
+}
+#endif
+
+// Dense: 128 keys of one KV head per CTA (64 per warpgroup), 64-query tiles from the diagonal to
+// the end for each head of the CTA's share of the group.
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -306,79 +395,80 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
     if (i + 1 < n_steps) load_step(i + 1);
     const int q0 = (first_tile + i % n_tiles) * kQ;
     if (q0 + kQ - 1 < group_key0) continue;  // every query before every key of this warpgroup
-    const bf16 *qt = q_tile(i), *dot = do_tile(i);
-    const float *lse = lse_of(i), *delta = delta_of(i);
-
-    float st[32] = {}, dpt[32] = {};
-    wgmma::hold(st);
-    wgmma::hold(dpt);
-    wgmma::fence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      wgmma::mma<0, kQ>(st, k_major<kRows>(k_tile, group * 64, ks * 16),
-                        k_major<kQ>(qt, 0, ks * 16));
-      wgmma::mma<0, kQ>(dpt, k_major<kRows>(v_tile, group * 64, ks * 16),
-                        k_major<kQ>(dot, 0, ks * 16));
-    }
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::hold(st);
-    wgmma::hold(dpt);
-
-    // P^T and dS^T; register i is key (i % 4) / 2, query q0 + 8 (i / 4) + 2 (lane % 4) + i % 2.
-#pragma unroll
-    for (int i2 = 0; i2 < 32; ++i2) {
-      const int col = 8 * (i2 / 4) + 2 * (lane % 4) + (i2 & 1), query = q0 + col;
-      const bool visible = query >= key[(i2 % 4) / 2] && query < p.T;
-      const float prob = visible ? fast_exp2(fmaf(st[i2], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
-      st[i2] = prob;
-      dpt[i2] = prob * (dpt[i2] - delta[col]);
-    }
-    uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
-#pragma unroll
-    for (int ks = 0; ks < kQ / 16; ++ks) {
-      wgmma::accumulator_to_a(pa[ks], st, ks);
-      wgmma::accumulator_to_a(dsa[ks], dpt, ks);
-    }
-    // dV += P^T dO, dK += dS^T Q: the query tiles as MN-major [queries][D] operands.
-    wgmma::fence();
-#pragma unroll
-    for (int ks = 0; ks < kQ / 16; ++ks) {
-      wgmma::mma<1, D>(dv, pa[ks], mn_major<kQ>(dot, ks * 16, 0));
-      wgmma::mma<1, D>(dk, dsa[ks], mn_major<kQ>(qt, ks * 16, 0));
-    }
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::hold(dv);
-    wgmma::hold(dk);
-#pragma unroll
-    for (int ks = 0; ks < kQ / 16; ++ks) {
-      wgmma::hold(pa[ks]);
-      wgmma::hold(dsa[ks]);
-    }
+    dkdv_tile<D, kRows>(dk, dv, k_tile, v_tile, group * 64, q_tile(i), do_tile(i), lse_of(i),
+                        delta_of(i), p, lane, [&](int col, int r) {
+                          const int query = q0 + col;
+                          return query >= key[r] && query < p.T;
+                        });
   }
+  store_dkdv<D>(a, p, b, kvh, key, lane, false, dk, dv);
+#endif
+}
 
-  const size_t n = size_t(p.B) * p.T * p.Hkv * D;  // one split's f32 partial sums
+// Sparse: one warpgroup per CTA, one 64-key block; it walks query tiles of 64/G tokens x G heads
+// gathered from the tokens that selected the block (SparseKeyWalk), two tiles in flight.
+template <int D>
+__global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kQ = kDkdvQueries, kCopyThreads = kSparseDkdvThreads;
+  extern __shared__ unsigned char smem_raw[];
+  bf16* k_tile = aligned_smem(smem_raw);  // [64][D]
+  bf16* v_tile = k_tile + kTile * D;      // [64][D]
+  bf16* stages = v_tile + kTile * D;      // 2 x (q [64][D], dO [64][D])
+  float* row_stats = reinterpret_cast<float*>(stages + 2 * 2 * kQ * D);  // 2 x (lse, delta) [64]
+  int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);      // 2 x [64], -1 = padding
+  auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
+  auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
+  auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
+  auto delta_of = [&](int i) { return lse_of(i) + kQ; };
+  auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
+
+  const int block = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  const SparseKeyWalk walk(a, p, b, kvh, block, blockIdx.z);
+  // No chunk here: the CTA is idle (chunk 0 still writes the zero gradients of an unselected
+  // block).
+  if (walk.n_qtiles == 0 && blockIdx.z > 0) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int key[2];
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (key[r] >= p.T) continue;
-    const size_t row = ((size_t(b) * p.T + key[r]) * p.Hkv + kvh) * D;
-    const size_t out_row = ((size_t(b) * p.T + key[r]) * p.kv_heads + kvh) * D;
+  for (int r = 0; r < 2; ++r) key[r] = block * kTile + warp * 16 + lane / 4 + 8 * r;
+
+  // Each thread copies one 16-byte column chunk of every kCopyThreads / (D / 8)-th row.
+  auto load_step = [&](int i) {
+    constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
+    const int chunk = threadIdx.x % kChunks;
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      const int col = 8 * c + 2 * (lane % 4), i = 4 * c + 2 * r;
-      const float k0 = dk[i] * p.scale, k1 = dk[i + 1] * p.scale;
-      const float v0 = dv[i], v1 = dv[i + 1];
-      if (a.splits > 1) {
-        const size_t part = blockIdx.z * n + row + col;
-        *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
-        *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
-      } else {
-        *reinterpret_cast<uint32_t*>(a.dk + out_row + col) = pack_bf16(k0, k1);
-        *reinterpret_cast<uint32_t*>(a.dv + out_row + col) = pack_bf16(v0, v1);
-      }
+    for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
+      const QueryTileRow r = walk.row(a, p, kvh, i, row);
+      const size_t token = size_t(b) * p.T + r.token;
+      const int dst = tile_offset<kQ>(row, chunk * 8);
+      cp_async_16(mma::smem_u32(q_tile(i) + dst),
+                  a.q + (r.valid ? (token * p.q_heads + r.head) * D + chunk * 8 : 0), r.valid);
+      cp_async_16(mma::smem_u32(do_tile(i) + dst),
+                  a.dout + (r.valid ? (token * p.o_heads + r.head) * D + chunk * 8 : 0), r.valid);
     }
+    if (threadIdx.x < kQ) {
+      const QueryTileRow r = walk.row(a, p, kvh, i, threadIdx.x);
+      const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
+      cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
+      cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
+      tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
+    }
+    cp_async_commit();
+  };
+  load_tile<D, kTile, kCopyThreads>(k_tile, a.k, b, kvh, p.kv_heads, block * kTile, p.T);
+  load_tile<D, kTile, kCopyThreads>(v_tile, a.v, b, kvh, p.kv_heads, block * kTile, p.T);
+  if (walk.n_qtiles > 0) load_step(0);
+
+  float dk[D / 2] = {}, dv[D / 2] = {};
+  for (int i = 0; i < walk.n_qtiles; ++i) {
+    tiles_landed();
+    if (i + 1 < walk.n_qtiles) load_step(i + 1);
+    const int* tokens = tokens_of(i);
+    dkdv_tile<D, kTile>(dk, dv, k_tile, v_tile, 0, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p,
+                        lane, [&](int col, int r) { return key[r] <= tokens[col]; });
   }
+  store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif
 }
 
@@ -388,9 +478,9 @@ namespace {
 
 template <class Kernel, class Args>
 void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args& args,
-            const Problem& p) {
+            const Problem& p, int threads = kThreads) {
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<grid, kThreads, smem, stream>>>(args, p);
+  kernel<<<grid, threads, smem, stream>>>(args, p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -440,6 +530,14 @@ void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     launch(dense_dkdv_kernel<kD>, grid, dkdv_smem<kD>(), stream, a, p);
+  });
+}
+
+void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid(p.nblocks, p.B * p.Hkv, sparse_dkdv_chunks(p));
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(sparse_dkdv_kernel<kD>, grid, sparse_dkdv_smem<kD>(), stream, a, p, kSparseDkdvThreads);
   });
 }
 

@@ -1,8 +1,9 @@
-// Dense causal attention on Hopper: the forward, dQ and dK/dV passes of flash_attention.cu's
-// dense schedule, with warpgroup MMAs (wgmma) instead of mma.sync. Same arguments, same results
-// (f32 accumulation, deterministic sums); flash_attention.cu calls them when available() and
-// keeps its portable kernels for other GPUs, for the sparse schedule, and when the environment
-// sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of the portable path).
+// Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward, dQ and dK/dV
+// passes of flash_attention.cu's dense schedule and the dK/dV pass of its sparse schedule. Same
+// arguments, same results (f32 accumulation, the same summation order); flash_attention.cu calls
+// them when available() and keeps its portable kernels for other GPUs, for the sparse forward and
+// dQ, and when the environment sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of
+// the portable path).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,5 +25,10 @@ void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream
 // ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv.
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+// The sparse schedule's dK/dV pass (p.blocks set, a.sorted_tokens / segment_begin from the
+// transposed index): bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in
+// chunks. The forward and dQ passes of the sparse schedule stay in flash_attention.cu: their
+// rows are one token's G heads, too few for a 64-row warpgroup MMA.
+void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 
 }  // namespace infllm::attention::cuda::sm90
