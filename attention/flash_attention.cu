@@ -202,9 +202,19 @@ constexpr int rows_ctas_per_sm() {
   return !kSparse && row_tiles<D, kSparse, kBackward>() == 2 ? 2 : 1;
 }
 
-template <int D, bool kBackward>
+// Sparse forward warps keep their Q fragments in registers, so the Q tile only passes through
+// K/V slot 0 at the start and the slot ring gets its space (one more block in flight). The sparse
+// dQ pass has no registers to spare: 9 warps per CTA cap it at 168 per thread.
+template <bool kSparse, bool kBackward>
+constexpr bool query_in_registers() {
+  return kSparse && !kBackward;
+}
+// Shared memory ahead of the K/V stages: the query rows (unless in registers), the dO rows
+// (backward).
+template <int D, bool kSparse, bool kBackward>
 constexpr size_t query_tiles_bytes() {
-  return size_t(kBackward ? 2 : 1) * kRowsPerCta * D * sizeof(bf16);  // q (and dO) rows
+  return size_t((query_in_registers<kSparse, kBackward>() ? 0 : 1) + (kBackward ? 1 : 0)) *
+         kRowsPerCta * D * sizeof(bf16);
 }
 constexpr size_t kv_stage_bytes(int D) {
   return size_t(2) * kTile * D * sizeof(bf16);
@@ -216,28 +226,30 @@ constexpr size_t kv_stage_bytes(int D) {
 template <int D, bool kSparse, bool kBackward>
 constexpr int rows_stages() {
   if (!kSparse) return kBackward ? 3 : 2;
-  const size_t slots = (200 * 1024 - query_tiles_bytes<D, kBackward>()) / kv_stage_bytes(D);
+  const size_t slots =
+      (200 * 1024 - query_tiles_bytes<D, kSparse, kBackward>()) / kv_stage_bytes(D);
   return slots < 8 ? int(slots) : 8;
 }
 
 template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
-  return query_tiles_bytes<D, kBackward>() + kStages * kv_stage_bytes(D) +
+  return query_tiles_bytes<D, kSparse, kBackward>() + kStages * kv_stage_bytes(D) +
          (kSparse ? kStages * (2 * sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, owners
 }
 
 // The rows kernel's two tile products for a warp's kM m16 row tiles; each B fragment loaded from
 // shared memory feeds kM MMAs.
-// c += X Y^T: X = rows row0 .. row0 + 16 kM of a [128][D] tile (Q or dO), Y = a [64][D] KV tile.
-template <int D, int kM>
-__device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], const bf16* x_tile,
-                                                  int row0, const bf16* y_tile, int lane) {
+// c += X Y^T: X = the warp's 16 kM rows of Q or dO, whose A fragment for row tile m and k-step kk
+// x_fragment(xa, m, kk) provides (from shared memory or registers); Y = a [64][D] KV tile.
+template <int D, int kM, class XFragment>
+__device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], XFragment x_fragment,
+                                                  const bf16* y_tile, int lane) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     uint32_t xa[kM][4];
 #pragma unroll
-    for (int m = 0; m < kM; ++m) load_a<D>(xa[m], x_tile, row0 + 16 * m, kk * 16, lane);
+    for (int m = 0; m < kM; ++m) x_fragment(xa[m], m, kk);
 #pragma unroll
     for (int np = 0; np < 4; ++np) {
       uint32_t yb[4];
@@ -294,9 +306,11 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   constexpr int kThreads = rows_threads<D, kSparse, kBackward>();
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [128][D]
-  bf16* do_tile = q_tile + kRowsPerCta * D;      // [128][D], backward only
-  bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kBackward>());
+  bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kSparse, kBackward>());
+  constexpr bool kQueryInRegisters = query_in_registers<kSparse, kBackward>();
+  // [128][D] each; Q in slot 0 until the warps have their fragments if they keep them.
+  bf16* q_tile = kQueryInRegisters ? kv_stages : reinterpret_cast<bf16*>(smem);
+  bf16* do_tile = reinterpret_cast<bf16*>(smem) + kRowsPerCta * D;          // backward
   auto k_stage = [&](int s) { return kv_stages + s * 2 * kTile * D; };      // [64][D]
   auto v_stage = [&](int s) { return k_stage(s) + kTile * D; };             // [64][D]
   uint64_t* slot_full = reinterpret_cast<uint64_t*>(k_stage(kStages));      // sparse: [kStages]
@@ -349,11 +363,22 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     }
   }
 
+  // Q in registers: loaded once slot 0 holds it, see below.
+  uint32_t q_frags[kQueryInRegisters ? D / 16 : 1][4];
+  auto query_fragment = [&](uint32_t(&x)[4], int m, int kk) {
+    if constexpr (kQueryInRegisters) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x[i] = q_frags[kk][i];
+    } else {
+      load_a<D>(x, q_tile, warp_row0 + 16 * m, kk * 16, lane);
+    }
+  };
+
   // One KV tile for this warp's rows: forward online softmax and O += P V, or backward dQ.
   auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile) {
     // S = Q K^T for this warp's 16 kM rows x 64 keys.
     float s[kM][8][4] = {};
-    rows_times_tile_t<D>(s, q_tile, warp_row0, k_tile, lane);
+    rows_times_tile_t<D>(s, query_fragment, k_tile, lane);
     // Causal mask, only where some key of the tile is after some row of the warp.
     if (tile * kTile + kTile - 1 > warp_first) {
 #pragma unroll
@@ -400,7 +425,12 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     } else {
       // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
       float dp[kM][8][4] = {};
-      rows_times_tile_t<D>(dp, do_tile, warp_row0, v_tile, lane);
+      rows_times_tile_t<D>(
+          dp,
+          [&](uint32_t(&x)[4], int m, int kk) {
+            load_a<D>(x, do_tile, warp_row0 + 16 * m, kk * 16, lane);
+          },
+          v_tile, lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m)
 #pragma unroll
@@ -424,6 +454,14 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     }
     cp_async_wait<0>();  // the query rows
     __syncthreads();
+    if constexpr (kQueryInRegisters) {
+      if (warp < kRowWarps) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          load_a<D>(q_frags[kk], q_tile, warp_row0, kk * 16, lane);
+      }
+      __syncthreads();  // slot 0 is free for K/V
+    }
     if (warp == kRowWarps) {  // the producer
       for (int j = 0; j < n_entries; ++j) {
         const int slot = j % kStages;

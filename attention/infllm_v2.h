@@ -91,7 +91,7 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T
 namespace cuda {
 
 // Device pointers; bf16 as raw bits (see flash_attention.h); `stream` is a cudaStream_t.
-// D must be 64 or 128, G <= 64, block_size / kernel_stride a power of two <= 32 and
+// D must be 64 or 128, G <= 128, block_size / kernel_stride a power of two <= 32 and
 // num_blocks(cfg, T) <= 4096.
 using bf16_bits = uint16_t;
 

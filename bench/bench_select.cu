@@ -29,10 +29,11 @@ struct Options {
   int hq = 32, hkv = 2, d = 128, reps = 10;
 };
 
+// "16384,32768" -> {16384, 32768}; zeros are dropped, so "0" skips that measurement.
 std::vector<int> parse_list(const char* s) {
   std::vector<int> out;
   for (const char* p = s; *p;) {
-    out.push_back(std::atoi(p));
+    if (std::atoi(p) > 0) out.push_back(std::atoi(p));
     while (*p && *p != ',') ++p;
     if (*p == ',') ++p;
   }
