@@ -2,7 +2,7 @@
 //
 // Three kernels per chunk of query tokens (docs/infllm_v2.md has the reasoning and figures):
 //   compress_keys_kernel      kc[b, i, g, :] = mean of k over kernel i's tokens (once, all T)
-//   score_blocks_kernel       per (64 (token, head) rows, KV group): two passes over the causal
+//   score_blocks_kernel       per (128 (token, head) rows, KV group): two passes over the causal
 //                             compressed keys with tensor cores. Pass 1 finds each row's exact
 //                             log-sum-exp; pass 2 turns scores into probabilities, sums the G
 //                             heads of a token and max-pools kernels to blocks on chip. Only the
