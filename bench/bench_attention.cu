@@ -1,7 +1,9 @@
 // Times the CUDA attention kernels on MiniCPM4-8B's attention shape (B=1, Hq=32, Hkv=2, D=128):
 // dense causal at 4K/16K/32K and InfLLM-V2 block-sparse (64 blocks of 64 per token: the first
 // block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
-// Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs.
+// Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
+// the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
+// scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10]     (a list of "0" skips that mode)
 #include <cuda_runtime.h>
@@ -110,7 +112,23 @@ struct Row {
   int L;
   float fwd_ms, fwd_bwd_ms;
   double fwd_tflops, fwd_bwd_tflops;
+  double tensors_mib, scratch_mib;  // the caller's tensors; the kernels' own peak allocations
 };
+
+// Peak bytes that f's kernels take for themselves (delta, the sparse index, f32 partial sums: all
+// stream-ordered allocations from the device's default pool), from the pool's high-water mark.
+template <class F>
+double scratch_peak_mib(F&& f) {
+  cudaMemPool_t pool;
+  CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+  CUDA_CHECK(cudaDeviceSynchronize());
+  uint64_t high = 0;
+  CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+  f();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+  return double(high) / 1048576.0;
+}
 
 Row run(const Options& o, int L, bool sparse) {
   const AttentionShape shape{o.b, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
@@ -156,11 +174,20 @@ Row run(const Options& o, int L, bool sparse) {
       std::max(3, o.reps / 2));
   r.fwd_tflops = fwd_flops / r.fwd_ms / 1e9;
   r.fwd_bwd_tflops = 3.5 * fwd_flops / r.fwd_bwd_ms / 1e9;
+  // q, out, dout, dq; k, v, dk, dv; lse; the block lists.
+  r.tensors_mib = (4.0 * nq * 2 + 4.0 * nk * 2 + size_t(o.b) * L * o.hq * 4.0 +
+                   (sparse ? size_t(o.b) * L * o.hkv * 64 * 4.0 : 0.0)) /
+                  1048576.0;
+  r.scratch_mib = scratch_peak_mib([&] {
+    forward();
+    backward();
+  });
   std::printf(
       "{\"bench\":\"attention\",\"mode\":\"%s\",\"B\":%d,\"L\":%d,\"hq\":%d,\"hkv\":%d,"
-      "\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f}\n",
+      "\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,\"fwd_bwd_tflops\":%.1f,"
+      "\"tensors_mib\":%.1f,\"scratch_mib\":%.1f}\n",
       r.mode.c_str(), o.b, L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops,
-      r.fwd_bwd_tflops);
+      r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
                   (void*)dv, (void*)lse, (void*)gblocks})
@@ -205,10 +232,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;
   }
-  std::printf("\n%-13s %7s %10s %12s %10s %12s\n", "mode", "L", "fwd ms", "fwd+bwd ms", "fwd TF/s",
-              "f+b TF/s");
+  std::printf("\n%-13s %7s %10s %12s %10s %12s %12s %12s\n", "mode", "L", "fwd ms", "fwd+bwd ms",
+              "fwd TF/s", "f+b TF/s", "tensors MiB", "scratch MiB");
   for (const Row& r : rows)
-    std::printf("%-13s %7d %10.3f %12.3f %10.1f %12.1f\n", r.mode.c_str(), r.L, r.fwd_ms,
-                r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops);
+    std::printf("%-13s %7d %10.3f %12.3f %10.1f %12.1f %12.1f %12.1f\n", r.mode.c_str(), r.L,
+                r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib,
+                r.scratch_mib);
   return 0;
 }
