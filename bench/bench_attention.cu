@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attention/flash_attention.h"
+#include "bench/bench_options.h"
 #include "core/cuda_check.h"
 
 using namespace infllm::attention;
@@ -28,16 +29,6 @@ struct Options {
   std::vector<int> sparse = {32768, 65536, 131072};
   int b = 1, hq = 32, hkv = 2, d = 128, reps = 10;
 };
-
-std::vector<int> parse_list(const char* s) {
-  std::vector<int> out;
-  for (const char* p = s; *p;) {
-    if (std::atoi(p) > 0) out.push_back(std::atoi(p));  // "0" selects none
-    while (*p && *p != ',') ++p;
-    if (*p == ',') ++p;
-  }
-  return out;
-}
 
 // Uniform values in [-2, 2) from a counter hash: random data without a host round trip.
 __global__ void fill_random(uint16_t* x, size_t n, uint64_t seed) {
@@ -199,28 +190,16 @@ Row run(const Options& o, int L, bool sparse) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string key = argv[i];
-    if (key == "--dense")
-      o.dense = parse_list(argv[i + 1]);
-    else if (key == "--sparse")
-      o.sparse = parse_list(argv[i + 1]);
-    else if (key == "--b")
-      o.b = std::atoi(argv[i + 1]);
-    else if (key == "--hq")
-      o.hq = std::atoi(argv[i + 1]);
-    else if (key == "--hkv")
-      o.hkv = std::atoi(argv[i + 1]);
-    else if (key == "--d")
-      o.d = std::atoi(argv[i + 1]);
-    else if (key == "--reps")
-      o.reps = std::atoi(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "bench_attention: unknown option %s (see the file's header)\n",
-                   key.c_str());
-      return 2;
-    }
-  }
+  using namespace infllm::bench;
+  if (!parse_options(argc, argv, "bench_attention",
+                     {{"--dense", list_option(o.dense)},
+                      {"--sparse", list_option(o.sparse)},
+                      {"--b", int_option(o.b)},
+                      {"--hq", int_option(o.hq)},
+                      {"--hkv", int_option(o.hkv)},
+                      {"--d", int_option(o.d)},
+                      {"--reps", int_option(o.reps)}}))
+    return 2;
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("{\"gpu\":\"%s\"}\n", prop.name);

@@ -3,7 +3,7 @@
 // often its block choices agree with the f64 CPU reference on random bf16 activations.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs.
 //   bench_select [--time 16384,32768,65536,131072] [--agree 16384,32768] [--hq 32 --hkv 2
-//                --d 128] [--reps 10]
+//                --d 128] [--reps 10]     (a list of "0" skips that measurement)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attention/infllm_v2.h"
+#include "bench/bench_options.h"
 #include "core/bf16.h"
 #include "core/cuda_check.h"
 
@@ -28,17 +29,6 @@ struct Options {
   std::vector<int> agree = {16384, 32768};
   int hq = 32, hkv = 2, d = 128, reps = 10;
 };
-
-// "16384,32768" -> {16384, 32768}; zeros are dropped, so "0" skips that measurement.
-std::vector<int> parse_list(const char* s) {
-  std::vector<int> out;
-  for (const char* p = s; *p;) {
-    if (std::atoi(p) > 0) out.push_back(std::atoi(p));
-    while (*p && *p != ',') ++p;
-    if (*p == ',') ++p;
-  }
-  return out;
-}
 
 // Standard normal bf16 values (Box-Muller on a counter hash), generated on the device.
 __global__ void fill_normal(uint16_t* x, size_t n, uint32_t seed) {
@@ -132,25 +122,15 @@ double measure_agreement(const SparseConfig& cfg, const AttentionShape& s) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string key = argv[i];
-    if (key == "--time")
-      o.time = parse_list(argv[i + 1]);
-    else if (key == "--agree")
-      o.agree = parse_list(argv[i + 1]);
-    else if (key == "--hq")
-      o.hq = std::atoi(argv[i + 1]);
-    else if (key == "--hkv")
-      o.hkv = std::atoi(argv[i + 1]);
-    else if (key == "--d")
-      o.d = std::atoi(argv[i + 1]);
-    else if (key == "--reps")
-      o.reps = std::atoi(argv[i + 1]);
-    else {
-      std::fprintf(stderr, "bench_select: unknown option %s\n", key.c_str());
-      return 2;
-    }
-  }
+  using namespace infllm::bench;
+  if (!parse_options(argc, argv, "bench_select",
+                     {{"--time", list_option(o.time)},
+                      {"--agree", list_option(o.agree)},
+                      {"--hq", int_option(o.hq)},
+                      {"--hkv", int_option(o.hkv)},
+                      {"--d", int_option(o.d)},
+                      {"--reps", int_option(o.reps)}}))
+    return 2;
   const SparseConfig cfg;  // MiniCPM4 sparse_config defaults
   auto shape = [&](int T) {
     return AttentionShape{1, T, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
