@@ -3,8 +3,8 @@
 // Three kernels per chunk of query tokens (docs/infllm_v2.md has the reasoning and figures):
 //   compress_keys_kernel      kc[b, i, g, :] = mean of k over kernel i's tokens (once, all T)
 //   score_blocks_kernel       per (128 (token, head) rows, KV group): two passes over the causal
-//                             compressed keys with tensor cores. Pass 1 finds each row's exact
-//                             log-sum-exp; pass 2 turns scores into probabilities, sums the G
+//                             compressed keys with tensor cores. Pass 1 finds each row's
+//                             log-sum-exp (exact, or sampled: SparseConfig::lse_stride); pass 2 turns scores into probabilities, sums the G
 //                             heads of a token and max-pools kernels to blocks on chip. Only the
 //                             block scores [B, chunk, Hkv, n_blocks] (f32) reach device memory.
 //   select_topk_blocks_kernel one warp per (token, group): radix (bitwise) search of the k-th
@@ -86,13 +86,19 @@ __device__ __forceinline__ int kc_tile_offset(int n, int col) {
 #endif
 }
 
-// Copies kernels [tile*64, tile*64+64) of KV head g into a [64][D] tile; kernels past nk are
-// zero-filled (they are masked anyway).
+// A tile of 64 compressed keys: kernels first, first + stride, ... (stride > 1: the sampled
+// normalizer of pass 1, see score_blocks_kernel).
+struct KernelTile {
+  int first, stride;
+};
+
+// Copies the tile's kernels of KV head g into a [64][D] tile; kernels past nk are zero-filled
+// (they are masked anyway).
 template <int D>
-__device__ void load_kc_tile(const ScoreArgs& a, int b, int g, int tile, bf16* dst) {
+__device__ void load_kc_tile(const ScoreArgs& a, int b, int g, KernelTile tile, bf16* dst) {
   constexpr int chunks = D / 8;
   for (int c = threadIdx.x; c < kKernels * chunks; c += kThreads) {
-    const int n = c / chunks, col = (c % chunks) * 8, i = tile * kKernels + n;
+    const int n = c / chunks, col = (c % chunks) * 8, i = tile.first + n * tile.stride;
     const bool valid = i < a.nk;
     const bf16* src = a.kc + ((size_t(b) * a.nk + (valid ? i : 0)) * a.Hkv + g) * D + col;
     mma::cp_async_16(mma::smem_u32(dst + kc_tile_offset<D>(n, col)), src, valid);
@@ -144,13 +150,13 @@ __device__ __forceinline__ void merge_lse(float& m, float& l, float m2, float l2
   m = mx;
 }
 
-// Pass 1 on one tile: fold this thread's columns of its two rows into (m, l) (raw dot units for
-// the max: scale > 0 keeps the order). `masked`: some kernel of the tile is not causal for some
-// row; otherwise the compares are skipped.
+// Pass 1 on one tile: fold this thread's columns of its two rows, each weighted by
+// 2^log2_weight, into (m, l) (raw dot units for the max: scale > 0 keeps the order). `masked`:
+// some kernel of the tile is not causal for some row; otherwise the compares are skipped.
 template <bool masked>
 __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][4],
                                                const int (&n_causal)[2], int col0, float c,
-                                               float (&m)[2], float (&l)[2]) {
+                                               float log2_weight, float (&m)[2], float (&l)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     // Max and sum as trees over the 8 column pairs: a serial chain of 16 dependent FADDs would
@@ -179,7 +185,7 @@ __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][
     for (int w = kKernels / 16; w > 0; w /= 2)
 #pragma unroll
       for (int i = 0; i < w; ++i) part[i] += part[i + w];
-    merge_lse(m[h], l[h], tile_max, part[0]);
+    merge_lse(m[h], l[h], tile_max + log2_weight, part[0]);
   }
 }
 
@@ -234,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     mma::cp_async_16(mma::smem_u32(q_tile + mma::swizzled<D>(row, col)), src, valid);
   }
   mma::cp_async_commit();
-  load_kc_tile<D>(a, b, g, 0, kc_tiles);
+  load_kc_tile<D>(a, b, g, KernelTile{0, 1}, kc_tiles);
   if (threadIdx.x < kRows) carry[threadIdx.x] = -INFINITY;  // block 0 has no kernel -1
   mma::cp_async_wait<0>();
   __syncthreads();
@@ -256,14 +262,31 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
   const int tok_end = warp_local ? min((warp + 1) * 16 / G, tokens) : tokens;
   const int tok_step = warp_local ? 1 : kThreads / 32;
 
-  const int tiles_full = num_kernels(cfg, t0 + 1) / kKernels;  // causal for every row
-  const int tiles_lse = (num_kernels(cfg, t_end) + kKernels - 1) / kKernels;
+  // Pass 1's tiles. Exact (lse_stride 1): every causal kernel. Sampled (lse_stride n > 1): tile 0
+  // (attention sinks), then kernels [64, far_end) every n-th with weight n, then every kernel
+  // from far_end on: at least the local window, where peaked attention concentrates. far_end is
+  // at most n_min - window kernels, so the sampled tiles are causal for every row.
+  const int n_min = num_kernels(cfg, t0 + 1), n_max = num_kernels(cfg, t_end);
+  const int n = cfg.lse_stride, span = kKernels * n;
+  const int window_kernels = cfg.window_size / cfg.kernel_stride;
+  const int sampled_tiles = n > 1 ? max(0, n_min - kKernels - window_kernels) / span : 0;
+  const int far_end = kKernels + sampled_tiles * span;
+  const int tiles_exact = (n_max + kKernels - 1) / kKernels;
+  const int tiles_lse =
+      sampled_tiles == 0 ? tiles_exact : 1 + sampled_tiles + tiles_exact - far_end / kKernels;
   const int tiles_pool = ((t_end - 1) / cfg.block_size + blocks_per_tile) / blocks_per_tile;
+  auto step_tile = [&](int step) {
+    if (step >= tiles_lse) return KernelTile{(step - tiles_lse) * kKernels, 1};  // pass 2
+    if (step == 0 || sampled_tiles == 0) return KernelTile{step * kKernels, 1};
+    if (step <= sampled_tiles) return KernelTile{kKernels + (step - 1) * span, n};
+    return KernelTile{far_end + (step - 1 - sampled_tiles) * kKernels, 1};
+  };
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
   for (int step = 0; step < tiles_lse + tiles_pool; ++step) {
     const bool pass1 = step < tiles_lse;
-    const int tile = pass1 ? step : step - tiles_lse;
+    const KernelTile kernels = step_tile(step);
+    const int tile = kernels.first / kKernels;  // pass 2: stride 1, tiles in order
     if (step == tiles_lse) {  // pass 1 done: each row's lse is the merge over its quad
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -278,20 +301,19 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     wgmma::fence_async_proxy();  // the tile's copies before the tensor cores read it
 #endif
     __syncthreads();  // tile `step` landed; every thread is done with step - 1's buffers
-    if (step + 1 < tiles_lse + tiles_pool) {
-      const int next = step + 1 < tiles_lse ? step + 1 : step + 1 - tiles_lse;
-      load_kc_tile<D>(a, b, g, next, kc_tiles + ((step + 1) & 1) * kKernels * D);
-    }
+    if (step + 1 < tiles_lse + tiles_pool)
+      load_kc_tile<D>(a, b, g, step_tile(step + 1), kc_tiles + ((step + 1) & 1) * kKernels * D);
     float acc[kKernels / 8][4];
     tile_dots<D>(acc, qa, kc_tiles + (step & 1) * kKernels * D, lane);
 
-    const int col0 = tile * kKernels + (lane % 4) * 2;
-    const bool full = tile < tiles_full;
+    const int col0 = kernels.first + (lane % 4) * 2;  // masked tiles have stride 1
+    const bool full = kernels.first + (kKernels - 1) * kernels.stride < n_min;  // all causal
     if (pass1) {
+      const float log2_weight = log2f(float(kernels.stride));
       if (full)
-        accumulate_lse<false>(acc, n_causal, col0, c, m, l);
+        accumulate_lse<false>(acc, n_causal, col0, c, log2_weight, m, l);
       else
-        accumulate_lse<true>(acc, n_causal, col0, c, m, l);
+        accumulate_lse<true>(acc, n_causal, col0, c, log2_weight, m, l);
       continue;
     }
     if (full)

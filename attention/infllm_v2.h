@@ -43,6 +43,10 @@ struct SparseConfig {
   int window_size = 2048;  // tokens of the local window, a whole number of blocks
   int topk = 64;           // blocks per (token, group), forced blocks included
   int dense_len = 8192;    // sequences up to this length use dense attention (attention_policy.h)
+  // Softmax normalizer of step 2 on the GPU: 1 = exact; n > 1 = estimated, far from the token,
+  // from every n-th kernel weighted by n (the first 64 kernels and the local window stay exact;
+  // docs/infllm_v2.md has its agreement with the exact choice). The CPU reference is exact.
+  int lse_stride = 1;
 
   INFLLM_HOST_DEVICE int local_blocks() const { return window_size / block_size; }
   // Kernels whose span starts in one block: the pooling window of block j is [r*j - 1, r*j + r -

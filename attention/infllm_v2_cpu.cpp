@@ -27,6 +27,8 @@ void check_sparse_config(const char* op, const SparseConfig& c) {
                " must cover the forced blocks, init_blocks + window_size/block_size = ",
                c.init_blocks + c.local_blocks(), "; raise topk or shrink the window");
   INFLLM_CHECK(c.dense_len >= 0, op, ": dense_len=", c.dense_len, " must be >= 0");
+  INFLLM_CHECK(c.lse_stride >= 1, op, ": lse_stride=", c.lse_stride,
+               " must be >= 1 (1 = exact normalizer)");
 }
 
 double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {

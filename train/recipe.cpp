@@ -106,6 +106,7 @@ void visit_fields(R& r, Visit&& visit) {
   visit(FieldKey{"attention", "window_size"}, r.attention.window_size);
   visit(FieldKey{"attention", "topk"}, r.attention.topk);
   visit(FieldKey{"attention", "dense_len"}, r.attention.dense_len);
+  visit(FieldKey{"attention", "lse_stride"}, r.attention.lse_stride);
 
   visit(FieldKey{"data", "train", kRequired}, r.data.train);
   visit(FieldKey{"data", "val"}, r.data.val);
@@ -568,6 +569,7 @@ class Validator {
     positive("attention.window_size", a.window_size);
     positive("attention.topk", a.topk);
     positive("attention.dense_len", a.dense_len);
+    positive("attention.lse_stride", a.lse_stride);
     require_related(
         a.kernel_size % a.kernel_stride == 0, {"attention.kernel_size", "attention.kernel_stride"},
         std::to_string(a.kernel_size) +

@@ -57,6 +57,7 @@ struct AttentionConfig {
   int window_size = 2048;
   int topk = 64;  // counts the forced init and window blocks
   int dense_len = 8192;
+  int lse_stride = 1;  // block scores' softmax normalizer: 1 exact, n sampled (SparseConfig)
   bool operator==(const AttentionConfig&) const = default;
 };
 

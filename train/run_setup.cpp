@@ -65,7 +65,7 @@ infllm::ModelConfig model_config(const Recipe& recipe) {
   config.init_std = m.init_std;
   config.attention.mode = attention_mode(a.mode);
   config.attention.sparse = {a.kernel_size, a.kernel_stride, a.block_size, a.init_blocks,
-                             a.window_size, a.topk,          a.dense_len};
+                             a.window_size, a.topk,          a.dense_len,  a.lse_stride};
   config.activation_checkpointing = recipe.train.activation_checkpointing;
   return config;
 }

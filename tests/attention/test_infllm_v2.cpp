@@ -379,6 +379,9 @@ TEST(InfllmV2Cpu, BadConfigurationsNameTheField) {
   c = SparseConfig{};
   c.window_size = 100;
   EXPECT_NE(message(c).find("window_size=100"), std::string::npos);
+  c = SparseConfig{};
+  c.lse_stride = 0;
+  EXPECT_NE(message(c).find("lse_stride=0"), std::string::npos);
   EXPECT_EQ(message(SparseConfig{}), "");
 }
 
@@ -501,6 +504,7 @@ TEST(InfllmV2Cuda, PackedRowsSelectTheSameBlocks) {
 struct AgreementCase {
   int T, Hq, Hkv, D;
   bool structured;
+  int lse_stride = 1;  // > 1: the sampled normalizer against the exact CPU choice
 };
 
 class InfllmV2CudaAgreement : public testing::TestWithParam<AgreementCase> {};
@@ -508,7 +512,8 @@ class InfllmV2CudaAgreement : public testing::TestWithParam<AgreementCase> {};
 TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
   SKIP_WITHOUT_GPU();
   const AgreementCase p = GetParam();
-  const SparseConfig c;
+  SparseConfig c;
+  c.lse_stride = p.lse_stride;
   const AttentionShape s = make_shape(1, p.T, p.Hq, p.Hkv, p.D);
   QK x = p.structured ? structured_qk(s)
                       : QK{randn(size_t(s.T) * s.Hq * s.D), randn(size_t(s.T) * s.Hkv * s.D)};
@@ -517,8 +522,8 @@ TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
   const std::vector<int32_t> out = cuda_select(c, s, x.q, x.k);
   expect_valid_lists(c, s, out);
   const double agreement = block_agreement(out.data(), ref.data(), size_t(s.T) * s.Hkv, c.topk);
-  std::printf("agreement T=%d Hq=%d Hkv=%d D=%d %s: %.5f\n", p.T, p.Hq, p.Hkv, p.D,
-              p.structured ? "structured" : "random", agreement);
+  std::printf("agreement T=%d Hq=%d Hkv=%d D=%d %s lse_stride %d: %.5f\n", p.T, p.Hq, p.Hkv,
+              p.D, p.structured ? "structured" : "random", p.lse_stride, agreement);
   EXPECT_GE(agreement, 0.99);
 }
 
@@ -530,7 +535,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
                                          AgreementCase{4096, 4, 4, 128, false},    // G = 1
                                          AgreementCase{16384, 2, 2, 64, true},     // G = 1, D = 64
                                          AgreementCase{4096, 16, 2, 64, false},    // D = 64
-                                         AgreementCase{16384, 12, 4, 64, true}));  // G = 3
+                                         AgreementCase{16384, 12, 4, 64, true},  // G = 3
+                                         AgreementCase{32768, 32, 2, 128, false, 4},
+                                         AgreementCase{32768, 32, 2, 128, true, 4},
+                                         AgreementCase{32768, 16, 2, 64, true, 8}));
 
 TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
   SKIP_WITHOUT_GPU();

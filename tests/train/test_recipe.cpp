@@ -385,6 +385,7 @@ TEST_F(RecipeTest, ImpossibleValues) {
        {"attention.topk: 16 is less than init_blocks + window_size / block_size = 33",
         "at least 33"}},
       {{"attention.kernel_stride=0"}, {"attention.kernel_stride: must be positive"}},
+      {{"attention.lse_stride=0"}, {"attention.lse_stride: must be positive"}},
       {{"schedule.warmup_steps=11"},
        {"schedule.warmup_steps: 11 is more than train.steps = 10", "raise train.steps"}},
       {{"schedule.kind=wsd", "schedule.warmup_steps=9"},
