@@ -3,15 +3,26 @@
 // through block selection + block-sparse flash attention for long ones (DESIGN.md section 3).
 #pragma once
 
+#include <memory>
+
 #include "attention/attention_policy.h"
 #include "attention/infllm_v2.h"
 #include "core/tensor.h"
 
 namespace infllm {
 
+// How often the block choices of sparse attention calls equal those of the exact reference
+// (f64, lse_stride 1, on the same activations): entries in common / entries chosen, summed over
+// calls. A diagnostic (`infllm eval --selection-agreement`): each call copies q and k to the host.
+struct SelectionAgreement {
+  size_t common = 0, chosen = 0;
+  double fraction() const { return chosen == 0 ? 1.0 : double(common) / double(chosen); }
+};
+
 struct AttentionOptions {
   attention::AttentionMode mode = attention::AttentionMode::automatic;
   attention::SparseConfig sparse;  // also holds dense_len, the switch point
+  std::shared_ptr<SelectionAgreement> selection_agreement;  // measured when set
 };
 
 // q [B, T, Hq, D], k and v [B, T, Hkv, D] (RoPE already applied) -> [B, T, Hq, D].

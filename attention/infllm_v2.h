@@ -70,6 +70,12 @@ INFLLM_HOST_DEVICE inline bool is_forced_block(const SparseConfig& cfg, int t, i
   return j < cfg.init_blocks || (j <= own && j > own - cfg.local_blocks());
 }
 
+// Entries common to two block lists [rows, max_blocks] (ascending, -1 padded) and entries of a.
+struct BlockOverlap {
+  size_t common = 0, in_a = 0;
+};
+BlockOverlap block_overlap(const int32_t* a, const int32_t* b, size_t rows, int max_blocks);
+
 // Fraction of the selected entries on which two block lists [rows, max_blocks] agree:
 // sum over rows of |a_row ∩ b_row| / sum over rows of |a_row| (valid entries, -1 ignored).
 double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks);

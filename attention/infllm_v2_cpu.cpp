@@ -31,24 +31,29 @@ void check_sparse_config(const char* op, const SparseConfig& c) {
                " must be >= 1 (1 = exact normalizer)");
 }
 
-double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {
-  size_t common = 0, total = 0;
+BlockOverlap block_overlap(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {
+  BlockOverlap o;
   for (size_t r = 0; r < rows; ++r) {
     const int32_t* x = a + r * max_blocks;
     const int32_t* y = b + r * max_blocks;
     const int nx = int(std::find(x, x + max_blocks, -1) - x);
     const int ny = int(std::find(y, y + max_blocks, -1) - y);
-    total += nx;
+    o.in_a += nx;
     for (int i = 0, j = 0; i < nx && j < ny;) {  // both lists are ascending
       if (x[i] == y[j])
-        ++common, ++i, ++j;
+        ++o.common, ++i, ++j;
       else if (x[i] < y[j])
         ++i;
       else
         ++j;
     }
   }
-  return total == 0 ? 1.0 : double(common) / double(total);
+  return o;
+}
+
+double block_agreement(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {
+  const BlockOverlap o = block_overlap(a, b, rows, max_blocks);
+  return o.in_a == 0 ? 1.0 : double(o.common) / double(o.in_a);
 }
 
 namespace cpu {

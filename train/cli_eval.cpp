@@ -1,5 +1,7 @@
 // infllm eval CHECKPOINT [--data FILE] [--attention dense|sparse|auto] [--seq-len T] ...
 #include <cstdio>
+#include <memory>
+#include <string>
 
 #include "train/cli_args.h"
 #include "train/commands.h"
@@ -16,6 +18,10 @@ Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/lates
   --data FILE          token file to score (default: the recipe's data.val)
   --attention MODE     dense | sparse | auto (default: the recipe's attention.mode), so the
                        same weights can be compared through both paths
+  --lse-stride N       attention.lse_stride for the block selection (1 = exact normalizer)
+  --selection-agreement
+                       also report how often the sparse path's block choices equal the exact
+                       f64 reference's on these activations (slow: copies q, k to the host)
   --seq-len T          tokens per window (default: the recipe's data.seq_len)
   --batch B            windows per forward pass (default: the recipe's data.batch_size)
   --windows K          windows scored (default 64)
@@ -27,29 +33,39 @@ Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/lates
 int eval_command(int argc, char** argv) {
   CliArgs args =
       parse_cli("eval", argc, argv,
-                {"--data", "--attention", "--seq-len", "--batch", "--windows", "--device"}, {});
+                {"--data", "--attention", "--lse-stride", "--seq-len", "--batch", "--windows",
+                 "--device"},
+                {"--selection-agreement"});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
   LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
   const Recipe& recipe = loaded.recipe;
-  if (args.has("--attention")) {
-    AttentionOptions options = loaded.model->config().attention;
+  AttentionOptions options = loaded.model->config().attention;
+  if (args.has("--attention"))
     options.mode = attention::parse_attention_mode(args.get("--attention", ""), "--attention");
-    loaded.model->set_attention(options);
-  }
+  options.sparse.lse_stride = int(args.get_int("--lse-stride", options.sparse.lse_stride));
+  attention::check_sparse_config("infllm eval --lse-stride", options.sparse);
+  if (args.has("--selection-agreement"))
+    options.selection_agreement = std::make_shared<SelectionAgreement>();
+  loaded.model->set_attention(options);
   std::string data = args.get("--data", recipe.data.val);
   INFLLM_CHECK(!data.empty(), "infllm eval: the recipe has no data.val; pass --data FILE");
   int64_t T = args.get_int("--seq-len", recipe.data.seq_len);
   int64_t B = args.get_int("--batch", recipe.data.batch_size);
   EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
-  std::string mode = attention::to_string(loaded.model->config().attention.mode);
+  std::string mode = attention::to_string(options.mode);
+  std::string agreement;  // only when measured: sparse calls chose blocks
+  if (options.selection_agreement && options.selection_agreement->chosen > 0)
+    agreement = ", \"lse_stride\": " + std::to_string(options.sparse.lse_stride) +
+                ", \"selection_agreement\": " +
+                std::to_string(options.selection_agreement->fraction());
   std::printf(
       "{\"checkpoint\": \"%s\", \"step\": %lld, \"data\": \"%s\", \"seq_len\": %lld, "
-      "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f}\n",
+      "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f%s}\n",
       args.positionals[0].c_str(), (long long)loaded.step, data.c_str(), (long long)T, mode.c_str(),
-      (long long)r.tokens, r.loss, r.perplexity);
+      (long long)r.tokens, r.loss, r.perplexity, agreement.c_str());
   return 0;
 }
 

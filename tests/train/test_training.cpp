@@ -276,6 +276,12 @@ TEST(Finetune, SparseFinetuneOfADensePretrainedModelContinuesSmoothly) {
   ASSERT_EQ(eval_dense.exit_code, 0) << eval_dense.output;
   ASSERT_EQ(eval_sparse.exit_code, 0) << eval_sparse.output;
   EXPECT_NE(eval_sparse.output.find("\"attention\": \"sparse\""), std::string::npos);
+  // The CPU path's choice is the exact reference's; the field reports it for every sparse call.
+  Outcome checked = run("eval " + ckpt + " --attention sparse --selection-agreement");
+  ASSERT_EQ(checked.exit_code, 0) << checked.output;
+  EXPECT_NE(checked.output.find("\"selection_agreement\": 1.000000"), std::string::npos)
+      << checked.output;
+  EXPECT_EQ(eval_dense.output.find("selection_agreement"), std::string::npos);
 }
 
 }  // namespace
