@@ -4,8 +4,9 @@
 //   compress_keys_kernel      kc[b, i, g, :] = mean of k over kernel i's tokens (once, all T)
 //   score_blocks_kernel       per (128 (token, head) rows, KV group): two passes over the causal
 //                             compressed keys with tensor cores. Pass 1 finds each row's
-//                             log-sum-exp (exact, or sampled: SparseConfig::lse_stride); pass 2 turns scores into probabilities, sums the G
-//                             heads of a token and max-pools kernels to blocks on chip. Only the
+//                             log-sum-exp (exact, or sampled: SparseConfig::lse_stride); pass 2
+//                             turns scores into probabilities, sums the G heads of a token and
+//                             max-pools kernels to blocks on chip. Only the
 //                             block scores [B, chunk, Hkv, n_blocks] (f32) reach device memory.
 //   select_topk_blocks_kernel one warp per (token, group): radix (bitwise) search of the k-th
 //                             largest score key in registers, then an ordered compaction that
