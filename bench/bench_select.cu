@@ -160,8 +160,8 @@ int main(int argc, char** argv) {
     for (int T : o.agree) {
       const double agreement = measure_agreement(cfg, shape(T));
       std::printf(
-          "{\"bench\":\"select_agreement\",\"T\":%d,\"lse_stride\":%d,\"agreement\":%.6f}\n",
-          T, lse_stride, agreement);
+          "{\"bench\":\"select_agreement\",\"T\":%d,\"lse_stride\":%d,\"agreement\":%.6f}\n", T,
+          lse_stride, agreement);
       std::snprintf(line, sizeof line,
                     "agree   T=%-7d lse_stride %d %9.5f of block choices equal to the CPU f64", T,
                     lse_stride, agreement);

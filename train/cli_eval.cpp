@@ -31,11 +31,10 @@ Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/lates
 }  // namespace
 
 int eval_command(int argc, char** argv) {
-  CliArgs args =
-      parse_cli("eval", argc, argv,
-                {"--data", "--attention", "--lse-stride", "--seq-len", "--batch", "--windows",
-                 "--device"},
-                {"--selection-agreement"});
+  CliArgs args = parse_cli(
+      "eval", argc, argv,
+      {"--data", "--attention", "--lse-stride", "--seq-len", "--batch", "--windows", "--device"},
+      {"--selection-agreement"});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
@@ -58,9 +57,9 @@ int eval_command(int argc, char** argv) {
   std::string mode = attention::to_string(options.mode);
   std::string agreement;  // only when measured: sparse calls chose blocks
   if (options.selection_agreement && options.selection_agreement->chosen > 0)
-    agreement = ", \"lse_stride\": " + std::to_string(options.sparse.lse_stride) +
-                ", \"selection_agreement\": " +
-                std::to_string(options.selection_agreement->fraction());
+    agreement =
+        ", \"lse_stride\": " + std::to_string(options.sparse.lse_stride) +
+        ", \"selection_agreement\": " + std::to_string(options.selection_agreement->fraction());
   std::printf(
       "{\"checkpoint\": \"%s\", \"step\": %lld, \"data\": \"%s\", \"seq_len\": %lld, "
       "\"attention\": \"%s\", \"tokens\": %lld, \"loss\": %.6f, \"perplexity\": %.4f%s}\n",
