@@ -536,9 +536,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
                                          AgreementCase{16384, 2, 2, 64, true},   // G = 1, D = 64
                                          AgreementCase{4096, 16, 2, 64, false},  // D = 64
                                          AgreementCase{16384, 12, 4, 64, true},  // G = 3
+                                         // The sampled normalizer on synthetic inputs (on
+                                         // real-text activations it agrees less: 0.956).
                                          AgreementCase{32768, 32, 2, 128, false, 4},
-                                         AgreementCase{32768, 32, 2, 128, true, 4},
-                                         AgreementCase{32768, 16, 2, 64, true, 8}));
+                                         AgreementCase{32768, 32, 2, 128, true, 4}));
 
 TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
   SKIP_WITHOUT_GPU();
