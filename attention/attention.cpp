@@ -63,18 +63,11 @@ Tensor select_attention_blocks(const Tensor& q_in, const Tensor& k_in,
 
 namespace {
 
-// Adds the overlap of `blocks` (this call's choice for q, k) with the exact reference's.
-void record_selection_agreement(SelectionAgreement& agreement, const Tensor& q, const Tensor& k,
-                                const Tensor& blocks, attention::SparseConfig config) {
-  config.lse_stride = 1;
-  auto host = [](const Tensor& x) {  // the reference takes f32 or f64 on the CPU
-    return (x.dtype() == DType::bf16 ? cast(x, DType::f32) : x.contiguous()).to(Device::cpu());
-  };
-  const Tensor exact = select_attention_blocks(host(q), host(k), config);
-  const Tensor chosen = blocks.to(Device::cpu());
-  const attention::BlockOverlap o =
-      attention::block_overlap(chosen.data<int32_t>(), exact.data<int32_t>(),
-                               size_t(chosen.numel() / config.topk), config.topk);
+// Adds the overlap of `chosen` (a call's block lists, on the host) with the exact reference's.
+void record_selection_agreement(SelectionAgreement& agreement, const Tensor& chosen,
+                                const Tensor& exact, int topk) {
+  const attention::BlockOverlap o = attention::block_overlap(
+      chosen.data<int32_t>(), exact.data<int32_t>(), size_t(chosen.numel() / topk), topk);
   agreement.common += o.common;
   agreement.chosen += o.in_a;
 }
@@ -90,8 +83,8 @@ Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                " in dtype and device)");
   bool sparse = attention::use_sparse(options.mode, shape.T, options.sparse.dense_len);
   Tensor blocks = sparse ? select_attention_blocks(q, k, options.sparse) : Tensor();
-  if (sparse && options.selection_agreement)
-    record_selection_agreement(*options.selection_agreement, q, k, blocks, options.sparse);
+  if (sparse && options.selection_agreement)  // the CPU selection is the exact reference
+    record_selection_agreement(*options.selection_agreement, blocks, blocks, options.sparse.topk);
   int block_size = options.sparse.block_size;
   BlockList list = block_list(blocks, block_size);
   attention::check_attention_shape("attention", shape, list);
@@ -143,9 +136,16 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
     blocks = Tensor::empty({shape.B, shape.T, Hkv, options.sparse.topk}, DType::i32, device);
     attention::cuda::select_blocks(options.sparse, shape, q, q + k_offset, blocks.data<int32_t>(),
                                    stream, nullptr);
-    if (options.selection_agreement)
-      record_selection_agreement(*options.selection_agreement, qkv.slice(2, 0, Hq),
-                                 qkv.slice(2, Hq, Hq + Hkv), blocks, options.sparse);
+    if (options.selection_agreement) {  // the exact reference on the same q, k (as f32)
+      attention::SparseConfig exact = options.sparse;
+      exact.lse_stride = 1;
+      auto host_f32 = [&](int64_t h0, int64_t h1) {
+        return cast(qkv.slice(2, h0, h1), DType::f32).to(Device::cpu());
+      };
+      record_selection_agreement(
+          *options.selection_agreement, blocks.to(Device::cpu()),
+          select_attention_blocks(host_f32(0, Hq), host_f32(Hq, Hq + Hkv), exact), exact.topk);
+    }
   }
   int block_size = options.sparse.block_size;
   attention::check_attention_shape("attention", shape, block_list(blocks, block_size));
