@@ -96,6 +96,12 @@ template <class T>
 void select_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q, const T* k,
                    int32_t* blocks);
 
+// The same lists for the given tokens only: blocks [B, tokens.size(), Hkv, cfg.topk]. Spot checks
+// of long sequences, where every token's reference would take hours.
+template <class T>
+void select_blocks_at(const SparseConfig& cfg, const AttentionShape& shape, const T* q, const T* k,
+                      const std::vector<int>& tokens, int32_t* blocks);
+
 }  // namespace cpu
 
 namespace cuda {

@@ -128,6 +128,16 @@ void pool_blocks(const SparseConfig& cfg, int t, const std::vector<double>& sum,
   }
 }
 
+// Row (b, t, g) of S, from the f64 compressed keys; x and sum are scratch of nk entries.
+template <class T>
+void score_row(const SparseConfig& cfg, const AttentionShape& s, const T* q, const double* kc,
+               int nk, int b, int t, int g, std::vector<double>& x, std::vector<double>& sum,
+               double* out) {
+  const int n = num_kernels(cfg, t + 1);
+  group_kernel_scores(s, q, kc, nk, b, t, g, n, x, sum);
+  pool_blocks(cfg, t, sum, n, out, num_blocks(cfg, s.T));
+}
+
 // The k best of S[0..j_t] by (score desc, index asc), written ascending and padded with -1.
 void select_topk_blocks(const SparseConfig& cfg, int t, const double* S, int32_t* out) {
   const int n = t / cfg.block_size + 1;
@@ -162,11 +172,9 @@ std::vector<double> score_blocks(const SparseConfig& cfg, const AttentionShape& 
 #pragma omp for collapse(2) schedule(dynamic, 16)
     for (int b = 0; b < s.B; ++b)
       for (int t = 0; t < s.T; ++t)
-        for (int g = 0; g < s.Hkv; ++g) {
-          const int n = num_kernels(cfg, t + 1);
-          group_kernel_scores(s, q, kc.data(), nk, b, t, g, n, x, sum);
-          pool_blocks(cfg, t, sum, n, &S[((size_t(b) * s.T + t) * s.Hkv + g) * nb], nb);
-        }
+        for (int g = 0; g < s.Hkv; ++g)
+          score_row(cfg, s, q, kc.data(), nk, b, t, g, x, sum,
+                    &S[((size_t(b) * s.T + t) * s.Hkv + g) * nb]);
   }
   return S;
 }
@@ -185,12 +193,36 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q,
       }
 }
 
+template <class T>
+void select_blocks_at(const SparseConfig& cfg, const AttentionShape& s, const T* q, const T* k,
+                      const std::vector<int>& tokens, int32_t* blocks) {
+  check_inputs("infllm_v2 select_blocks_at", cfg, s);
+  for (int t : tokens)
+    INFLLM_CHECK(t >= 0 && t < s.T, "infllm_v2 select_blocks_at: token ", t, " is outside T=", s.T);
+  const int nk = num_kernels(cfg, s.T), nb = num_blocks(cfg, s.T), n = int(tokens.size());
+  const std::vector<double> kc = compress_keys_f64(cfg, s, k);
+#pragma omp parallel
+  {
+    std::vector<double> x(nk), sum(nk), S(nb);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < s.B; ++b)
+      for (int i = 0; i < n; ++i)
+        for (int g = 0; g < s.Hkv; ++g) {
+          score_row(cfg, s, q, kc.data(), nk, b, tokens[i], g, x, sum, S.data());
+          select_topk_blocks(cfg, tokens[i], S.data(),
+                             blocks + ((size_t(b) * n + i) * s.Hkv + g) * cfg.topk);
+        }
+  }
+}
+
 #define INFLLM_INSTANTIATE(T)                                                                    \
   template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);      \
   template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,       \
                                                const T*, const T*);                              \
   template void select_blocks<T>(const SparseConfig&, const AttentionShape&, const T*, const T*, \
-                                 int32_t*);
+                                 int32_t*);                                                      \
+  template void select_blocks_at<T>(const SparseConfig&, const AttentionShape&, const T*,        \
+                                    const T*, const std::vector<int>&, int32_t*);
 INFLLM_INSTANTIATE(float)
 INFLLM_INSTANTIATE(double)
 #undef INFLLM_INSTANTIATE

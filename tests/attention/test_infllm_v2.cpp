@@ -337,6 +337,26 @@ TEST(InfllmV2Cpu, TopkCoveringEveryBlockSelectsAllCausalBlocks) {
   }
 }
 
+TEST(InfllmV2Cpu, ListsOfChosenTokensMatchTheFullReference) {
+  const SparseConfig c;
+  const AttentionShape s = make_shape(2, 3000, 4, 2, 16);
+  const std::vector<float> q = randn(size_t(s.B) * s.T * s.Hq * s.D);
+  const std::vector<float> k = randn(size_t(s.B) * s.T * s.Hkv * s.D);
+  std::vector<int32_t> all(size_t(s.B) * s.T * s.Hkv * c.topk);
+  cpu::select_blocks(c, s, q.data(), k.data(), all.data());
+  const std::vector<int> tokens = {2999, 0, 1500, 64, 2047};
+  std::vector<int32_t> some(size_t(s.B) * tokens.size() * s.Hkv * c.topk);
+  cpu::select_blocks_at(c, s, q.data(), k.data(), tokens, some.data());
+  const size_t row = size_t(s.Hkv) * c.topk;  // one token's lists
+  for (int b = 0; b < s.B; ++b)
+    for (size_t i = 0; i < tokens.size(); ++i)
+      EXPECT_TRUE(std::equal(&some[(b * tokens.size() + i) * row],
+                             &some[(b * tokens.size() + i + 1) * row],
+                             &all[(size_t(b) * s.T + tokens[i]) * row]))
+          << "b " << b << " token " << tokens[i];
+  EXPECT_THROW(cpu::select_blocks_at(c, s, q.data(), k.data(), {3000}, some.data()), Error);
+}
+
 TEST(InfllmV2Cpu, SelectedMaskDefinesTheSparseAttention) {
   // The selected lists, read by the block-sparse attention, attend to exactly the masked keys;
   // with topk covering every block the result is dense attention.
@@ -540,6 +560,28 @@ INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
                                          // real-text activations it agrees less: 0.956).
                                          AgreementCase{32768, 32, 2, 128, false, 4},
                                          AgreementCase{32768, 32, 2, 128, true, 4}));
+
+// 128K tokens: several score chunks and the widest top-k kernel. The full reference would take
+// hours, so 96 tokens spread over the sequence (chunk edges included) are checked.
+TEST(InfllmV2Cuda, LongSequenceAgreesWithCpuOnSpotChecks) {
+  SKIP_WITHOUT_GPU();
+  const SparseConfig c;
+  const AttentionShape s = make_shape(1, 131072, 4, 2, 64);
+  const QK x{randn(size_t(s.T) * s.Hq * s.D), randn(size_t(s.T) * s.Hkv * s.D)};
+  const std::vector<int32_t> out = cuda_select(c, s, x.q, x.k);
+  expect_valid_lists(c, s, out);
+  std::vector<int> tokens;
+  for (int i = 0; i < 88; ++i) tokens.push_back(int(rng()() % uint64_t(s.T)));
+  for (int t : {16383, 16384, 65535, 65536, 98303, 98304, 131070, 131071}) tokens.push_back(t);
+  std::vector<int32_t> ref(tokens.size() * s.Hkv * c.topk), got(ref.size());
+  cpu::select_blocks_at(c, s, x.q.data(), x.k.data(), tokens, ref.data());
+  const size_t row = size_t(s.Hkv) * c.topk;
+  for (size_t i = 0; i < tokens.size(); ++i)
+    std::copy_n(&out[size_t(tokens[i]) * row], row, &got[i * row]);
+  const double agreement = block_agreement(got.data(), ref.data(), tokens.size() * s.Hkv, c.topk);
+  std::printf("agreement T=%d, %zu tokens: %.5f\n", s.T, tokens.size(), agreement);
+  EXPECT_GE(agreement, 0.99);
+}
 
 TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
   SKIP_WITHOUT_GPU();
