@@ -97,12 +97,21 @@ struct KernelTile {
 // (they are masked anyway).
 template <int D>
 __device__ void load_kc_tile(const ScoreArgs& a, int b, int g, KernelTile tile, bf16* dst) {
-  constexpr int chunks = D / 8;
-  for (int c = threadIdx.x; c < kKernels * chunks; c += kThreads) {
-    const int n = c / chunks, col = (c % chunks) * 8, i = tile.first + n * tile.stride;
+  // Thread t copies 16-byte column chunk t % chunks of kernels t / chunks + p * rows_per_pass:
+  // a fixed trip count and one column per thread keep the address math to a multiply-add per
+  // copy (the generic strided loop cost ~60 instructions per copy, as much as the copies'
+  // share of the tile's epilogue).
+  constexpr int chunks = D / 8, rows_per_pass = kThreads / chunks;
+  static_assert(kThreads % chunks == 0 && kKernels % rows_per_pass == 0);
+  const int n0 = threadIdx.x / chunks, col = (threadIdx.x % chunks) * 8;
+  const size_t kernel_pitch = size_t(a.Hkv) * D;  // elements from one kernel to the next
+  const bf16* head = a.kc + (size_t(b) * a.nk * a.Hkv + g) * D + col;
+#pragma unroll
+  for (int p = 0; p < kKernels / rows_per_pass; ++p) {
+    const int n = n0 + p * rows_per_pass, i = tile.first + n * tile.stride;
     const bool valid = i < a.nk;
-    const bf16* src = a.kc + ((size_t(b) * a.nk + (valid ? i : 0)) * a.Hkv + g) * D + col;
-    mma::cp_async_16(mma::smem_u32(dst + kc_tile_offset<D>(n, col)), src, valid);
+    mma::cp_async_16(mma::smem_u32(dst + kc_tile_offset<D>(n, col)),
+                     head + (valid ? i : 0) * kernel_pitch, valid);
   }
   mma::cp_async_commit();
 }
