@@ -97,10 +97,9 @@ struct KernelTile {
 // (they are masked anyway).
 template <int D>
 __device__ void load_kc_tile(const ScoreArgs& a, int b, int g, KernelTile tile, bf16* dst) {
-  // Thread t copies 16-byte column chunk t % chunks of kernels t / chunks + p * rows_per_pass:
-  // a fixed trip count and one column per thread keep the address math to a multiply-add per
-  // copy (the generic strided loop cost ~60 instructions per copy, as much as the copies'
-  // share of the tile's epilogue).
+  // Thread t copies 16-byte column chunk t % chunks of kernels t / chunks + p * rows_per_pass.
+  // A fixed trip count and one column per thread keep the address math to a multiply-add per
+  // copy; this runs once per tile, next to the tile's epilogue (docs/infllm_v2.md, session 6).
   constexpr int chunks = D / 8, rows_per_pass = kThreads / chunks;
   static_assert(kThreads % chunks == 0 && kKernels % rows_per_pass == 0);
   const int n0 = threadIdx.x / chunks, col = (threadIdx.x % chunks) * 8;
