@@ -35,8 +35,12 @@ constexpr int kWarpgroups = 2;
 constexpr int kRows = 64 * kWarpgroups;  // (token, head) rows per CTA: 16 MMA rows per warp
 constexpr int kKernels = 64;             // compressed keys per shared-memory tile
 constexpr int kThreads = 128 * kWarpgroups;
-constexpr int kProbStride =
-    kKernels + 8;  // f32 row pitch: float2 stores of a C fragment hit 16 banks
+// Pass 2's probability tile is column-major per warp, prob[warp][kernel][row % 16], so a lane
+// (one kernel) reads a token's head probabilities with 16-byte loads. The pitch of 20 floats keeps
+// both the stores of a C fragment (4 columns x 8 rows per instruction) and the 16-byte loads of 8
+// consecutive kernels free of bank conflicts.
+constexpr int kProbPitch = 20;
+constexpr int kWarpProbFloats = kKernels * kProbPitch;
 constexpr size_t kScoreChunkBytes = size_t(256) << 20;
 constexpr int kMaxBlocks = 4096;  // 32 lanes x 128 keys per lane in the top-k kernel
 
@@ -68,7 +72,8 @@ struct ScoreArgs {
 // probability tile of pass 2.
 template <int D>
 struct ScoreSmem {
-  static constexpr size_t q_or_prob = std::max<size_t>(kRows * D * 2, kRows* kProbStride * 4);
+  static constexpr size_t q_or_prob =
+      std::max<size_t>(kRows * D * 2, kThreads / 32 * kWarpProbFloats * 4);
   static constexpr size_t kc = 2 * kKernels * D * 2;  // double-buffered compressed-key tiles
   static constexpr size_t carry = kRows * 4;
   static constexpr size_t bytes = q_or_prob + kc + carry;
@@ -198,25 +203,51 @@ __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][
   }
 }
 
-// Pass 2 on one tile: p = exp2(x - lse) into prob[row][col] (0 where not causal).
+// Pass 2 on one tile: p = exp2(x - lse) (0 where not causal) into this warp's column-major tile.
+// fold: the thread's two rows (lane / 4 and lane / 4 + 8) are heads of one token (G = 16), so it
+// stores their sum at row lane / 4 and the token's sum reads 8 rows instead of 16.
 template <bool masked>
 __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels / 8][4],
                                                     const int (&n_causal)[2], const float (&lse)[2],
-                                                    int col0, float c, int row0, int lane,
-                                                    float* prob) {
+                                                    int col0, float c, bool fold, int lane,
+                                                    float* warp_prob) {
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
+  for (int nt = 0; nt < kKernels / 8; ++nt)
 #pragma unroll
-    for (int nt = 0; nt < kKernels / 8; ++nt) {
-      float2 p;
-      p.x = mma::fast_exp2(fmaf(acc[nt][2 * h], c, -lse[h]));
-      p.y = mma::fast_exp2(fmaf(acc[nt][2 * h + 1], c, -lse[h]));
-      if (masked) {
-        if (col0 + nt * 8 >= n_causal[h]) p.x = 0.f;
-        if (col0 + nt * 8 + 1 >= n_causal[h]) p.y = 0.f;
+    for (int e = 0; e < 2; ++e) {
+      float p[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        p[h] = mma::fast_exp2(fmaf(acc[nt][2 * h + e], c, -lse[h]));
+        if (masked && col0 + nt * 8 + e >= n_causal[h]) p[h] = 0.f;
       }
-      *reinterpret_cast<float2*>(&prob[(row0 + h * 8) * kProbStride + nt * 8 + (lane % 4) * 2]) = p;
+      float* dst = warp_prob + (nt * 8 + (lane % 4) * 2 + e) * kProbPitch + lane / 4;
+      if (fold) {
+        dst[0] = p[0] + p[1];
+      } else {
+        dst[0] = p[0];
+        dst[8] = p[1];
+      }
     }
+}
+
+// Sum over stored rows [row, row + count) of kernel column col (rows numbered across the CTA's
+// warps). Groups of 4 aligned rows never straddle a warp's 16 rows: one 16-byte load each.
+__device__ __forceinline__ float head_sum(const float* prob, int row, int count, int col) {
+  float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length count
+  auto at = [&](int r) { return prob + (r / 16) * kWarpProbFloats + col * kProbPitch + r % 16; };
+  if (row % 4 == 0 && count % 4 == 0) {
+    for (int h = 0; h < count; h += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(at(row + h));
+      part[0] += v.x, part[1] += v.y, part[2] += v.z, part[3] += v.w;
+    }
+  } else {
+    for (int h = 0; h < count; h += 4)
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        if (h + u < count) part[u] += *at(row + h + u);
+  }
+  return (part[0] + part[1]) + (part[2] + part[3]);
 }
 
 // Grid (token tiles of the chunk, Hkv, B); the heaviest (latest) tiles start first.
@@ -227,7 +258,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(const ScoreArgs a) {
   extern __shared__ __align__(1024) unsigned char smem[];  // wgmma tiles: 1024-byte panels
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [64][D], dead once fragments are loaded
-  float* prob = reinterpret_cast<float*>(smem);  // [64][kProbStride]: p of the current tile
+  float* prob = reinterpret_cast<float*>(smem);  // [warps][kKernels][kProbPitch]: p of the tile
   bf16* kc_tiles = reinterpret_cast<bf16*>(smem + ScoreSmem<D>::q_or_prob);
   float* carry = reinterpret_cast<float*>(smem + ScoreSmem<D>::q_or_prob + ScoreSmem<D>::kc);
 
@@ -270,6 +301,7 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
   const int tok_begin = warp_local ? warp * 16 / G : warp;
   const int tok_end = warp_local ? min((warp + 1) * 16 / G, tokens) : tokens;
   const int tok_step = warp_local ? 1 : kThreads / 32;
+  const bool fold = G == 16;  // see store_probabilities
 
   // Pass 1's tiles. Exact (lse_stride 1): every causal kernel. Sampled (lse_stride n > 1): tile 0
   // (attention sinks), then kernels [64, far_end) every n-th with weight n, then every kernel
@@ -283,7 +315,10 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
   const int tiles_exact = (n_max + kKernels - 1) / kKernels;
   const int tiles_lse =
       sampled_tiles == 0 ? tiles_exact : 1 + sampled_tiles + tiles_exact - far_end / kKernels;
-  const int tiles_pool = ((t_end - 1) / cfg.block_size + blocks_per_tile) / blocks_per_tile;
+  // Pass 2 stops at the last tile holding a block that some token may choose: the local window's
+  // blocks are forced, their scores are never read.
+  const int last_free = (t_end - 1) / cfg.block_size - cfg.local_blocks();
+  const int tiles_pool = last_free >= cfg.init_blocks ? last_free / blocks_per_tile + 1 : 0;
   auto step_tile = [&](int step) {
     if (step >= tiles_lse) return KernelTile{(step - tiles_lse) * kKernels, 1};  // pass 2
     if (step == 0 || sampled_tiles == 0) return KernelTile{step * kKernels, 1};
@@ -325,10 +360,11 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
         accumulate_lse<true>(acc, n_causal, col0, c, log2_weight, m, l);
       continue;
     }
+    float* warp_prob = prob + warp * kWarpProbFloats;
     if (full)
-      store_probabilities<false>(acc, n_causal, m, col0, c, row0, lane, prob);
+      store_probabilities<false>(acc, n_causal, m, col0, c, fold, lane, warp_prob);
     else
-      store_probabilities<true>(acc, n_causal, m, col0, c, row0, lane, prob);
+      store_probabilities<true>(acc, n_causal, m, col0, c, fold, lane, warp_prob);
     if (warp_local)
       __syncwarp();
     else
@@ -338,31 +374,23 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     // block max over kernels [r*j - 1, r*j + r - 1] by shuffles: a log-step max over the block's
     // own r kernels plus the kernel just before it (the previous half's or tile's last: carry).
     for (int tok = tok_begin; tok < tok_end; tok += tok_step) {
-      const int n_tok = num_kernels(cfg, t0 + tok + 1);
-      const float* rows = prob + tok * G * kProbStride;
+      const int n_tok = full ? kKernels * (tile + 1) : num_kernels(cfg, t0 + tok + 1);
+      float* token_scores =
+          a.scores + ((size_t(b) * a.chunk_len + (t0 + tok - a.t_begin)) * a.Hkv + g) * a.n_blocks;
       float before = lane == 0 ? carry[tok] : 0.f;  // only lane 0 uses (and rewrites) it
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int col = half * 32 + lane;
-        float s = -INFINITY;
-        if (tile * kKernels + col < n_tok) {
-          float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length G
-          int h = 0;
-          for (; h + 4 <= G; h += 4)
-#pragma unroll
-            for (int u = 0; u < 4; ++u) part[u] += rows[(h + u) * kProbStride + col];
-          for (; h < G; ++h) part[0] += rows[h * kProbStride + col];
-          s = (part[0] + part[1]) + (part[2] + part[3]);
-        }
+        const float s = tile * kKernels + col < n_tok ? (fold ? head_sum(prob, warp * 16, 8, col)
+                                                              : head_sum(prob, tok * G, G, col))
+                                                      : -INFINITY;
         float best = s;
         for (int w = 1; w < r; w *= 2) best = fmaxf(best, __shfl_down_sync(~0u, best, w));
         const float prev = __shfl_up_sync(~0u, s, 1);
         best = fmaxf(best, lane == 0 ? before : prev);
         before = __shfl_sync(~0u, s, 31);
         const int j = tile * blocks_per_tile + col / r;
-        if (lane % r == 0 && j < a.n_blocks)
-          a.scores[((size_t(b) * a.chunk_len + (t0 + tok - a.t_begin)) * a.Hkv + g) * a.n_blocks +
-                   j] = best;
+        if (lane % r == 0 && j < a.n_blocks) token_scores[j] = best;
       }
       if (lane == 0) carry[tok] = before;  // the same lane of the same warp reads it next tile
     }
