@@ -42,7 +42,6 @@ constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kProbPitch = 20;
 constexpr int kWarpProbFloats = kKernels * kProbPitch;
 constexpr size_t kScoreChunkBytes = size_t(256) << 20;
-constexpr int kMaxBlocks = 4096;  // 32 lanes x 128 keys per lane in the top-k kernel
 
 __global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, int64_t token_row,
                                      int nk, int ks, int stride) {
@@ -164,13 +163,14 @@ __device__ __forceinline__ void merge_lse(float& m, float& l, float m2, float l2
   m = mx;
 }
 
-// Pass 1 on one tile: fold this thread's columns of its two rows, each weighted by
-// 2^log2_weight, into (m, l) (raw dot units for the max: scale > 0 keeps the order). `masked`:
-// some kernel of the tile is not causal for some row; otherwise the compares are skipped.
+// Pass 1 on one tile: fold this thread's columns of its two rows, each weighted by `weight`,
+// into (m, l): m the running max of the scaled base-2 scores, l the sum of weight * 2^(x - m).
+// `masked`: some kernel of the tile is not causal for some row; otherwise the compares are
+// skipped.
 template <bool masked>
 __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][4],
                                                const int (&n_causal)[2], int col0, float c,
-                                               float log2_weight, float (&m)[2], float (&l)[2]) {
+                                               float weight, float (&m)[2], float (&l)[2]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     // Max and sum as trees over the 8 column pairs: a serial chain of 16 dependent FADDs would
@@ -187,19 +187,22 @@ __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][
 #pragma unroll
       for (int i = 0; i < w; ++i) part[i] = fmaxf(part[i], part[i + w]);
     if (part[0] == -INFINITY) continue;
-    const float tile_max = part[0] * c;
+    // Online softmax against the running max: one rescale of l per tile (m = -inf at first:
+    // exp2(-inf) = 0 and l = 0).
+    const float m_new = fmaxf(m[h], part[0] * c);
 #pragma unroll
     for (int nt = 0; nt < kKernels / 8; ++nt) {
       const bool ok0 = !masked || col0 + nt * 8 < n_causal[h];
       const bool ok1 = !masked || col0 + nt * 8 + 1 < n_causal[h];
-      part[nt] = (ok0 ? mma::fast_exp2(fmaf(acc[nt][2 * h], c, -tile_max)) : 0.f) +
-                 (ok1 ? mma::fast_exp2(fmaf(acc[nt][2 * h + 1], c, -tile_max)) : 0.f);
+      part[nt] = (ok0 ? mma::fast_exp2(fmaf(acc[nt][2 * h], c, -m_new)) : 0.f) +
+                 (ok1 ? mma::fast_exp2(fmaf(acc[nt][2 * h + 1], c, -m_new)) : 0.f);
     }
 #pragma unroll
     for (int w = kKernels / 16; w > 0; w /= 2)
 #pragma unroll
       for (int i = 0; i < w; ++i) part[i] += part[i + w];
-    merge_lse(m[h], l[h], tile_max + log2_weight, part[0]);
+    l[h] = fmaf(l[h], mma::fast_exp2(m[h] - m_new), weight * part[0]);
+    m[h] = m_new;
   }
 }
 
@@ -353,11 +356,11 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     const int col0 = kernels.first + (lane % 4) * 2;  // masked tiles have stride 1
     const bool full = kernels.first + (kKernels - 1) * kernels.stride < n_min;  // all causal
     if (pass1) {
-      const float log2_weight = log2f(float(kernels.stride));
+      const float weight = float(kernels.stride);
       if (full)
-        accumulate_lse<false>(acc, n_causal, col0, c, log2_weight, m, l);
+        accumulate_lse<false>(acc, n_causal, col0, c, weight, m, l);
       else
-        accumulate_lse<true>(acc, n_causal, col0, c, log2_weight, m, l);
+        accumulate_lse<true>(acc, n_causal, col0, c, weight, m, l);
       continue;
     }
     float* warp_prob = prob + warp * kWarpProbFloats;
@@ -411,73 +414,118 @@ struct TopkArgs {
   int T, Hkv, t_begin, chunk_len, n_blocks, rows;
 };
 
-// One warp per (b, token, group) row; lane holds the keys of blocks lane, lane+32, ... (E of
-// them), so the ordered compaction below walks the blocks in index order, 32 at a time.
-template <int E>
-__global__ void __launch_bounds__(256) select_topk_blocks_kernel(const TopkArgs a) {
-  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+// The k-th largest of the warp's keys, `entries` per lane (key_at(e) = this lane's e-th): the
+// largest th with count(key >= th) >= k, one bit at a time from the top. With bits < 32 only the
+// top bits are resolved: a lower bound.
+template <class KeyAt>
+__device__ uint32_t kth_largest_key(KeyAt key_at, int entries, int k, int bits = 32) {
+  uint32_t th = 0;
+  for (int bit = 31; bit >= 32 - bits; --bit) {
+    const uint32_t cand = th | (1u << bit);
+    uint32_t count = 0;
+#pragma unroll 4
+    for (int e = 0; e < entries; ++e) count += key_at(e) >= cand;
+    if (int(__reduce_add_sync(~0u, count)) >= k) th = cand;
+  }
+  return th;
+}
+
+// Writes the k selected entries (keys above th, then the lowest-order ties) in entry order e * 32
+// + lane, which is ascending block order, and pads with -1. block_at(e): this lane's e-th block.
+template <class KeyAt, class BlockAt>
+__device__ void write_selected(KeyAt key_at, BlockAt block_at, int entries, uint32_t th, int k,
+                               int topk, int32_t* out, int lane) {
+  uint32_t above = 0;
+  for (int e = 0; e < entries; ++e) above += key_at(e) > th;
+  const int ties_taken = k - int(__reduce_add_sync(~0u, above));
+  const uint32_t lower = (1u << lane) - 1u;
+  int written = 0, ties_seen = 0;
+  for (int e = 0; e < entries; ++e) {
+    const uint32_t key = key_at(e);
+    const bool tie = key == th;
+    const uint32_t tie_mask = __ballot_sync(~0u, tie);
+    const bool take = key > th || (tie && ties_seen + __popc(tie_mask & lower) < ties_taken);
+    const uint32_t take_mask = __ballot_sync(~0u, take);
+    if (take) out[written + __popc(take_mask & lower)] = block_at(e);
+    written += __popc(take_mask);
+    ties_seen += __popc(tie_mask);
+  }
+  for (int i = written + lane; i < topk; i += 32) out[i] = -1;
+}
+
+// Candidate (key, block) slots per warp; 4 per lane.
+constexpr int kCandidateSlots = 128;
+constexpr int kTopkWarps = 8;
+
+// One warp per (b, token, group) row; lane handles blocks lane, lane + 32, ... The keys stream
+// from the block scores (re-read from L1/L2 after the first pass) instead of living in registers, so
+// the kernel keeps ~40 registers and many warps per SM to cover the memory latency. Searching
+// every key 32 times would be most of the work, so the warp first bounds the answer from below:
+// tau = the (k - forced)-th largest of the non-forced keys' maxima over 4 groups per lane (a
+// subset of the keys, so its rank-k value is no higher), top 16 bits only. The keys >= tau
+// (typically the forced ones and a few dozen more) are compacted in block order into shared
+// memory and searched exactly; a row with more than kCandidateSlots searches all its keys.
+__global__ void __launch_bounds__(kTopkWarps * 32) select_topk_blocks_kernel(const TopkArgs a) {
+  __shared__ uint2 slots[kTopkWarps][kCandidateSlots];  // (key, block)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int row = blockIdx.x * kTopkWarps + warp;
   if (row >= a.rows) return;
   const int g = row % a.Hkv, tl = (row / a.Hkv) % a.chunk_len, b = row / (a.Hkv * a.chunk_len);
   const int t = a.t_begin + tl;
   if (t >= a.T) return;
-  const int n = t / a.cfg.block_size + 1, k = min(a.cfg.topk, n);
+  const int n = t / a.cfg.block_size + 1, k = min(a.cfg.topk, n), entries = (n + 31) / 32;
   const float* s = a.scores + size_t(row) * a.n_blocks;
-  uint32_t key[E];
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const int j = e * 32 + lane;
-    key[e] = j >= n ? 0u : is_forced_block(a.cfg, t, j) ? ~0u : score_key(s[j]);
-  }
-  // The k-th largest key, one bit at a time from the top: the largest `th` with
-  // count(key >= th) >= k.
-  uint32_t th = 0;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = th | (1u << bit);
-    uint32_t count = 0;
-#pragma unroll
-    for (int e = 0; e < E; ++e) count += key[e] >= cand;
-    if (int(__reduce_add_sync(~0u, count)) >= k) th = cand;
-  }
-  uint32_t above = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) above += key[e] > th;
-  const int ties_taken = k - int(__reduce_add_sync(~0u, above));  // keys == th, lowest j first
-
   int32_t* out = a.blocks + ((size_t(b) * a.T + t) * a.Hkv + g) * a.cfg.topk;
-  const uint32_t lower = (1u << lane) - 1u;
-  int written = 0, ties_seen = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const bool tie = key[e] == th;
-    const uint32_t tie_mask = __ballot_sync(~0u, tie);
-    const bool take = key[e] > th || (tie && ties_seen + __popc(tie_mask & lower) < ties_taken);
-    const uint32_t take_mask = __ballot_sync(~0u, take);
-    if (take) out[written + __popc(take_mask & lower)] = e * 32 + lane;
-    written += __popc(take_mask);
-    ties_seen += __popc(tie_mask);
-  }
-  for (int i = written + lane; i < a.cfg.topk; i += 32) out[i] = -1;
-}
+  auto key_at = [&](int e) {
+    const int j = e * 32 + lane;
+    return j >= n ? 0u : is_forced_block(a.cfg, t, j) ? ~0u : score_key(s[j]);
+  };
+  auto block_at = [&](int e) { return e * 32 + lane; };
 
-template <int E>
-void launch_topk(const TopkArgs& a, cudaStream_t stream) {
-  constexpr int threads = 256;
-  select_topk_blocks_kernel<E>
-      <<<(a.rows + threads / 32 - 1) / (threads / 32), threads, 0, stream>>>(a);
-  CUDA_CHECK_LAUNCH();
+  uint32_t group_max[4] = {0u, 0u, 0u, 0u};
+  int forced = 0;
+  for (int e = 0; e < entries; e += 4)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const uint32_t key = e + u < entries ? key_at(e + u) : 0u;
+      forced += key == ~0u;
+      if (key != ~0u) group_max[u] = max(group_max[u], key);
+    }
+  const int free_picks = k - int(__reduce_add_sync(~0u, forced));
+  const uint32_t tau = kth_largest_key([&](int u) { return group_max[u]; }, 4, free_picks, 16);
+
+  uint2* mine = slots[warp];
+  const uint32_t lower = (1u << lane) - 1u;
+  int count = 0;
+  for (int e = 0; e < entries; ++e) {
+    const uint32_t key = key_at(e);
+    const bool keep = key >= tau;
+    const uint32_t mask = __ballot_sync(~0u, keep);
+    const int pos = count + __popc(mask & lower);
+    if (keep && pos < kCandidateSlots) mine[pos] = make_uint2(key, uint32_t(e * 32 + lane));
+    count += __popc(mask);
+  }
+  if (count > kCandidateSlots)
+    return write_selected(key_at, block_at, entries, kth_largest_key(key_at, entries, k), k,
+                          a.cfg.topk, out, lane);
+  __syncwarp();
+  uint2 cand[kCandidateSlots / 32];
+#pragma unroll
+  for (int i = 0; i < kCandidateSlots / 32; ++i) {
+    const int slot = i * 32 + lane;
+    cand[i] = slot < count ? mine[slot] : make_uint2(0u, 0u);
+  }
+  auto cand_key = [&](int i) { return cand[i].x; };
+  const uint32_t th = kth_largest_key(cand_key, kCandidateSlots / 32, k);
+  write_selected(
+      cand_key, [&](int i) { return int(cand[i].y); }, kCandidateSlots / 32, th, k, a.cfg.topk, out,
+      lane);
 }
 
 void select_topk(const TopkArgs& a, cudaStream_t stream) {
-  // The work per row grows with the keys per lane: a ladder of sizes, not only powers of 2.
-  const int per_lane = (a.n_blocks + 31) / 32;
-  if (per_lane <= 4) return launch_topk<4>(a, stream);
-  if (per_lane <= 8) return launch_topk<8>(a, stream);
-  if (per_lane <= 16) return launch_topk<16>(a, stream);
-  if (per_lane <= 24) return launch_topk<24>(a, stream);
-  if (per_lane <= 32) return launch_topk<32>(a, stream);
-  if (per_lane <= 48) return launch_topk<48>(a, stream);
-  if (per_lane <= 64) return launch_topk<64>(a, stream);
-  launch_topk<128>(a, stream);
+  select_topk_blocks_kernel<<<(a.rows + kTopkWarps - 1) / kTopkWarps, kTopkWarps * 32, 0, stream>>>(
+      a);
+  CUDA_CHECK_LAUNCH();
 }
 
 template <int D>
@@ -499,9 +547,6 @@ void check_inputs(const char* op, const SparseConfig& cfg, const AttentionShape&
   INFLLM_CHECK(G <= kRows, op, ": GQA group G=Hq/Hkv=", G, " exceeds ", kRows);
   INFLLM_CHECK(r <= 32 && (r & (r - 1)) == 0, op, ": block_size/kernel_stride=", r,
                " must be a power of two <= 32 (blocks are pooled within one warp)");
-  INFLLM_CHECK(num_blocks(cfg, s.T) <= kMaxBlocks, op, ": T=", s.T, " gives ", num_blocks(cfg, s.T),
-               " blocks of ", cfg.block_size, " tokens; at most ", kMaxBlocks,
-               " are supported (raise block_size)");
 }
 
 size_t kc_bytes(const SparseConfig& cfg, const AttentionShape& s) {

@@ -583,13 +583,35 @@ TEST(InfllmV2Cuda, LongSequenceAgreesWithCpuOnSpotChecks) {
   EXPECT_GE(agreement, 0.99);
 }
 
+// Every score ties. Up to 128 blocks (t < 8192) the top-k kernel searches them as filtered
+// candidates, beyond that it falls back to searching every key.
 TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
   SKIP_WITHOUT_GPU();
   const SparseConfig c;
-  const AttentionShape s = make_shape(1, 5000, 16, 1, 128);
+  const AttentionShape s = make_shape(1, 10000, 16, 1, 128);
   const std::vector<float> q = randn(size_t(s.T) * s.Hq * s.D), key = randn(s.D);
   std::vector<float> k(size_t(s.T) * s.D);
   for (size_t i = 0; i < k.size(); ++i) k[i] = key[i % s.D];
+  std::vector<int32_t> ref(size_t(s.T) * c.topk);
+  cpu::select_blocks(c, s, q.data(), k.data(), ref.data());
+  EXPECT_EQ(cuda_select(c, s, q, k), ref);
+}
+
+// Tiers of exactly equal scores at T = 20000 (313 blocks), where the top-k kernel's sampled lower
+// bound leaves a few dozen candidates: the ties at the k-th place must still go to the lower
+// blocks. Keys are +-1 patterns (exact in bf16
+// and f32): u in "hot" blocks, u / 2 in "warm" ones, v orthogonal to u elsewhere, and every
+// query is u / 4, so a block's score is fixed by which tiers its kernels mix.
+TEST(InfllmV2Cuda, TiedTiersAfterTheCandidateFilterPickTheLowerBlocksLikeCpu) {
+  SKIP_WITHOUT_GPU();
+  const SparseConfig c;
+  const AttentionShape s = make_shape(1, 20000, 16, 1, 64);
+  std::vector<float> q(size_t(s.T) * s.Hq * s.D, 0.25f), k(size_t(s.T) * s.D);
+  for (int t = 0; t < s.T; ++t) {
+    const int j = t / c.block_size;
+    const float level = j % 61 == 5 ? 1.f : j % 23 == 7 ? 0.5f : 0.f;
+    for (int d = 0; d < s.D; ++d) k[size_t(t) * s.D + d] = level > 0 ? level : d % 2 ? -1.f : 1.f;
+  }
   std::vector<int32_t> ref(size_t(s.T) * c.topk);
   cpu::select_blocks(c, s, q.data(), k.data(), ref.data());
   EXPECT_EQ(cuda_select(c, s, q, k), ref);
