@@ -759,9 +759,12 @@ __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float*
   }
 }
 
-// One key per selected (token, group, block); -1 padding, future blocks and repeats of the
-// previous entry become UINT64_MAX and sort to the end.
-__global__ void sparse_index_keys_kernel(Problem p, uint64_t* keys) {
+// One key per selected (token, group, block): (segment << token_bits) + token with segment =
+// (b * Hkv + g) * nblocks + block, so sorted keys are grouped by block and ascending in token.
+// -1 padding, future blocks and repeats of the previous entry become all ones and sort last.
+// Key is uint32_t when segments and tokens fit 31 bits (half the bytes to sort).
+template <class Key>
+__global__ void sparse_index_keys_kernel(Problem p, int token_bits, Key* keys) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -770,23 +773,27 @@ __global__ void sparse_index_keys_kernel(Problem p, uint64_t* keys) {
     const int g = int(list % p.Hkv), t = int(list / p.Hkv % p.T), b = int(list / p.Hkv / p.T);
     const int blk = p.blocks[i];
     const bool keep = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk);
-    keys[i] = keep ? ((uint64_t(b) * p.Hkv + g) * p.nblocks + blk) * p.T + t : ~uint64_t(0);
+    const Key segment = (Key(b) * p.Hkv + g) * p.nblocks + blk;
+    keys[i] = keep ? (segment << token_bits) + Key(t) : ~Key(0);
   }
 }
 
-// tokens[i] = the token of sorted key i (key % T).
-__global__ void sparse_index_tokens_kernel(const uint64_t* keys, size_t n, int T, int* tokens) {
+// tokens[i] = the token of sorted key i.
+template <class Key>
+__global__ void sparse_index_tokens_kernel(const Key* keys, size_t n, int token_bits, int* tokens) {
+  const Key mask = (Key(1) << token_bits) - 1;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
-    tokens[i] = keys[i] == ~uint64_t(0) ? -1 : int(keys[i] % uint64_t(T));
+    tokens[i] = keys[i] == ~Key(0) ? -1 : int(keys[i] & mask);
 }
 
-// segment_begin[s] = first sorted key >= s * T, for s = 0 .. B*Hkv*nblocks.
-__global__ void sparse_index_segments_kernel(const uint64_t* keys, size_t n, int segments, int T,
-                                             int* segment_begin) {
+// segment_begin[s] = first sorted key >= s << token_bits, for s = 0 .. B*Hkv*nblocks.
+template <class Key>
+__global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segments,
+                                             int token_bits, int* segment_begin) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s > segments) return;
-  const uint64_t target = uint64_t(s) * T;
+  const Key target = Key(s) << token_bits;
   size_t lo = 0, hi = n;
   while (lo < hi) {
     const size_t mid = (lo + hi) / 2;
@@ -916,31 +923,46 @@ struct SparseIndex {
   int* segment_begin;
 };
 
-SparseIndex build_sparse_index(const Problem& p, cudaStream_t stream) {
+template <class Key>
+void sort_sparse_index(const Problem& p, int token_bits, int end_bit, SparseIndex index,
+                       cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   const int grid = int(std::min<size_t>((n + 255) / 256, 65536));
-  uint64_t* keys = scratch<uint64_t>(n, stream);
-  uint64_t* sorted = scratch<uint64_t>(n, stream);
-  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream)};
-  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, keys);
+  Key* keys = scratch<Key>(n, stream);
+  Key* sorted = scratch<Key>(n, stream);
+  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, token_bits, keys);
   CUDA_CHECK_LAUNCH();
-  // Valid keys are < segments * T; sorting only the bits that hold them is enough, and the
-  // all-ones padding keys still come last.
-  int end_bit = 1;
-  while (end_bit < 64 && (uint64_t(1) << end_bit) <= uint64_t(segments) * uint64_t(p.T)) ++end_bit;
+  // Sorting only the bits that valid keys use is enough: the all-ones padding still comes last.
   size_t temp_bytes = 0;
   CUDA_CHECK(
       cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys, sorted, n, 0, end_bit, stream));
   void* temp = scratch<unsigned char>(temp_bytes, stream);
   CUDA_CHECK(cub::DeviceRadixSort::SortKeys(temp, temp_bytes, keys, sorted, n, 0, end_bit, stream));
   sparse_index_segments_kernel<<<(segments + 1 + 255) / 256, 256, 0, stream>>>(
-      sorted, n, segments, p.T, index.segment_begin);
+      sorted, n, segments, token_bits, index.segment_begin);
   CUDA_CHECK_LAUNCH();
-  sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, p.T, index.tokens);
+  sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, token_bits, index.tokens);
   CUDA_CHECK_LAUNCH();
   for (void* ptr : {static_cast<void*>(keys), static_cast<void*>(sorted), temp})
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
+}
+
+SparseIndex build_sparse_index(const Problem& p, cudaStream_t stream) {
+  const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
+  const int segments = p.B * p.Hkv * p.nblocks;
+  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream)};
+  auto bits_for = [](uint64_t count) {  // bits that hold the values 0 .. count - 1
+    int bits = 0;
+    while ((uint64_t(1) << bits) < count) ++bits;
+    return bits;
+  };
+  const int token_bits = bits_for(uint64_t(p.T));
+  const int end_bit = token_bits + bits_for(uint64_t(segments) + 1);
+  if (end_bit <= 31)  // the all-ones padding stays above every valid key
+    sort_sparse_index<uint32_t>(p, token_bits, end_bit, index, stream);
+  else
+    sort_sparse_index<uint64_t>(p, token_bits, end_bit, index, stream);
   return index;
 }
 

@@ -8,11 +8,12 @@
 //                             turns scores into probabilities, sums the G heads of a token and
 //                             max-pools kernels to blocks on chip. Only the
 //                             block scores [B, chunk, Hkv, n_blocks] (f32) reach device memory.
-//   select_topk_blocks_kernel one warp per (token, group): radix (bitwise) search of the k-th
-//                             largest score key in registers, then an ordered compaction that
-//                             keeps ties lowest-index-first.
+//   select_topk_blocks_kernel one warp per (token, group): a sampled lower bound filters the
+//                             keys to a few dozen candidates, a bitwise search finds the k-th
+//                             largest, an ordered compaction keeps ties lowest-index-first.
 // The per-token probabilities never exist in device memory; block scores are bounded by
-// processing the query tokens in chunks of at most kScoreChunkBytes.
+// processing the query tokens in chunks (interleaved stripes, see Chunk) of at most
+// kScoreChunkBytes.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -43,6 +44,19 @@ constexpr int kProbPitch = 20;
 constexpr int kWarpProbFloats = kKernels * kProbPitch;
 constexpr size_t kScoreChunkBytes = size_t(256) << 20;
 
+// The query tokens of one score + top-k launch pair: chunk `index` of `count` holds the stripes of
+// kStripe tokens index, index + count, index + 2 count, ... Every chunk mixes early (cheap) and
+// late (costly) tokens, so with the latest scheduled first a launch drains on cheap CTAs; with
+// contiguous chunks each launch ended on a wave of its costliest ones.
+constexpr int kStripe = 128;
+struct Chunk {
+  int index, count;
+  int len;  // local tokens: this chunk's stripes x kStripe (the last stripe may pass T)
+  __host__ __device__ int token(int local) const {
+    return ((local / kStripe) * count + index) * kStripe + local % kStripe;
+  }
+};
+
 __global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, int64_t token_row,
                                      int nk, int ks, int stride) {
   // grid (nk, B); row = Hkv * D values per token (token_row elements apart in k), coalesced
@@ -59,11 +73,12 @@ __global__ void compress_keys_kernel(const bf16* k, bf16* kc, int T, int row, in
 struct ScoreArgs {
   const bf16* q;   // [B, T, Hq, D]
   const bf16* kc;  // [B, nk, Hkv, D]
-  float* scores;   // [B, chunk_len, Hkv, n_blocks]
+  float* scores;   // [B, chunk.len, Hkv, n_blocks]
   SparseConfig cfg;
   int T, Hq, Hkv, G, nk;
   int64_t q_row;  // elements between consecutive tokens of q
-  int t_begin, chunk_len, n_blocks, tokens_per_cta;
+  Chunk chunk;
+  int n_blocks, tokens_per_cta;
   float scale_log2;  // scale * log2(e): softmax in base 2
 };
 
@@ -266,8 +281,12 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
   float* carry = reinterpret_cast<float*>(smem + ScoreSmem<D>::q_or_prob + ScoreSmem<D>::kc);
 
   const int g = blockIdx.y, b = blockIdx.z, G = a.G, tq = a.tokens_per_cta;
-  const int t0 = a.t_begin + (gridDim.x - 1 - blockIdx.x) * tq;
-  const int t_end = min(min(t0 + tq, a.t_begin + a.chunk_len), a.T);  // exclusive
+  // CTAs never straddle a stripe; the latest stripes go first.
+  const int x = gridDim.x - 1 - blockIdx.x, ctas_per_stripe = (kStripe + tq - 1) / tq;
+  const int local0 = x / ctas_per_stripe * kStripe + x % ctas_per_stripe * tq;
+  const int t0 = a.chunk.token(local0);
+  if (t0 >= a.T) return;  // the last stripe's tail
+  const int t_end = min(min(t0 + tq, t0 - local0 % kStripe + kStripe), a.T);  // exclusive
   const int tokens = t_end - t0;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const SparseConfig& cfg = a.cfg;
@@ -379,7 +398,7 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     for (int tok = tok_begin; tok < tok_end; tok += tok_step) {
       const int n_tok = full ? kKernels * (tile + 1) : num_kernels(cfg, t0 + tok + 1);
       float* token_scores =
-          a.scores + ((size_t(b) * a.chunk_len + (t0 + tok - a.t_begin)) * a.Hkv + g) * a.n_blocks;
+          a.scores + ((size_t(b) * a.chunk.len + local0 + tok) * a.Hkv + g) * a.n_blocks;
       float before = lane == 0 ? carry[tok] : 0.f;  // only lane 0 uses (and rewrites) it
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
@@ -408,10 +427,11 @@ __device__ __forceinline__ uint32_t score_key(float x) {
 }
 
 struct TopkArgs {
-  const float* scores;  // [B, chunk_len, Hkv, n_blocks]
+  const float* scores;  // [B, chunk.len, Hkv, n_blocks]
   int32_t* blocks;      // [B, T, Hkv, topk]
   SparseConfig cfg;
-  int T, Hkv, t_begin, chunk_len, n_blocks, rows;
+  Chunk chunk;
+  int T, Hkv, n_blocks, rows;
 };
 
 // The k-th largest of the warp's keys, `entries` per lane (key_at(e) = this lane's e-th): the
@@ -458,8 +478,8 @@ constexpr int kCandidateSlots = 128;
 constexpr int kTopkWarps = 8;
 
 // One warp per (b, token, group) row; lane handles blocks lane, lane + 32, ... The keys stream
-// from the block scores (re-read from L1/L2 after the first pass) instead of living in registers, so
-// the kernel keeps ~40 registers and many warps per SM to cover the memory latency. Searching
+// from the block scores (re-read from L1/L2 after the first pass) instead of living in registers,
+// so the kernel keeps ~40 registers and many warps per SM to cover the memory latency. Searching
 // every key 32 times would be most of the work, so the warp first bounds the answer from below:
 // tau = the (k - forced)-th largest of the non-forced keys' maxima over 4 groups per lane (a
 // subset of the keys, so its rank-k value is no higher), top 16 bits only. The keys >= tau
@@ -470,8 +490,8 @@ __global__ void __launch_bounds__(kTopkWarps * 32) select_topk_blocks_kernel(con
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int row = blockIdx.x * kTopkWarps + warp;
   if (row >= a.rows) return;
-  const int g = row % a.Hkv, tl = (row / a.Hkv) % a.chunk_len, b = row / (a.Hkv * a.chunk_len);
-  const int t = a.t_begin + tl;
+  const int g = row % a.Hkv, b = row / (a.Hkv * a.chunk.len);
+  const int t = a.chunk.token((row / a.Hkv) % a.chunk.len);
   if (t >= a.T) return;
   const int n = t / a.cfg.block_size + 1, k = min(a.cfg.topk, n), entries = (n + 31) / 32;
   const float* s = a.scores + size_t(row) * a.n_blocks;
@@ -533,7 +553,8 @@ void launch_scores(const ScoreArgs& a, int B, cudaStream_t stream) {
   constexpr size_t smem = ScoreSmem<D>::bytes;
   CUDA_CHECK(cudaFuncSetAttribute(score_blocks_kernel<D>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid((a.chunk_len + a.tokens_per_cta - 1) / a.tokens_per_cta, a.Hkv, B);
+  const int ctas_per_stripe = (kStripe + a.tokens_per_cta - 1) / a.tokens_per_cta;
+  const dim3 grid(a.chunk.len / kStripe * ctas_per_stripe, a.Hkv, B);
   score_blocks_kernel<D><<<grid, kThreads, smem, stream>>>(a);
   CUDA_CHECK_LAUNCH();
 }
@@ -554,11 +575,14 @@ size_t kc_bytes(const SparseConfig& cfg, const AttentionShape& s) {
   return (bytes + 255) / 256 * 256;
 }
 
-// Query tokens per chunk: the block scores of one chunk fit kScoreChunkBytes.
-int chunk_tokens(const SparseConfig& cfg, const AttentionShape& s) {
-  const size_t per_token = size_t(s.B) * s.Hkv * num_blocks(cfg, s.T) * sizeof(float);
-  const size_t fit = std::max<size_t>(kScoreChunkBytes / per_token / 64 * 64, 64);
-  return int(std::min<size_t>(fit, size_t(s.T)));
+int stripes(const AttentionShape& s) {
+  return (s.T + kStripe - 1) / kStripe;
+}
+
+// Stripes per chunk: the block scores of one chunk fit kScoreChunkBytes.
+int chunk_stripes(const SparseConfig& cfg, const AttentionShape& s) {
+  const size_t per_stripe = size_t(s.B) * kStripe * s.Hkv * num_blocks(cfg, s.T) * sizeof(float);
+  return int(std::clamp<size_t>(kScoreChunkBytes / per_stripe, 1, size_t(stripes(s))));
 }
 
 }  // namespace
@@ -577,8 +601,8 @@ void compress_keys(const SparseConfig& cfg, const AttentionShape& s, const bf16_
 
 size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionShape& s) {
   check_inputs("infllm_v2 cuda::select_blocks_workspace_bytes", cfg, s);
-  return kc_bytes(cfg, s) +
-         size_t(chunk_tokens(cfg, s)) * s.B * s.Hkv * num_blocks(cfg, s.T) * sizeof(float);
+  return kc_bytes(cfg, s) + size_t(chunk_stripes(cfg, s)) * kStripe * s.B * s.Hkv *
+                                num_blocks(cfg, s.T) * sizeof(float);
 }
 
 void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
@@ -594,10 +618,10 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
   float* scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + kc_bytes(cfg, s));
   compress_keys(cfg, s, k, reinterpret_cast<bf16_bits*>(kc), stream);
 
-  const int G = s.Hq / s.Hkv, chunk = chunk_tokens(cfg, s);
-  for (int t_begin = 0; t_begin < s.T; t_begin += chunk) {
-    const int len = std::min(chunk, s.T - t_begin);
-    const int n_blocks = num_blocks(cfg, t_begin + len);
+  const int G = s.Hq / s.Hkv, n_blocks = num_blocks(cfg, s.T);
+  const int count = (stripes(s) + chunk_stripes(cfg, s) - 1) / chunk_stripes(cfg, s);
+  for (int index = 0; index < count; ++index) {
+    const Chunk chunk{index, count, (stripes(s) - index + count - 1) / count * kStripe};
     ScoreArgs sa{reinterpret_cast<const bf16*>(q),
                  kc,
                  scores,
@@ -608,8 +632,7 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
                  G,
                  num_kernels(cfg, s.T),
                  s.q_row > 0 ? s.q_row : int64_t(s.Hq) * s.D,
-                 t_begin,
-                 len,
+                 chunk,
                  n_blocks,
                  kRows / G,
                  float(s.scale * 1.4426950408889634)};
@@ -617,9 +640,8 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
       launch_scores<64>(sa, s.B, stream);
     else
       launch_scores<128>(sa, s.B, stream);
-    select_topk(
-        TopkArgs{scores, blocks, cfg, s.T, s.Hkv, t_begin, len, n_blocks, s.B * len * s.Hkv},
-        stream);
+    select_topk(TopkArgs{scores, blocks, cfg, chunk, s.T, s.Hkv, n_blocks, s.B * chunk.len * s.Hkv},
+                stream);
   }
   if (owned != nullptr) CUDA_CHECK(cudaFreeAsync(owned, stream));
 }
