@@ -479,7 +479,7 @@ constexpr int kTopkWarps = 8;
 
 // One warp per (b, token, group) row; lane handles blocks lane, lane + 32, ... The keys stream
 // from the block scores (re-read from L1/L2 after the first pass) instead of living in registers,
-// so the kernel keeps ~40 registers and many warps per SM to cover the memory latency. Searching
+// so the kernel keeps 32 registers and many warps per SM to cover the memory latency. Searching
 // every key 32 times would be most of the work, so the warp first bounds the answer from below:
 // tau = the (k - forced)-th largest of the non-forced keys' maxima over 4 groups per lane (a
 // subset of the keys, so its rank-k value is no higher), top 16 bits only. The keys >= tau
@@ -522,7 +522,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32) select_topk_blocks_kernel(con
     const bool keep = key >= tau;
     const uint32_t mask = __ballot_sync(~0u, keep);
     const int pos = count + __popc(mask & lower);
-    if (keep && pos < kCandidateSlots) mine[pos] = make_uint2(key, uint32_t(e * 32 + lane));
+    if (keep && pos < kCandidateSlots) mine[pos] = make_uint2(key, uint32_t(block_at(e)));
     count += __popc(mask);
   }
   if (count > kCandidateSlots)
@@ -619,9 +619,9 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
   compress_keys(cfg, s, k, reinterpret_cast<bf16_bits*>(kc), stream);
 
   const int G = s.Hq / s.Hkv, n_blocks = num_blocks(cfg, s.T);
-  const int count = (stripes(s) + chunk_stripes(cfg, s) - 1) / chunk_stripes(cfg, s);
+  const int total = stripes(s), count = (total + chunk_stripes(cfg, s) - 1) / chunk_stripes(cfg, s);
   for (int index = 0; index < count; ++index) {
-    const Chunk chunk{index, count, (stripes(s) - index + count - 1) / count * kStripe};
+    const Chunk chunk{index, count, (total - index + count - 1) / count * kStripe};
     ScoreArgs sa{reinterpret_cast<const bf16*>(q),
                  kc,
                  scores,
