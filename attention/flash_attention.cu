@@ -12,14 +12,16 @@
 //              whose token selected it (neighbouring tokens share the local window and the
 //              first block, so this loads far fewer blocks than one walk per token).
 //  * attention_dkdv_kernel: rows are keys (4 warps x 16 keys = one 64-key tile), the walk is
-//    over 64-row query tiles; dK and dV stay in registers, no atomics.
+//    over 64-row query tiles; dK and dV stay in registers.
 //      dense:  the query tiles at and after the diagonal, for the heads of the group (split
 //              over CTAs when there are too few KV tiles to fill the GPU; partial sums then
 //              go to f32 scratch and one reduce kernel adds them in a fixed order).
 //      sparse: the tokens that selected this block, from a transposed index (block -> tokens)
 //              built on the GPU by sorting (group, block, token) keys, so that every block's
-//              token list is ascending and the sums are deterministic. Each 64-row query tile
-//              packs 64/G tokens x G heads.
+//              token list is ascending. Each 64-row query tile packs 64/G tokens x G heads.
+//              Long lists are cut into chunks (one CTA each, f32 atomic sums), and the CTAs
+//              run in the order of their chunks' first tokens, so that the ~32 blocks whose
+//              local window holds a token read its Q/dO rows at about the same time (L2 hits).
 // On Hopper (sm90::available()) the dense passes and the sparse dK/dV pass run the warpgroup-MMA
 // versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse rows.
 // dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
@@ -574,25 +576,24 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   int* token_s = reinterpret_cast<int*>(delta_s + kStages * kTile);  // [kStages][64], -1 = padding
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int tile = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
-
   // The query tiles this CTA walks.
-  int n_qtiles, head_begin = 0, qtiles_per_head = 0;
   SparseKeyWalk walk = {};
   if constexpr (kSparse) {
-    walk = SparseKeyWalk(a, p, b, kvh, tile, blockIdx.z);
-    n_qtiles = walk.n_qtiles;
-    // No chunk here: the CTA is idle (chunk 0 still writes the zero gradients of a block that
-    // no token selected).
-    if (n_qtiles == 0 && blockIdx.z > 0) return;
-  } else {
+    walk = SparseKeyWalk(a, p, blockIdx.x);
+    if (walk.idle) return;
+  }
+  const int tile = kSparse ? walk.block : blockIdx.x;
+  const int b = kSparse ? walk.b : blockIdx.y / p.Hkv,
+            kvh = kSparse ? walk.kvh : blockIdx.y % p.Hkv;
+  int n_qtiles = walk.n_qtiles, head_begin = 0, qtiles_per_head = 0;
+  if constexpr (!kSparse) {
     const int heads = p.G / a.splits;
     head_begin = kvh * p.G + blockIdx.z * heads;
     qtiles_per_head = p.nblocks - tile;  // query tiles at and after the diagonal
     n_qtiles = heads * qtiles_per_head;
   }
   auto query_row = [&](int n, int row) {
-    if constexpr (kSparse) return walk.row(a, p, kvh, n, row);
+    if constexpr (kSparse) return walk.row(a, p, n, row);
     QueryTileRow r;
     r.head = head_begin + n / qtiles_per_head;
     r.token = (tile + n % qtiles_per_head) * kTile + row;
@@ -805,6 +806,35 @@ __global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segm
   segment_begin[s] = int(lo);
 }
 
+// The sparse dK/dV work list. counts[s] = the CTAs (chunks) of segment s, counts[segments] = 0,
+// so that an exclusive scan gives each segment's first item and the total.
+__global__ void sparse_work_counts_kernel(const int* segment_begin, int segments,
+                                          int tokens_per_tile, int* counts) {
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s > segments) return;
+  const int tokens = s < segments ? segment_begin[s + 1] - segment_begin[s] : 0;
+  counts[s] = s < segments ? sparse_chunks((tokens + tokens_per_tile - 1) / tokens_per_tile) : 0;
+}
+
+// One item {segment, chunk} per CTA, keyed by (b * Hkv + g, the chunk's first token). Sorted by
+// that key, the CTAs that run at the same time read the same stretch of tokens: a token's Q/dO
+// rows serve the ~32 blocks whose local window holds it (and block 0) from L2, where the
+// block-major order streamed them from HBM once per block.
+__global__ void sparse_work_items_kernel(Problem p, const int* segment_begin, const int* tokens,
+                                         const int* first_item, uint64_t* keys, int2* items) {
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= p.B * p.Hkv * p.nblocks) return;
+  const int tokens_per_chunk = kTile / p.G * kSparseChunkTiles;
+  const int begin = segment_begin[s], count = segment_begin[s + 1] - begin;
+  const uint64_t group = uint64_t(s / p.nblocks) << 32;
+  for (int c = first_item[s]; c < first_item[s + 1]; ++c) {
+    const int entry = (c - first_item[s]) * tokens_per_chunk;
+    const int first_token = entry < count ? tokens[begin + entry] : s % p.nblocks * kTile;
+    keys[c] = group + uint32_t(first_token);
+    items[c] = make_int2(s, c - first_item[s]);
+  }
+}
+
 // dk/dv = sum over splits of the f32 partial sums ([splits, B, T, Hkv, D]), in split order.
 __global__ void reduce_splits_kernel(const float* dk_part, const float* dv_part, int splits,
                                      size_t n, Problem p, int D, bf16* dk, bf16* dv) {
@@ -833,7 +863,7 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
   const int tokens_per_tile = kTile / p.G;
   const int tiles =
       (segment_begin[seg + 1] - segment_begin[seg] + tokens_per_tile - 1) / tokens_per_tile;
-  if (tiles <= kSparseChunkTiles) return;  // written directly by its only chunk
+  if (sparse_chunks(tiles) == 1) return;  // written directly by its only chunk
   const size_t i = row * D + threadIdx.x;
   const size_t out = ((size_t(b) * p.T + key) * p.kv_heads + g) * D + threadIdx.x;
   dk[out] = __float2bfloat16(dk_acc[i]);
@@ -904,7 +934,8 @@ void launch_dkdv(const KvArgs& a, const Problem& p, cudaStream_t stream) {
   constexpr size_t smem = dkdv_smem<D>();
   auto kernel = attention_dkdv_kernel<D, kSparse>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(p.nblocks, p.B * p.Hkv, kSparse ? sparse_dkdv_chunks(p) : a.splits);
+  const dim3 grid =
+      kSparse ? dim3(unsigned(sparse_work_bound(p))) : dim3(p.nblocks, p.B * p.Hkv, a.splits);
   kernel<<<grid, kKeyThreads, smem, stream>>>(a, p);
   CUDA_CHECK_LAUNCH();
 }
@@ -917,11 +948,67 @@ T* scratch(size_t count, cudaStream_t stream) {
 }
 
 // The block -> tokens index of the sparse dK/dV pass: for segment s = (b*Hkv + g)*nblocks + block,
-// tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens that selected it, ascending.
+// tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens that selected it, ascending;
+// work[i] = {segment, chunk} of CTA i (sparse_work_bound(p) items, idle ones last).
 struct SparseIndex {
   int* tokens;
   int* segment_begin;
+  int2* work;
 };
+
+// Runs a cub device algorithm the way cub expects: once to size its temporary storage, then with
+// that storage (stream-ordered, freed after).
+template <class Algorithm>
+void run_cub(Algorithm&& algorithm, cudaStream_t stream) {
+  size_t temp_bytes = 0;
+  CUDA_CHECK(algorithm(nullptr, temp_bytes));
+  void* temp = scratch<unsigned char>(temp_bytes, stream);
+  CUDA_CHECK(algorithm(temp, temp_bytes));
+  CUDA_CHECK(cudaFreeAsync(temp, stream));
+}
+
+int bits_for(uint64_t count) {  // bits that hold the values 0 .. count - 1
+  int bits = 0;
+  while ((uint64_t(1) << bits) < count) ++bits;
+  return bits;
+}
+
+// The CTAs of the sparse dK/dV pass in the order of their chunks' first tokens (see
+// sparse_work_items_kernel); unused items of the bound are idle and sort last.
+int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t stream) {
+  const int segments = p.B * p.Hkv * p.nblocks;
+  const size_t bound = sparse_work_bound(p);
+  int* counts = scratch<int>(segments + 1, stream);
+  int* first_item = scratch<int>(segments + 1, stream);
+  uint64_t* keys = scratch<uint64_t>(2 * bound, stream);
+  int2* items = scratch<int2>(bound, stream);
+  CUDA_CHECK(cudaMemsetAsync(keys, 0xff, bound * sizeof(uint64_t), stream));
+  CUDA_CHECK(cudaMemsetAsync(items, 0xff, bound * sizeof(int2), stream));
+  const int grid = (segments + 1 + 255) / 256;
+  sparse_work_counts_kernel<<<grid, 256, 0, stream>>>(index.segment_begin, segments, kTile / p.G,
+                                                      counts);
+  CUDA_CHECK_LAUNCH();
+  run_cub(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceScan::ExclusiveSum(temp, bytes, counts, first_item, segments + 1, stream);
+      },
+      stream);
+  sparse_work_items_kernel<<<grid, 256, 0, stream>>>(p, index.segment_begin, index.tokens,
+                                                     first_item, keys, items);
+  CUDA_CHECK_LAUNCH();
+  int2* work = scratch<int2>(bound, stream);
+  const int end_bit = 32 + bits_for(uint64_t(p.B) * p.Hkv);
+  run_cub(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceRadixSort::SortPairs(temp, bytes, keys, keys + bound, items, work, bound,
+                                               0, end_bit, stream);
+      },
+      stream);
+  for (void* ptr : {static_cast<void*>(counts), static_cast<void*>(first_item),
+                    static_cast<void*>(keys), static_cast<void*>(items)})
+    CUDA_CHECK(cudaFreeAsync(ptr, stream));
+  return work;
+}
 
 template <class Key>
 void sort_sparse_index(const Problem& p, int token_bits, int end_bit, SparseIndex index,
@@ -934,35 +1021,31 @@ void sort_sparse_index(const Problem& p, int token_bits, int end_bit, SparseInde
   sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, token_bits, keys);
   CUDA_CHECK_LAUNCH();
   // Sorting only the bits that valid keys use is enough: the all-ones padding still comes last.
-  size_t temp_bytes = 0;
-  CUDA_CHECK(
-      cub::DeviceRadixSort::SortKeys(nullptr, temp_bytes, keys, sorted, n, 0, end_bit, stream));
-  void* temp = scratch<unsigned char>(temp_bytes, stream);
-  CUDA_CHECK(cub::DeviceRadixSort::SortKeys(temp, temp_bytes, keys, sorted, n, 0, end_bit, stream));
+  run_cub(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceRadixSort::SortKeys(temp, bytes, keys, sorted, n, 0, end_bit, stream);
+      },
+      stream);
   sparse_index_segments_kernel<<<(segments + 1 + 255) / 256, 256, 0, stream>>>(
       sorted, n, segments, token_bits, index.segment_begin);
   CUDA_CHECK_LAUNCH();
   sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, token_bits, index.tokens);
   CUDA_CHECK_LAUNCH();
-  for (void* ptr : {static_cast<void*>(keys), static_cast<void*>(sorted), temp})
+  for (void* ptr : {static_cast<void*>(keys), static_cast<void*>(sorted)})
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
 SparseIndex build_sparse_index(const Problem& p, cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
-  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream)};
-  auto bits_for = [](uint64_t count) {  // bits that hold the values 0 .. count - 1
-    int bits = 0;
-    while ((uint64_t(1) << bits) < count) ++bits;
-    return bits;
-  };
+  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr};
   const int token_bits = bits_for(uint64_t(p.T));
   const int end_bit = token_bits + bits_for(uint64_t(segments) + 1);
   if (end_bit <= 31)  // the all-ones padding stays above every valid key
     sort_sparse_index<uint32_t>(p, token_bits, end_bit, index, stream);
   else
     sort_sparse_index<uint64_t>(p, token_bits, end_bit, index, stream);
+  index.work = build_sparse_work(p, index, stream);
   return index;
 }
 
@@ -1033,6 +1116,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       const SparseIndex index = build_sparse_index(p, stream);
       ka.sorted_tokens = index.tokens;
       ka.segment_begin = index.segment_begin;
+      ka.work = index.work;
       const size_t n = size_t(p.B) * p.T * p.Hkv * D;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
@@ -1049,6 +1133,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       CUDA_CHECK(cudaFreeAsync(ka.dv_acc, stream));
       CUDA_CHECK(cudaFreeAsync(index.tokens, stream));
       CUDA_CHECK(cudaFreeAsync(index.segment_begin, stream));
+      CUDA_CHECK(cudaFreeAsync(index.work, stream));
     } else {
       // Split the group's heads over CTAs until there are enough CTAs to fill the GPU.
       const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();

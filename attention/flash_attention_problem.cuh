@@ -48,6 +48,7 @@ struct KvArgs {
   int splits;
   const int* sorted_tokens;  // sparse: the tokens of each block's segment, ascending
   const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
+  const int2* work;          // sparse: per CTA {segment, chunk} (sparse_work_order); x < 0 = idle
   float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
 };
 
@@ -58,11 +59,18 @@ struct KvArgs {
 // atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
 constexpr int kSparseChunkTiles = 256;
 
-// Chunks (grid z) of the sparse dK/dV launch: a block is selected at most once per token.
-inline int sparse_dkdv_chunks(const Problem& p) {
-  const int tokens_per_tile = kTile / p.G;
-  return ((p.T + tokens_per_tile - 1) / tokens_per_tile + kSparseChunkTiles - 1) /
-         kSparseChunkTiles;
+// CTAs that a segment of `tiles` query tiles needs (one even when empty: it writes the zero
+// gradients of a block that no token selected).
+__host__ __device__ inline int sparse_chunks(int tiles) {
+  return tiles > kSparseChunkTiles ? (tiles + kSparseChunkTiles - 1) / kSparseChunkTiles : 1;
+}
+
+// A bound on the CTAs of the sparse dK/dV launch (the work list is built on the GPU): a segment
+// of n tokens needs at most n / (64/G) / kSparseChunkTiles + 2 chunks.
+inline size_t sparse_work_bound(const Problem& p) {
+  const size_t entries = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
+  const size_t segments = size_t(p.B) * p.Hkv * p.nblocks;
+  return entries / (kTile / p.G) / kSparseChunkTiles + 2 * segments;
 }
 
 // Where query row `row` (0..63) of a dK/dV query tile comes from.
@@ -71,25 +79,31 @@ struct QueryTileRow {
   bool valid;
 };
 
-// The query tiles of one sparse dK/dV CTA: chunk `chunk` of the tokens that selected KV block
+// The query tiles of sparse dK/dV CTA `item`: chunk `chunk` of the tokens that selected KV block
 // `block` of head kvh (from the transposed index), 64/G tokens x G heads per tile.
 struct SparseKeyWalk {
+  int b = 0, kvh = 0, block = 0;
   int seg_begin = 0, seg_count = 0, first_qtile = 0, n_qtiles = 0, tokens_per_tile = 0;
-  bool chunked = false;
+  bool idle = true, chunked = false;
   SparseKeyWalk() = default;
-  __device__ SparseKeyWalk(const KvArgs& a, const Problem& p, int b, int kvh, int block,
-                           int chunk) {
-    const int seg = (b * p.Hkv + kvh) * p.nblocks + block;
+  __device__ SparseKeyWalk(const KvArgs& a, const Problem& p, int item) {
+    const int2 work = a.work[item];  // {segment, chunk}
+    idle = work.x < 0;
+    if (idle) return;
+    const int seg = work.x;  // (b * Hkv + kvh) * nblocks + block
+    block = seg % p.nblocks;
+    kvh = seg / p.nblocks % p.Hkv;
+    b = seg / p.nblocks / p.Hkv;
     tokens_per_tile = kTile / p.G;
     seg_begin = a.segment_begin[seg];
     seg_count = a.segment_begin[seg + 1] - seg_begin;
     const int seg_tiles = (seg_count + tokens_per_tile - 1) / tokens_per_tile;
-    first_qtile = chunk * kSparseChunkTiles;
-    n_qtiles = first_qtile < seg_tiles ? min(seg_tiles - first_qtile, kSparseChunkTiles) : 0;
-    chunked = seg_tiles > kSparseChunkTiles;
+    first_qtile = work.y * kSparseChunkTiles;
+    n_qtiles = max(0, min(seg_tiles - first_qtile, kSparseChunkTiles));
+    chunked = sparse_chunks(seg_tiles) > 1;
   }
   // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
-  __device__ QueryTileRow row(const KvArgs& a, const Problem& p, int kvh, int n, int row) const {
+  __device__ QueryTileRow row(const KvArgs& a, const Problem& p, int n, int row) const {
     QueryTileRow r;
     const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
     r.valid = row < tokens_per_tile * p.G && entry < seg_count;
@@ -107,10 +121,15 @@ __device__ __forceinline__ void store_key_gradients(const KvArgs& a, const Probl
                                                     float k0, float k1, float v0, float v1) {
   const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + col;  // contiguous f32
   if (chunked) {
+#if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the atomic operations
+    atomicAdd(reinterpret_cast<float2*>(a.dk_acc + row), make_float2(k0, k1));
+    atomicAdd(reinterpret_cast<float2*>(a.dv_acc + row), make_float2(v0, v1));
+#else
     atomicAdd(a.dk_acc + row, k0);
     atomicAdd(a.dk_acc + row + 1, k1);
     atomicAdd(a.dv_acc + row, v0);
     atomicAdd(a.dv_acc + row + 1, v1);
+#endif
   } else if (a.splits > 1) {
     const size_t part = size_t(blockIdx.z) * p.B * p.T * p.Hkv * D + row;
     *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);

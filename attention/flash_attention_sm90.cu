@@ -423,11 +423,9 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
   auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
 
-  const int block = blockIdx.x, b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
-  const SparseKeyWalk walk(a, p, b, kvh, block, blockIdx.z);
-  // No chunk here: the CTA is idle (chunk 0 still writes the zero gradients of an unselected
-  // block).
-  if (walk.n_qtiles == 0 && blockIdx.z > 0) return;
+  const SparseKeyWalk walk(a, p, blockIdx.x);
+  if (walk.idle) return;
+  const int block = walk.block, b = walk.b, kvh = walk.kvh;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int key[2];
 #pragma unroll
@@ -439,7 +437,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
     const int chunk = threadIdx.x % kChunks;
 #pragma unroll
     for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
-      const QueryTileRow r = walk.row(a, p, kvh, i, row);
+      const QueryTileRow r = walk.row(a, p, i, row);
       const size_t token = size_t(b) * p.T + r.token;
       const int dst = tile_offset<kQ>(row, chunk * 8);
       cp_async_16(mma::smem_u32(q_tile(i) + dst),
@@ -448,7 +446,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
                   a.dout + (r.valid ? (token * p.o_heads + r.head) * D + chunk * 8 : 0), r.valid);
     }
     if (threadIdx.x < kQ) {
-      const QueryTileRow r = walk.row(a, p, kvh, i, threadIdx.x);
+      const QueryTileRow r = walk.row(a, p, i, threadIdx.x);
       const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
@@ -534,7 +532,7 @@ void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream
 }
 
 void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
-  const dim3 grid(p.nblocks, p.B * p.Hkv, sparse_dkdv_chunks(p));
+  const dim3 grid(unsigned(sparse_work_bound(p)));
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     launch(sparse_dkdv_kernel<kD>, grid, sparse_dkdv_smem<kD>(), stream, a, p, kSparseDkdvThreads);
