@@ -1,5 +1,6 @@
 #include "layers/block.h"
 
+#include "autograd/checkpoint.h"
 #include "autograd/functions.h"
 
 namespace infllm {
@@ -12,9 +13,27 @@ Block::Block(ParameterFactory& factory, const ModelConfig& config)
           "mlp_norm", std::make_unique<RMSNorm>(factory, config.d_model, config.norm_eps))),
       mlp_(register_module("mlp", std::make_unique<MLP>(factory, config))) {}
 
-Tensor Block::forward(const Tensor& x) const {
-  Tensor h = add(x, attention_.forward(attention_norm_.forward(x)));
+Tensor Block::qkv(const Tensor& x) const {
+  return attention_.project_qkv(attention_norm_.forward(x));
+}
+
+Tensor Block::finish(const Tensor& x, const Tensor& attended) const {
+  Tensor h = add(x, attention_.project_out(attended));
   return add(h, mlp_.forward(mlp_norm_.forward(h)));
+}
+
+Tensor Block::forward(const Tensor& x) const {
+  return finish(x, attention_.attend(qkv(x)));
+}
+
+Tensor Block::forward_checkpointed(const Tensor& x, bool recompute_attention) const {
+  using Tensors = std::vector<Tensor>;
+  if (recompute_attention)
+    return checkpoint([this](const Tensors& in) { return Tensors{forward(in[0])}; }, {x})[0];
+  Tensor qkv_rows = checkpoint([this](const Tensors& in) { return Tensors{qkv(in[0])}; }, {x})[0];
+  Tensor attended = attention_.attend(qkv_rows);
+  return checkpoint([this](const Tensors& in) { return Tensors{finish(in[0], in[1])}; },
+                    {x, attended})[0];
 }
 
 }  // namespace infllm

@@ -11,8 +11,16 @@ class Block : public Module {
  public:
   Block(ParameterFactory& factory, const ModelConfig& config);
   Tensor forward(const Tensor& x) const;
+  // The same under activation checkpointing: backward recomputes the norms, projections and MLP
+  // from the saved block input. The attention core (block selection, attention kernels) keeps
+  // its inputs and outputs, so backward does not run it again, unless recompute_attention:
+  // then the whole block is recomputed (least memory, one more attention forward per step).
+  Tensor forward_checkpointed(const Tensor& x, bool recompute_attention) const;
 
  private:
+  Tensor qkv(const Tensor& x) const;  // attention's input: rotated q, k and v
+  Tensor finish(const Tensor& x, const Tensor& attended) const;  // residuals, wo and the MLP
+
   RMSNorm& attention_norm_;
   SelfAttention& attention_;
   RMSNorm& mlp_norm_;

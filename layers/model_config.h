@@ -21,6 +21,7 @@ struct ModelConfig {
   double init_std = 0.02;
   AttentionOptions attention;
   bool activation_checkpointing = false;
+  bool recompute_attention = false;  // with checkpointing: recompute the attention core too
 };
 
 }  // namespace infllm

@@ -18,14 +18,24 @@ SelfAttention::SelfAttention(ParameterFactory& factory, const ModelConfig& confi
                                     config.init_std / std::sqrt(2.0 * double(config.n_layers))))) {}
 
 Tensor SelfAttention::forward(const Tensor& x) const {
-  int64_t B = x.size(0), T = x.size(1), D = config_.head_dim;
+  return project_out(attend(project_qkv(x)));
+}
+
+// The projection's rows stay packed [q heads | k heads | v heads] from the matmul through RoPE
+// (q and k heads only) into attention: no slice is copied, no slice gradient zero-filled.
+Tensor SelfAttention::project_qkv(const Tensor& x) const {
   int64_t Hq = config_.n_heads, Hkv = config_.n_kv_heads;
-  // The projection's rows stay packed [q heads | k heads | v heads] from the matmul through RoPE
-  // (q and k heads only) into attention: no slice is copied, no slice gradient zero-filled.
-  Tensor qkv = reshape(wqkv_.forward(x), {B, T, Hq + 2 * Hkv, D});
-  Tensor rotated = rope(qkv, config_.rope_theta, 0, Hq + Hkv);
-  Tensor out = causal_attention_packed(rotated, Hq, Hkv, config_.attention);
-  return wo_.forward(reshape(out, {B, T, Hq * D}));
+  Tensor qkv = reshape(wqkv_.forward(x), {x.size(0), x.size(1), Hq + 2 * Hkv, config_.head_dim});
+  return rope(qkv, config_.rope_theta, 0, Hq + Hkv);
+}
+
+Tensor SelfAttention::attend(const Tensor& qkv) const {
+  Tensor out = causal_attention_packed(qkv, config_.n_heads, config_.n_kv_heads, config_.attention);
+  return reshape(out, {qkv.size(0), qkv.size(1), config_.n_heads * config_.head_dim});
+}
+
+Tensor SelfAttention::project_out(const Tensor& attended) const {
+  return wo_.forward(attended);
 }
 
 }  // namespace infllm

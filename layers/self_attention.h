@@ -14,6 +14,12 @@ class SelfAttention : public Module {
   SelfAttention(ParameterFactory& factory, const ModelConfig& config);
   Tensor forward(const Tensor& x) const;  // [B, T, d_model] -> [B, T, d_model]
 
+  // forward = project_out(attend(project_qkv(x))), in three steps so that activation
+  // checkpointing can recompute the projections and keep the attention core.
+  Tensor project_qkv(const Tensor& x) const;         // -> q, k (rotated), v: [B, T, Hq + 2 Hkv, D]
+  Tensor attend(const Tensor& qkv) const;            // -> [B, T, Hq * D]
+  Tensor project_out(const Tensor& attended) const;  // -> [B, T, d_model]
+
  private:
   const ModelConfig& config_;
   Linear& wqkv_;  // [(Hq + 2 Hkv) * head_dim, d_model]

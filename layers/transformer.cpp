@@ -1,6 +1,5 @@
 #include "layers/transformer.h"
 
-#include "autograd/checkpoint.h"
 #include "autograd/functions.h"
 #include "layers/cross_entropy.h"
 
@@ -33,15 +32,9 @@ Tensor TransformerLM::hidden_states(const Tensor& tokens) const {
                "TransformerLM: tokens must be i32 [B, T], got ", tokens.str());
   Tensor x = embedding_.forward(tokens);
   for (const Block* block : blocks_) {
-    if (config_.activation_checkpointing) {
-      x = checkpoint(
-          [block](const std::vector<Tensor>& in) {
-            return std::vector<Tensor>{block->forward(in[0])};
-          },
-          {x})[0];
-    } else {
-      x = block->forward(x);
-    }
+    x = config_.activation_checkpointing
+            ? block->forward_checkpointed(x, config_.recompute_attention)
+            : block->forward(x);
   }
   return final_norm_->forward(x);
 }

@@ -134,6 +134,7 @@ void visit_fields(R& r, Visit&& visit) {
   visit(FieldKey{"train", "device"}, r.train.device);
   visit(FieldKey{"train", "precision"}, r.train.precision);
   visit(FieldKey{"train", "activation_checkpointing"}, r.train.activation_checkpointing);
+  visit(FieldKey{"train", "recompute_attention"}, r.train.recompute_attention);
   visit(FieldKey{"train", "eval_every"}, r.train.eval_every);
   visit(FieldKey{"train", "eval_batches"}, r.train.eval_batches);
   visit(FieldKey{"train", "max_bad_steps"}, r.train.max_bad_steps);

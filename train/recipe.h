@@ -98,7 +98,8 @@ struct TrainConfig {
   DeviceChoice device = DeviceChoice::automatic;
   Precision precision = Precision::bf16;  // the CPU backend always computes f32
   bool activation_checkpointing = false;
-  int64_t eval_every = 0;  // steps between evaluations on data.val; 0 = never
+  bool recompute_attention = false;  // with checkpointing: recompute the attention core too
+  int64_t eval_every = 0;            // steps between evaluations on data.val; 0 = never
   int eval_batches = 20;
   int max_bad_steps = 10;  // non-finite steps (skipped) tolerated before the run stops
   std::string init_from;   // checkpoint whose weights start the run (finetune); empty = none

@@ -67,6 +67,7 @@ infllm::ModelConfig model_config(const Recipe& recipe) {
   config.attention.sparse = {a.kernel_size, a.kernel_stride, a.block_size, a.init_blocks,
                              a.window_size, a.topk,          a.dense_len,  a.lse_stride};
   config.activation_checkpointing = recipe.train.activation_checkpointing;
+  config.recompute_attention = recipe.train.recompute_attention;
   return config;
 }
 

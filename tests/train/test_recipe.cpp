@@ -217,16 +217,17 @@ TEST_F(RecipeTest, ExtendsMissingFileNamesBothFiles) {
 }
 
 TEST_F(RecipeTest, OverridesApplyAfterExtends) {
-  const Recipe recipe =
-      load_minimal({"train.steps=100", "train.out_dir=runs/q", "attention.mode=sparse",
-                    "optim.no_decay=[norm]", "optim.lr=1e-3", "train.activation_checkpointing=true",
-                    "data.val=random", "train.eval_every=5", "distributed.init=file:/tmp/rdv"});
+  const Recipe recipe = load_minimal(
+      {"train.steps=100", "train.out_dir=runs/q", "attention.mode=sparse", "optim.no_decay=[norm]",
+       "optim.lr=1e-3", "train.activation_checkpointing=true", "train.recompute_attention=true",
+       "data.val=random", "train.eval_every=5", "distributed.init=file:/tmp/rdv"});
   EXPECT_EQ(recipe.train.steps, 100);
   EXPECT_EQ(recipe.train.out_dir, "runs/q");
   EXPECT_EQ(recipe.attention.mode, AttentionMode::sparse);
   EXPECT_EQ(recipe.optim.no_decay, std::vector<std::string>{"norm"});
   EXPECT_EQ(recipe.optim.lr, 1e-3);
   EXPECT_TRUE(recipe.train.activation_checkpointing);
+  EXPECT_TRUE(recipe.train.recompute_attention);
   EXPECT_EQ(recipe.train.eval_every, 5);
   EXPECT_EQ(recipe.distributed.init, "file:/tmp/rdv");
   // The last override of a key wins; an empty value restores the default.
