@@ -808,12 +808,13 @@ __global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segm
 
 // The sparse dK/dV work list. counts[s] = the CTAs (chunks) of segment s, counts[segments] = 0,
 // so that an exclusive scan gives each segment's first item and the total.
-__global__ void sparse_work_counts_kernel(const int* segment_begin, int segments,
-                                          int tokens_per_tile, int* counts) {
+__global__ void sparse_work_counts_kernel(const int* segment_begin, int segments, int G,
+                                          int* counts) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s > segments) return;
-  const int tokens = s < segments ? segment_begin[s + 1] - segment_begin[s] : 0;
-  counts[s] = s < segments ? sparse_chunks((tokens + tokens_per_tile - 1) / tokens_per_tile) : 0;
+  counts[s] = s < segments
+                  ? sparse_chunks(sparse_query_tiles(segment_begin[s + 1] - segment_begin[s], G))
+                  : 0;
 }
 
 // One item {segment, chunk} per CTA, keyed by (b * Hkv + g, the chunk's first token). Sorted by
@@ -860,9 +861,7 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
   const size_t row = blockIdx.x;  // (b, key, g)
   const int g = int(row % p.Hkv), key = int(row / p.Hkv % p.T), b = int(row / p.Hkv / p.T);
   const int seg = (b * p.Hkv + g) * p.nblocks + key / kTile;
-  const int tokens_per_tile = kTile / p.G;
-  const int tiles =
-      (segment_begin[seg + 1] - segment_begin[seg] + tokens_per_tile - 1) / tokens_per_tile;
+  const int tiles = sparse_query_tiles(segment_begin[seg + 1] - segment_begin[seg], p.G);
   if (sparse_chunks(tiles) == 1) return;  // written directly by its only chunk
   const size_t i = row * D + threadIdx.x;
   const size_t out = ((size_t(b) * p.T + key) * p.kv_heads + g) * D + threadIdx.x;
@@ -985,8 +984,7 @@ int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t
   CUDA_CHECK(cudaMemsetAsync(keys, 0xff, bound * sizeof(uint64_t), stream));
   CUDA_CHECK(cudaMemsetAsync(items, 0xff, bound * sizeof(int2), stream));
   const int grid = (segments + 1 + 255) / 256;
-  sparse_work_counts_kernel<<<grid, 256, 0, stream>>>(index.segment_begin, segments, kTile / p.G,
-                                                      counts);
+  sparse_work_counts_kernel<<<grid, 256, 0, stream>>>(index.segment_begin, segments, p.G, counts);
   CUDA_CHECK_LAUNCH();
   run_cub(
       [&](void* temp, size_t& bytes) {

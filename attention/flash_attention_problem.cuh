@@ -48,7 +48,7 @@ struct KvArgs {
   int splits;
   const int* sorted_tokens;  // sparse: the tokens of each block's segment, ascending
   const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
-  const int2* work;          // sparse: per CTA {segment, chunk} (sparse_work_order); x < 0 = idle
+  const int2* work;          // sparse: per CTA {segment, chunk} (build_sparse_work); x < 0 = idle
   float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
 };
 
@@ -58,6 +58,12 @@ struct KvArgs {
 // bf16 directly (deterministic); longer ones add their chunks' sums into f32 accumulators with
 // atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
 constexpr int kSparseChunkTiles = 256;
+
+// Query tiles of a sparse dK/dV segment of `tokens` tokens: 64/G tokens x G heads per tile.
+__host__ __device__ inline int sparse_query_tiles(int tokens, int G) {
+  const int tokens_per_tile = kTile / G;
+  return (tokens + tokens_per_tile - 1) / tokens_per_tile;
+}
 
 // CTAs that a segment of `tiles` query tiles needs (one even when empty: it writes the zero
 // gradients of a block that no token selected).
@@ -97,7 +103,7 @@ struct SparseKeyWalk {
     tokens_per_tile = kTile / p.G;
     seg_begin = a.segment_begin[seg];
     seg_count = a.segment_begin[seg + 1] - seg_begin;
-    const int seg_tiles = (seg_count + tokens_per_tile - 1) / tokens_per_tile;
+    const int seg_tiles = sparse_query_tiles(seg_count, p.G);
     first_qtile = work.y * kSparseChunkTiles;
     n_qtiles = max(0, min(seg_tiles - first_qtile, kSparseChunkTiles));
     chunked = sparse_chunks(seg_tiles) > 1;
