@@ -1,11 +1,14 @@
 // Times the CUDA attention kernels on MiniCPM4-8B's attention shape (B=1, Hq=32, Hkv=2, D=128):
 // dense causal at 4K/16K/32K and InfLLM-V2 block-sparse (64 blocks of 64 per token: the first
 // block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
+// `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
+// (random blocks shared by 128 query tokens), so both kernels do the same work.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
-//                   --hkv 2 --d 128] [--reps 10]     (a list of "0" skips that mode)
+//                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
+//                   (a list of "0" skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -27,6 +30,7 @@ namespace {
 struct Options {
   std::vector<int> dense = {4096, 16384, 32768};
   std::vector<int> sparse = {32768, 65536, 131072};
+  std::vector<int> flex_mask = {};
   int b = 1, hq = 32, hkv = 2, d = 128, reps = 10;
 };
 
@@ -43,29 +47,62 @@ __global__ void fill_random(uint16_t* x, size_t n, uint64_t seed) {
   }
 }
 
-// InfLLM-V2-like lists of `topk` blocks; returns the number of visible (token, key) pairs summed
-// over tokens and KV groups, for the FLOP count.
-double make_block_lists(int T, int hkv, int topk, std::vector<int32_t>& blocks) {
-  const int local = 32;
+// `count` distinct random blocks from 1 .. pool added to `chosen`.
+void add_random_blocks(std::vector<int32_t>& chosen, int pool, size_t count, std::mt19937& gen) {
+  for (const size_t target = chosen.size() + count; chosen.size() < target;) {
+    const int j = 1 + int(gen() % uint32_t(pool));
+    if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) chosen.push_back(j);
+  }
+}
+
+// InfLLM-V2's worst case, each (token, group) on its own: the first block, the 32 local blocks
+// ending at the token's own and random earlier ones, `topk` in all.
+std::vector<int32_t> per_token_blocks(int t, int topk, std::mt19937& gen) {
+  const int own = t / 64, local = 32;
+  std::vector<int32_t> chosen;
+  if (own + 1 <= topk) {
+    for (int j = 0; j <= own; ++j) chosen.push_back(j);
+    return chosen;
+  }
+  chosen.push_back(0);
+  for (int j = own - local + 1; j <= own; ++j) chosen.push_back(j);
+  add_random_blocks(chosen, own - local, size_t(topk) - chosen.size(), gen);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+// The mask torch_peer.py gives FlexAttention, in 64-token blocks: per 128-token query block the
+// first 128 keys, the 16 128-token blocks ending at its own and up to topk/2 - 17 random earlier
+// ones, shared by the block's 128 tokens and by every head. Blocks after a token's own are left
+// out (they hold only future keys).
+std::vector<int32_t> shared_128_blocks(int t, int topk) {
+  const int own128 = t / 128, local = 16;
+  std::vector<int32_t> chosen128 = {0};
+  for (int j = std::max(1, own128 - local + 1); j <= own128; ++j) chosen128.push_back(j);
+  if (own128 > local) {
+    std::mt19937 gen(own128 * 7919u + 17u);
+    const int pool = own128 - local;
+    add_random_blocks(chosen128, pool, std::min<size_t>(pool, topk / 2 - chosen128.size()), gen);
+  }
+  std::sort(chosen128.begin(), chosen128.end());
+  std::vector<int32_t> chosen;
+  for (int j : chosen128)
+    for (int half : {2 * j, 2 * j + 1})
+      if (half <= t / 64) chosen.push_back(half);
+  return chosen;
+}
+
+// Block lists of `topk` entries (-1 padded) for every (token, group); returns the number of
+// visible (token, key) pairs summed over tokens and KV groups, for the FLOP count.
+double make_block_lists(int T, int hkv, int topk, bool shared_128, std::vector<int32_t>& blocks) {
   blocks.assign(size_t(T) * hkv * topk, -1);
   double visible = 0;
   for (int t = 0; t < T; ++t) {
     std::mt19937 gen(t * 7919u + 17u);
     for (int g = 0; g < hkv; ++g) {
       const int own = t / 64;
-      std::vector<int32_t> chosen;
-      if (own + 1 <= topk) {
-        for (int j = 0; j <= own; ++j) chosen.push_back(j);
-      } else {
-        chosen.push_back(0);
-        for (int j = own - local + 1; j <= own; ++j) chosen.push_back(j);
-        const int pool = own - local;  // candidates 1 .. own - local
-        while (int(chosen.size()) < topk) {
-          const int j = 1 + int(gen() % uint32_t(pool));
-          if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) chosen.push_back(j);
-        }
-        std::sort(chosen.begin(), chosen.end());
-      }
+      const std::vector<int32_t> chosen =
+          shared_128 ? shared_128_blocks(t, topk) : per_token_blocks(t, topk, gen);
       for (size_t i = 0; i < chosen.size(); ++i) {
         blocks[(size_t(t) * hkv + g) * topk + i] = chosen[i];
         visible += chosen[i] == own ? t - own * 64 + 1 : 64;
@@ -121,7 +158,10 @@ double scratch_peak_mib(F&& f) {
   return double(high) / 1048576.0;
 }
 
-Row run(const Options& o, int L, bool sparse) {
+enum class Mode { dense, sparse, flex_mask };
+
+Row run(const Options& o, int L, Mode mode) {
+  const bool sparse = mode != Mode::dense;
   const AttentionShape shape{o.b, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
   const size_t nq = size_t(o.b) * L * o.hq * o.d, nk = size_t(o.b) * L * o.hkv * o.d;
   uint16_t *q, *k, *v, *out, *dout, *dq, *dk, *dv;
@@ -141,7 +181,7 @@ Row run(const Options& o, int L, bool sparse) {
   int32_t* gblocks = nullptr;
   if (sparse) {
     std::vector<int32_t> blocks;
-    const double visible = o.b * make_block_lists(L, o.hkv, 64, blocks);
+    const double visible = o.b * make_block_lists(L, o.hkv, 64, mode == Mode::flex_mask, blocks);
     fwd_flops = 4.0 * visible * o.d * (o.hq / o.hkv);
     std::vector<int32_t> one = blocks;  // every sequence of the batch selects the same blocks
     for (int i = 1; i < o.b; ++i) blocks.insert(blocks.end(), one.begin(), one.end());
@@ -154,7 +194,7 @@ Row run(const Options& o, int L, bool sparse) {
     cuda::attention_backward(shape, q, k, v, out, lse, dout, list, dq, dk, dv, nullptr);
   };
   Row r;
-  r.mode = sparse ? "sparse_top64" : "dense";
+  r.mode = mode == Mode::dense ? "dense" : mode == Mode::sparse ? "sparse_top64" : "flex_mask";
   r.L = L;
   r.fwd_ms = median_ms(forward, o.reps);
   r.fwd_bwd_ms = median_ms(
@@ -194,6 +234,7 @@ int main(int argc, char** argv) {
   if (!parse_options(argc, argv, "bench_attention",
                      {{"--dense", list_option(o.dense)},
                       {"--sparse", list_option(o.sparse)},
+                      {"--flex-mask", list_option(o.flex_mask)},
                       {"--b", int_option(o.b)},
                       {"--hq", int_option(o.hq)},
                       {"--hkv", int_option(o.hkv)},
@@ -205,8 +246,9 @@ int main(int argc, char** argv) {
   std::printf("{\"gpu\":\"%s\"}\n", prop.name);
   std::vector<Row> rows;
   try {
-    for (int L : o.dense) rows.push_back(run(o, L, false));
-    for (int L : o.sparse) rows.push_back(run(o, L, true));
+    for (int L : o.dense) rows.push_back(run(o, L, Mode::dense));
+    for (int L : o.sparse) rows.push_back(run(o, L, Mode::sparse));
+    for (int L : o.flex_mask) rows.push_back(run(o, L, Mode::flex_mask));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;
