@@ -24,6 +24,9 @@
 //              local window holds a token read its Q/dO rows at about the same time (L2 hits).
 // On Hopper (sm90::available()) the dense passes and the sparse dK/dV pass run the warpgroup-MMA
 // versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse rows.
+// Compiled for Hopper, the sparse forward runs the blocks that all 4 token warps of a warpgroup
+// chose (the first block, the local window) as warpgroup MMAs (wgmma.cuh), which read K and V
+// from shared memory once for the 64 rows instead of once per warp.
 // dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
 // sparse dQ must walk per-token lists anyway, and the result is deterministic; the price is
 // recomputing S and dP (7 instead of 5 tile matmuls in the backward).
@@ -38,6 +41,7 @@
 #include "attention/flash_attention_mma.cuh"
 #include "attention/flash_attention_problem.cuh"
 #include "attention/flash_attention_sm90.h"
+#include "attention/wgmma.cuh"
 #include "core/cuda_check.h"
 #include "core/error.h"
 
@@ -67,7 +71,7 @@ struct QueryRows {
 
 // A [128, D] tile of a [B, T, Hq, D] tensor (q or dout, tokens `row_heads` heads apart), rows
 // picked by `rows`.
-template <int D, int kThreads, bool kSparse>
+template <int D, int kThreads, int kPanelRows, bool kSparse>
 __device__ void load_query_rows(bf16* tile, const bf16* src, int row_heads,
                                 const QueryRows<kSparse>& rows, const Problem& p) {
   constexpr int kChunks = D / 8;
@@ -78,14 +82,14 @@ __device__ void load_query_rows(bf16* tile, const bf16* src, int row_heads,
         src + (valid ? ((size_t(rows.b) * p.T + rows.token(row)) * row_heads + rows.head(row)) * D +
                            chunk * 8
                      : 0);
-    cp_async_16(smem_u32(tile + swizzled<D>(row, chunk * 8)), from, valid);
+    cp_async_16(smem_u32(tile + swizzled<D, kPanelRows>(row, chunk * 8)), from, valid);
   }
 }
 
 // KV tile `tile` (keys tile*64 .. +63) of KV head kvh from a [B, T, Hkv, D] tensor, copied by
 // kThreads threads of which this is number `id`. Each thread keeps one 16-byte column chunk and
 // steps down the rows, so the loop is one pointer increment per copy.
-template <int D, int kThreads>
+template <int D, int kThreads, int kPanelRows = 0>
 __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int tile, const Problem& p,
                              int id) {
   constexpr int kChunks = D / 8, kRowsPerStep = kThreads / kChunks;
@@ -98,18 +102,19 @@ __device__ void load_kv_tile(bf16* dst, const bf16* src, int b, int kvh, int til
   for (int i = 0; i < kTile / kRowsPerStep; ++i) {
     const int row = row0 + i * kRowsPerStep;
     const bool valid = tile * kTile + row < p.T;
-    cp_async_16(smem_u32(dst + swizzled<D>(row, chunk * 8)), valid ? from + i * step : src, valid);
+    cp_async_16(smem_u32(dst + swizzled<D, kPanelRows>(row, chunk * 8)),
+                valid ? from + i * step : src, valid);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sparse schedule of one rows-kernel CTA: the ascending union of its 8 tokens' block lists, and
 // for each warp the positions in that union of the blocks its token selected (ascending; -1 for
-// padding and future blocks), and for each union entry how many warps consume it.
+// padding and future blocks), and for each union entry which warps consume it.
 struct SparseSchedule {
   int* entries;    // [kRowWarps][max_blocks] union positions, per warp
   int* blocks;     // [n] the union, ascending block indices
-  int* consumers;  // [n] warps whose token selected the block (1 .. kRowWarps)
+  int* consumers;  // [n] bit w: warp w's token selected the block
   int* count;      // n
   int* bitmap;     // [ceil(nblocks / 32)] scratch
   __device__ SparseSchedule(int* base, int max_blocks)
@@ -175,7 +180,7 @@ __device__ int build_sparse_schedule(const Problem& p, int b, int g, int token0,
         hi = mid;
     }
     s.entries[i] = lo;
-    atomicAdd(&s.consumers[lo], 1);
+    atomicOr(&s.consumers[lo], 1 << (i / p.max_blocks));
   }
   __syncthreads();
   return n;
@@ -233,10 +238,18 @@ constexpr int rows_stages() {
   return slots < 8 ? int(slots) : 8;
 }
 
+// Sparse tiles start at 1024-byte boundaries (wgmma's swizzle): 1024 bytes of room to round the
+// shared-memory base up.
+template <bool kSparse, bool kBackward>
+constexpr size_t rows_smem_align() {
+  return kSparse ? 1024 : 0;
+}
+
 template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
-  return query_tiles_bytes<D, kSparse, kBackward>() + kStages * kv_stage_bytes(D) +
+  return rows_smem_align<kSparse, kBackward>() + query_tiles_bytes<D, kSparse, kBackward>() +
+         kStages * kv_stage_bytes(D) +
          (kSparse ? kStages * (2 * sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, owners
 }
 
@@ -244,7 +257,7 @@ constexpr size_t rows_tiles_smem() {
 // shared memory feeds kM MMAs.
 // c += X Y^T: X = the warp's 16 kM rows of Q or dO, whose A fragment for row tile m and k-step kk
 // x_fragment(xa, m, kk) provides (from shared memory or registers); Y = a [64][D] KV tile.
-template <int D, int kM, class XFragment>
+template <int D, int kPanelRows, int kM, class XFragment>
 __device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], XFragment x_fragment,
                                                   const bf16* y_tile, int lane) {
 #pragma unroll
@@ -255,7 +268,7 @@ __device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], XFragmen
 #pragma unroll
     for (int np = 0; np < 4; ++np) {
       uint32_t yb[4];
-      load_b_rows<D>(yb, y_tile, np * 16, kk * 16, lane);
+      load_b_rows<D, kPanelRows>(yb, y_tile, np * 16, kk * 16, lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
         mma_bf16(c[m][2 * np], xa[m], yb[0], yb[1]);
@@ -267,7 +280,7 @@ __device__ __forceinline__ void rows_times_tile_t(float (&c)[kM][8][4], XFragmen
 
 // acc += W Y: W = the warp's [16 kM][64] accumulator (P or dS, rounded to bf16), Y = a [64][D]
 // KV tile.
-template <int D, int kM>
+template <int D, int kPanelRows, int kM>
 __device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
                                                 const float (&w)[kM][8][4], const bf16* y_tile,
                                                 int lane) {
@@ -279,7 +292,7 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
 #pragma unroll
     for (int dt = 0; dt < D / 16; ++dt) {
       uint32_t yb[4];
-      load_b_cols<D>(yb, y_tile, ks * 16, dt * 16, lane);
+      load_b_cols<D, kPanelRows>(yb, y_tile, ks * 16, dt * 16, lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
         mma_bf16(acc[m][2 * dt], wa[m], yb[0], yb[1]);
@@ -287,6 +300,69 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
       }
     }
   }
+}
+
+// Hopper, sparse rows: the tile products of rows_times_tile_t / rows_times_tile as warpgroup MMAs
+// over the 64 rows (4 tokens x 16 heads) of a warpgroup whose 4 tokens all chose the K/V block.
+// Accumulators are m16n8 tiles in a row (wgmma's layout).
+// c += X Y^T: x_operand(kk) = X's k-step kk, a pointer to this warp's A fragment or a
+// shared-memory descriptor.
+template <int D, class XOperand>
+__device__ __forceinline__ void warpgroup_times_tile_t(float (&c)[32], XOperand x_operand,
+                                                       const bf16* y_tile) {
+  wgmma::hold(c);  // the zeros must be in the registers before the fence
+  wgmma::fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma::mma<0, kTile>(c, wgmma::a_operand(x_operand(kk)),
+                         wgmma::k_major<kTile>(y_tile, 0, kk * 16));
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(c);
+}
+// acc += W Y: W = P or dS ([64][64] over the warpgroup), Y = V or K as an MN-major operand.
+template <int D>
+__device__ __forceinline__ void warpgroup_times_tile(float (&acc)[D / 2], const float (&w)[32],
+                                                     const bf16* y_tile) {
+  uint32_t a[kTile / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks) wgmma::accumulator_to_a(a[ks], w, ks);
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks)
+    wgmma::mma<1, D>(acc, a[ks], wgmma::mn_major<kTile>(y_tile, ks * 16, 0));
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(acc);
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks) wgmma::hold(a[ks]);
+}
+
+// c = X Y^T and acc += W Y for a warp's rows (rows_times_tile_t / rows_times_tile), as warpgroup
+// MMAs when `warpgroup` says that the whole warpgroup runs this tile (kWarpgroupMma builds only).
+template <int D, bool kWarpgroupMma, int kKvPanels, int kM, class XFragment, class XOperand>
+__device__ __forceinline__ void times_tile_t(float (&c)[kM][8][4], XFragment x_fragment,
+                                             XOperand x_operand, const bf16* y, bool warpgroup,
+                                             int lane) {
+  if constexpr (kWarpgroupMma) {
+    if (warpgroup) {
+      warpgroup_times_tile_t<D>(reinterpret_cast<float(&)[32]>(c[0][0][0]), x_operand, y);
+      return;
+    }
+  }
+  rows_times_tile_t<D, kKvPanels>(c, x_fragment, y, lane);
+}
+template <int D, bool kWarpgroupMma, int kKvPanels, int kM>
+__device__ __forceinline__ void times_tile(float (&acc)[kM][D / 8][4], const float (&w)[kM][8][4],
+                                           const bf16* y, bool warpgroup, int lane) {
+  if constexpr (kWarpgroupMma) {
+    if (warpgroup) {
+      warpgroup_times_tile<D>(reinterpret_cast<float(&)[D / 2]>(acc[0][0][0]),
+                              reinterpret_cast<const float(&)[32]>(w[0][0][0]), y);
+      return;
+    }
+  }
+  rows_times_tile<D, kKvPanels>(acc, w, y, lane);
 }
 
 // Dense rows: each CTA walks KV tiles 0 .. its diagonal in order; a tile is loaded by all threads
@@ -307,7 +383,20 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   constexpr int kM = row_tiles<D, kSparse, kBackward>();  // m16 tiles per warp
   constexpr int kThreads = rows_threads<D, kSparse, kBackward>();
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
-  extern __shared__ __align__(128) unsigned char smem[];
+  // Hopper, D = 128: shared sparse blocks as warpgroup MMAs (file comment). D = 64 measured
+  // slower that way (19.2 vs 18.3 ms sparse forward at 64K, Hq = 16).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kWarpgroupMma = kSparse && D == 128;
+#else
+  constexpr bool kWarpgroupMma = false;
+#endif
+  // Tile layouts (mma::swizzled): K/V slots; the dQ pass's Q and dO rows (wgmma A operands).
+  constexpr int kKvPanels = kWarpgroupMma ? kTile : 0;
+  constexpr int kRowPanels = kWarpgroupMma && kBackward ? kRowsPerCta : 0;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem =
+      smem_raw +
+      (rows_smem_align<kSparse, kBackward>() ? (1024 - (smem_u32(smem_raw) & 1023)) & 1023 : 0);
   bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kSparse, kBackward>());
   constexpr bool kQueryInRegisters = query_in_registers<kSparse, kBackward>();
   // [128][D] each; Q in slot 0 until the warps have their fragments if they keep them.
@@ -335,8 +424,9 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     kvh = rows.head0 / p.G;
     rows.token0 = (gridDim.x - 1 - blockIdx.x) * kRowsPerCta;  // longest rows first
   }
-  load_query_rows<D, kThreads>(q_tile, a.q, p.q_heads, rows, p);
-  if constexpr (kBackward) load_query_rows<D, kThreads>(do_tile, a.dout, p.o_heads, rows, p);
+  load_query_rows<D, kThreads, kRowPanels>(q_tile, a.q, p.q_heads, rows, p);
+  if constexpr (kBackward)
+    load_query_rows<D, kThreads, kRowPanels>(do_tile, a.dout, p.o_heads, rows, p);
   cp_async_commit();
 
   // This warp's rows: warp_row0 .. +16*kM-1 of the CTA. Dense: consecutive tokens; sparse: the
@@ -372,15 +462,31 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 #pragma unroll
       for (int i = 0; i < 4; ++i) x[i] = q_frags[kk][i];
     } else {
-      load_a<D>(x, q_tile, warp_row0 + 16 * m, kk * 16, lane);
+      load_a<D, kRowPanels>(x, q_tile, warp_row0 + 16 * m, kk * 16, lane);
     }
   };
 
+  // Warpgroup MMA operands: this warp's Q fragments, or the warpgroup's Q / dO rows in shared
+  // memory (the shuffle tells ptxas that the row is the same in every lane).
+  const int group_row0 = __shfl_sync(0xffffffffu, warp / 4, 0) * 64;
+  auto query_operand = [&](int kk) {
+    if constexpr (kQueryInRegisters)
+      return &q_frags[kk];
+    else
+      return wgmma::k_major<kRowsPerCta>(q_tile, group_row0, kk * 16);
+  };
+  auto dout_operand = [&](int kk) {
+    return wgmma::k_major<kRowsPerCta>(do_tile, group_row0, kk * 16);
+  };
+  auto dout_fragment = [&](uint32_t(&x)[4], int m, int kk) {
+    load_a<D, kRowPanels>(x, do_tile, warp_row0 + 16 * m, kk * 16, lane);
+  };
   // One KV tile for this warp's rows: forward online softmax and O += P V, or backward dQ.
-  auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile) {
+  auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile, bool warpgroup) {
     // S = Q K^T for this warp's 16 kM rows x 64 keys.
     float s[kM][8][4] = {};
-    rows_times_tile_t<D>(s, query_fragment, k_tile, lane);
+    times_tile_t<D, kWarpgroupMma, kKvPanels>(s, query_fragment, query_operand, k_tile, warpgroup,
+                                              lane);
     // Causal mask, only where some key of the tile is after some row of the warp.
     if (tile * kTile + kTile - 1 > warp_first) {
 #pragma unroll
@@ -423,16 +529,12 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
             row_sum[r] += x;
           }
       }
-      rows_times_tile<D>(acc, s, v_tile, lane);  // O += P V
+      times_tile<D, kWarpgroupMma, kKvPanels>(acc, s, v_tile, warpgroup, lane);  // O += P V
     } else {
       // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
       float dp[kM][8][4] = {};
-      rows_times_tile_t<D>(
-          dp,
-          [&](uint32_t(&x)[4], int m, int kk) {
-            load_a<D>(x, do_tile, warp_row0 + 16 * m, kk * 16, lane);
-          },
-          v_tile, lane);
+      times_tile_t<D, kWarpgroupMma, kKvPanels>(dp, dout_fragment, dout_operand, v_tile, warpgroup,
+                                                lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m)
 #pragma unroll
@@ -443,7 +545,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
             const float prob = fast_exp2(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
             dp[m][nt][e] = prob * (dp[m][nt][e] - row_delta[r]);
           }
-      rows_times_tile<D>(acc, dp, k_tile, lane);  // dQ += dS K
+      times_tile<D, kWarpgroupMma, kKvPanels>(acc, dp, k_tile, warpgroup, lane);  // dQ += dS K
     }
   };
 
@@ -469,16 +571,19 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
         const int slot = j % kStages;
         if (j >= kStages) mbarrier_wait(&slot_empty[slot], (j / kStages - 1) & 1);
         if (lane == 0) slot_entry[slot] = j;
-        load_kv_tile<D, 32>(k_stage(slot), a.k, rows.b, kvh, schedule.blocks[j], p, lane);
-        load_kv_tile<D, 32>(v_stage(slot), a.v, rows.b, kvh, schedule.blocks[j], p, lane);
+        load_kv_tile<D, 32, kKvPanels>(k_stage(slot), a.k, rows.b, kvh, schedule.blocks[j], p,
+                                       lane);
+        load_kv_tile<D, 32, kKvPanels>(v_stage(slot), a.v, rows.b, kvh, schedule.blocks[j], p,
+                                       lane);
         cp_async_arrive(&slot_full[slot]);
         if (lane == 0)  // stand-in arrivals for the warps that skip entry j
-          for (int w = schedule.consumers[j]; w < kRowWarps; ++w)
+          for (int w = __popc(schedule.consumers[j]); w < kRowWarps; ++w)
             mbarrier_arrive(&slot_empty[slot]);
       }
       return;
     }
     const int* my_entries = schedule.entries + warp * p.max_blocks;
+    const int group_warps = 15 << (warp / 4 * 4);  // this warp's warpgroup
     for (int i = 0; i < p.max_blocks; ++i) {
       const int j = my_entries[i], slot = j % kStages;
       if (j < 0) continue;
@@ -486,7 +591,19 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
       // entry j's one round later: wait until the producer has claimed the slot for j.
       while (slot_entry[slot] != j) __nanosleep(64);
       mbarrier_wait(&slot_full[slot], (j / kStages) & 1);
-      consume(k_stage(slot), v_stage(slot), schedule.blocks[j]);
+      // The same in every lane: a shuffle tells ptxas so (it serializes wgmmas otherwise).
+      const bool warpgroup =
+          kWarpgroupMma &&
+          __shfl_sync(0xffffffffu, (schedule.consumers[j] & group_warps) == group_warps, 0);
+      if constexpr (kWarpgroupMma) {
+        if (warpgroup) {
+          // The producer's cp.async writes, seen through the mbarrier, ordered before the
+          // tensor cores' reads; then the warpgroup meets to issue its MMAs together.
+          wgmma::fence_async_proxy();
+          asm volatile("bar.sync %0, 128;\n" ::"r"(1 + warp / 4) : "memory");
+        }
+      }
+      consume(k_stage(slot), v_stage(slot), schedule.blocks[j], warpgroup);
       __syncwarp();
       if (lane == 0) mbarrier_arrive(&slot_empty[slot]);  // release: this warp's reads are done
     }
@@ -506,7 +623,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
       cp_async_wait<kStages - 1>();  // groups 0..i+1 have landed: the query rows and tile i
       __syncthreads();
       if (warp_active && i * kTile <= warp_last)
-        consume(k_stage(i % kStages), v_stage(i % kStages), i);
+        consume(k_stage(i % kStages), v_stage(i % kStages), i, false);
       __syncthreads();  // everyone is done with this stage before it is refilled
     }
   }

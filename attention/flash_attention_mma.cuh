@@ -23,9 +23,13 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 
 // A [rows x D] bf16 tile in shared memory, 16-byte chunks swizzled by XOR with the row's low 3
 // bits: the 8 rows that one ldmatrix reads (same logical chunk) land in 8 different bank groups,
-// and cp.async writes stay 16-byte aligned.
-template <int D>
+// and cp.async writes stay 16-byte aligned. kPanelRows > 0: the same swizzle in column panels of
+// [kPanelRows][64], the layout warpgroup MMAs read (wgmma.cuh); identical when D = 64.
+template <int D, int kPanelRows = 0>
 __device__ __forceinline__ int swizzled(int row, int col) {
+  if constexpr (kPanelRows > 0)
+    return (col >> 6) * (kPanelRows * 64) + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) +
+           (col & 7);
   return row * D + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
 }
 
@@ -119,28 +123,30 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 // A-operand fragment of rows [row0, row0+16) x cols [col0, col0+16) of a row-major tile.
-template <int D>
+template <int D, int kPanelRows = 0>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const __nv_bfloat16* tile, int row0,
                                        int col0, int lane) {
-  ldmatrix_x4(a, smem_u32(tile + swizzled<D>(row0 + (lane & 15), col0 + (lane >> 4) * 8)));
+  ldmatrix_x4(a,
+              smem_u32(tile + swizzled<D, kPanelRows>(row0 + (lane & 15), col0 + (lane >> 4) * 8)));
 }
 
 // B operand for X @ Y^T where Y is a row-major [n][k] tile (keys as n, head dim as k): two
 // n-tiles (rows n0..n0+15) of one k16 step. b[0],b[1] = n-tile n0; b[2],b[3] = n-tile n0+8.
-template <int D>
+template <int D, int kPanelRows = 0>
 __device__ __forceinline__ void load_b_rows(uint32_t (&b)[4], const __nv_bfloat16* tile, int n0,
                                             int k0, int lane) {
-  ldmatrix_x4(b, smem_u32(tile + swizzled<D>(n0 + (lane & 7) + (lane >> 4) * 8,
-                                             k0 + ((lane >> 3) & 1) * 8)));
+  ldmatrix_x4(b, smem_u32(tile + swizzled<D, kPanelRows>(n0 + (lane & 7) + (lane >> 4) * 8,
+                                                         k0 + ((lane >> 3) & 1) * 8)));
 }
 
 // B operand for X @ Y where Y is a row-major [k][n] tile (keys as k, head dim as n): one k16
 // step (rows k0..k0+15) of two n-tiles. b[0],b[1] = cols n0..n0+7; b[2],b[3] = cols n0+8..n0+15.
-template <int D>
+template <int D, int kPanelRows = 0>
 __device__ __forceinline__ void load_b_cols(uint32_t (&b)[4], const __nv_bfloat16* tile, int k0,
                                             int n0, int lane) {
-  ldmatrix_x4_trans(b, smem_u32(tile + swizzled<D>(k0 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                   n0 + (lane >> 4) * 8)));
+  ldmatrix_x4_trans(b,
+                    smem_u32(tile + swizzled<D, kPanelRows>(k0 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                            n0 + (lane >> 4) * 8)));
 }
 
 // C (two adjacent n-tiles of 8 columns) -> A fragment of one k16 step, rounded to bf16.

@@ -138,6 +138,15 @@ __device__ __forceinline__ void mma(float (&d)[N / 2], const uint32_t (&a)[4], u
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kTransB));
 }
 
+// An A operand as a caller may pass it around: a shared-memory descriptor, or a pointer to this
+// thread's A fragment (lambdas cannot return arrays).
+__device__ __forceinline__ uint64_t a_operand(uint64_t descriptor) {
+  return descriptor;
+}
+__device__ __forceinline__ const uint32_t (&a_operand(const uint32_t (*fragment)[4]))[4] {
+  return *fragment;
+}
+
 #undef INFLLM_WGMMA_D32
 #undef INFLLM_WGMMA_NAMES32
 #undef INFLLM_WGMMA_NAMES64
