@@ -24,9 +24,9 @@
 //              local window holds a token read its Q/dO rows at about the same time (L2 hits).
 // On Hopper (sm90::available()) the dense passes and the sparse dK/dV pass run the warpgroup-MMA
 // versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse rows.
-// Compiled for Hopper, the sparse forward runs the blocks that all 4 token warps of a warpgroup
-// chose (the first block, the local window) as warpgroup MMAs (wgmma.cuh), which read K and V
-// from shared memory once for the 64 rows instead of once per warp.
+// Compiled for Hopper with D = 128, the sparse forward and dQ passes run the blocks that all 4
+// token warps of a warpgroup chose (the first block, the local window) as warpgroup MMAs
+// (wgmma.cuh), which read K and V from shared memory once for the 64 rows, not once per warp.
 // dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
 // sparse dQ must walk per-token lists anyway, and the result is deterministic; the price is
 // recomputing S and dP (7 instead of 5 tile matmuls in the backward).
@@ -240,7 +240,7 @@ constexpr int rows_stages() {
 
 // Sparse tiles start at 1024-byte boundaries (wgmma's swizzle): 1024 bytes of room to round the
 // shared-memory base up.
-template <bool kSparse, bool kBackward>
+template <bool kSparse>
 constexpr size_t rows_smem_align() {
   return kSparse ? 1024 : 0;
 }
@@ -248,7 +248,7 @@ constexpr size_t rows_smem_align() {
 template <int D, bool kSparse, bool kBackward>
 constexpr size_t rows_tiles_smem() {
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
-  return rows_smem_align<kSparse, kBackward>() + query_tiles_bytes<D, kSparse, kBackward>() +
+  return rows_smem_align<kSparse>() + query_tiles_bytes<D, kSparse, kBackward>() +
          kStages * kv_stage_bytes(D) +
          (kSparse ? kStages * (2 * sizeof(uint64_t) + sizeof(int)) : 0);  // slot barriers, owners
 }
@@ -395,8 +395,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   constexpr int kRowPanels = kWarpgroupMma && kBackward ? kRowsPerCta : 0;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem =
-      smem_raw +
-      (rows_smem_align<kSparse, kBackward>() ? (1024 - (smem_u32(smem_raw) & 1023)) & 1023 : 0);
+      smem_raw + (rows_smem_align<kSparse>() ? (1024 - (smem_u32(smem_raw) & 1023)) & 1023 : 0);
   bf16* kv_stages = reinterpret_cast<bf16*>(smem + query_tiles_bytes<D, kSparse, kBackward>());
   constexpr bool kQueryInRegisters = query_in_registers<kSparse, kBackward>();
   // [128][D] each; Q in slot 0 until the warps have their fragments if they keep them.
