@@ -21,15 +21,20 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
 }
 
+// The same swizzle in column panels of [kRows][64] (128-byte lines): the hardware's 128B
+// swizzle, the layout warpgroup MMAs read (wgmma.cuh).
+template <int kRows>
+__device__ __forceinline__ int panel_swizzled(int row, int col) {
+  return (col >> 6) * (kRows * 64) + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) + (col & 7);
+}
+
 // A [rows x D] bf16 tile in shared memory, 16-byte chunks swizzled by XOR with the row's low 3
 // bits: the 8 rows that one ldmatrix reads (same logical chunk) land in 8 different bank groups,
-// and cp.async writes stay 16-byte aligned. kPanelRows > 0: the same swizzle in column panels of
-// [kPanelRows][64], the layout warpgroup MMAs read (wgmma.cuh); identical when D = 64.
+// and cp.async writes stay 16-byte aligned. kPanelRows > 0: panel_swizzled<kPanelRows> instead
+// (identical when D = 64).
 template <int D, int kPanelRows = 0>
 __device__ __forceinline__ int swizzled(int row, int col) {
-  if constexpr (kPanelRows > 0)
-    return (col >> 6) * (kPanelRows * 64) + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) +
-           (col & 7);
+  if constexpr (kPanelRows > 0) return panel_swizzled<kPanelRows>(row, col);
   return row * D + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
 }
 

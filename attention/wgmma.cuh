@@ -30,7 +30,7 @@ using mma::smem_u32;
 // Element offset of (row, col) in a swizzled [kRows][C] tile.
 template <int kRows>
 __device__ __forceinline__ int tile_offset(int row, int col) {
-  return (col >> 6) * (kRows * 64) + row * 64 + ((((col >> 3) & 7) ^ (row & 7)) << 3) + (col & 7);
+  return mma::panel_swizzled<kRows>(row, col);
 }
 
 // Descriptor of an operand that starts at (row, col) of a tile. Fields: start address, leading
