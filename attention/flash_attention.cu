@@ -22,14 +22,16 @@
 //              Long lists are cut into chunks (one CTA each, f32 atomic sums), and the CTAs
 //              run in the order of their chunks' first tokens, so that the ~32 blocks whose
 //              local window holds a token read its Q/dO rows at about the same time (L2 hits).
-// On Hopper (sm90::available()) the dense passes and the sparse dK/dV pass run the warpgroup-MMA
-// versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse rows.
-// Compiled for Hopper with D = 128, the sparse forward and dQ passes run the blocks that all 4
-// token warps of a warpgroup chose (the first block, the local window) as warpgroup MMAs
-// (wgmma.cuh), which read K and V from shared memory once for the 64 rows, not once per warp.
-// dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel: the
-// sparse dQ must walk per-token lists anyway, and the result is deterministic; the price is
-// recomputing S and dP (7 instead of 5 tile matmuls in the backward).
+// On Hopper (sm90::available()) the dense passes and the sparse backward run the warpgroup-MMA
+// versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse forward.
+// Compiled for Hopper with D = 128, the sparse forward runs the blocks that all 4 token warps of
+// a warpgroup chose (the first block, the local window) as warpgroup MMAs (wgmma.cuh), which
+// read K and V from shared memory once for the 64 rows, not once per warp.
+// Here dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel:
+// deterministic, at the price of recomputing S and dP (7 instead of 5 tile matmuls). The Hopper
+// sparse backward adds dQ from its dK/dV pass instead: with per-token block lists a token-major
+// dQ pass copies a whole K/V block per (token, block) pair, where the block-major pass gathers
+// only the token's Q and dO rows (fwd+bwd at 128K: 190.2 -> 163.8 ms on an H100).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cub/cub.cuh>
@@ -71,7 +73,7 @@ struct QueryRows {
 
 // A [128, D] tile of a [B, T, Hq, D] tensor (q or dout, tokens `row_heads` heads apart), rows
 // picked by `rows`.
-template <int D, int kThreads, int kPanelRows, bool kSparse>
+template <int D, int kThreads, bool kSparse>
 __device__ void load_query_rows(bf16* tile, const bf16* src, int row_heads,
                                 const QueryRows<kSparse>& rows, const Problem& p) {
   constexpr int kChunks = D / 8;
@@ -82,7 +84,7 @@ __device__ void load_query_rows(bf16* tile, const bf16* src, int row_heads,
         src + (valid ? ((size_t(rows.b) * p.T + rows.token(row)) * row_heads + rows.head(row)) * D +
                            chunk * 8
                      : 0);
-    cp_async_16(smem_u32(tile + swizzled<D, kPanelRows>(row, chunk * 8)), from, valid);
+    cp_async_16(smem_u32(tile + swizzled<D>(row, chunk * 8)), from, valid);
   }
 }
 
@@ -305,8 +307,7 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[kM][D / 8][4],
 // Hopper, sparse rows: the tile products of rows_times_tile_t / rows_times_tile as warpgroup MMAs
 // over the 64 rows (4 tokens x 16 heads) of a warpgroup whose 4 tokens all chose the K/V block.
 // Accumulators are m16n8 tiles in a row (wgmma's layout).
-// c += X Y^T: x_operand(kk) = X's k-step kk, a pointer to this warp's A fragment or a
-// shared-memory descriptor.
+// c += X Y^T: x_operand(kk) points to this warp's A fragment of X's k-step kk.
 template <int D, class XOperand>
 __device__ __forceinline__ void warpgroup_times_tile_t(float (&c)[32], XOperand x_operand,
                                                        const bf16* y_tile) {
@@ -314,13 +315,12 @@ __device__ __forceinline__ void warpgroup_times_tile_t(float (&c)[32], XOperand 
   wgmma::fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
-    wgmma::mma<0, kTile>(c, wgmma::a_operand(x_operand(kk)),
-                         wgmma::k_major<kTile>(y_tile, 0, kk * 16));
+    wgmma::mma<0, kTile>(c, *x_operand(kk), wgmma::k_major<kTile>(y_tile, 0, kk * 16));
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::hold(c);
 }
-// acc += W Y: W = P or dS ([64][64] over the warpgroup), Y = V or K as an MN-major operand.
+// acc += W Y: W = P ([64][64] over the warpgroup), Y = V as an MN-major operand.
 template <int D>
 __device__ __forceinline__ void warpgroup_times_tile(float (&acc)[D / 2], const float (&w)[32],
                                                      const bf16* y_tile) {
@@ -383,16 +383,15 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   constexpr int kM = row_tiles<D, kSparse, kBackward>();  // m16 tiles per warp
   constexpr int kThreads = rows_threads<D, kSparse, kBackward>();
   constexpr int kStages = rows_stages<D, kSparse, kBackward>();
-  // Hopper, D = 128: shared sparse blocks as warpgroup MMAs (file comment). D = 64 measured
-  // slower that way (19.2 vs 18.3 ms sparse forward at 64K, Hq = 16).
+  // Hopper, D = 128, sparse forward: shared blocks as warpgroup MMAs (file comment). D = 64
+  // measured slower that way (19.2 vs 18.3 ms sparse forward at 64K, Hq = 16); the sparse dQ
+  // comes from sm90's dK/dV pass there.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kWarpgroupMma = kSparse && D == 128;
+  constexpr bool kWarpgroupMma = kSparse && D == 128 && !kBackward;
 #else
   constexpr bool kWarpgroupMma = false;
 #endif
-  // Tile layouts (mma::swizzled): K/V slots; the dQ pass's Q and dO rows (wgmma A operands).
-  constexpr int kKvPanels = kWarpgroupMma ? kTile : 0;
-  constexpr int kRowPanels = kWarpgroupMma && kBackward ? kRowsPerCta : 0;
+  constexpr int kKvPanels = kWarpgroupMma ? kTile : 0;  // K/V slots in wgmma's tile layout
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem =
       smem_raw + (rows_smem_align<kSparse>() ? (1024 - (smem_u32(smem_raw) & 1023)) & 1023 : 0);
@@ -423,9 +422,8 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     kvh = rows.head0 / p.G;
     rows.token0 = (gridDim.x - 1 - blockIdx.x) * kRowsPerCta;  // longest rows first
   }
-  load_query_rows<D, kThreads, kRowPanels>(q_tile, a.q, p.q_heads, rows, p);
-  if constexpr (kBackward)
-    load_query_rows<D, kThreads, kRowPanels>(do_tile, a.dout, p.o_heads, rows, p);
+  load_query_rows<D, kThreads>(q_tile, a.q, p.q_heads, rows, p);
+  if constexpr (kBackward) load_query_rows<D, kThreads>(do_tile, a.dout, p.o_heads, rows, p);
   cp_async_commit();
 
   // This warp's rows: warp_row0 .. +16*kM-1 of the CTA. Dense: consecutive tokens; sparse: the
@@ -461,24 +459,15 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
 #pragma unroll
       for (int i = 0; i < 4; ++i) x[i] = q_frags[kk][i];
     } else {
-      load_a<D, kRowPanels>(x, q_tile, warp_row0 + 16 * m, kk * 16, lane);
+      load_a<D>(x, q_tile, warp_row0 + 16 * m, kk * 16, lane);
     }
   };
 
-  // Warpgroup MMA operands: this warp's Q fragments, or the warpgroup's Q / dO rows in shared
-  // memory (the shuffle tells ptxas that the row is the same in every lane).
-  const int group_row0 = __shfl_sync(0xffffffffu, warp / 4, 0) * 64;
-  auto query_operand = [&](int kk) {
-    if constexpr (kQueryInRegisters)
-      return &q_frags[kk];
-    else
-      return wgmma::k_major<kRowsPerCta>(q_tile, group_row0, kk * 16);
-  };
-  auto dout_operand = [&](int kk) {
-    return wgmma::k_major<kRowsPerCta>(do_tile, group_row0, kk * 16);
-  };
+  // The warpgroup MMAs' A operand: this warp's Q fragments.
+  static_assert(!kWarpgroupMma || kQueryInRegisters);
+  auto query_operand = [&](int kk) { return &q_frags[kk]; };
   auto dout_fragment = [&](uint32_t(&x)[4], int m, int kk) {
-    load_a<D, kRowPanels>(x, do_tile, warp_row0 + 16 * m, kk * 16, lane);
+    load_a<D>(x, do_tile, warp_row0 + 16 * m, kk * 16, lane);
   };
   // One KV tile for this warp's rows: forward online softmax and O += P V, or backward dQ.
   auto consume = [&](const bf16* k_tile, const bf16* v_tile, int tile, bool warpgroup) {
@@ -532,8 +521,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
     } else {
       // P from the saved lse; dP = dO V^T; dS = P (dP - delta); dQ += dS K.
       float dp[kM][8][4] = {};
-      times_tile_t<D, kWarpgroupMma, kKvPanels>(dp, dout_fragment, dout_operand, v_tile, warpgroup,
-                                                lane);
+      rows_times_tile_t<D, kKvPanels>(dp, dout_fragment, v_tile, lane);
 #pragma unroll
       for (int m = 0; m < kM; ++m)
 #pragma unroll
@@ -544,7 +532,7 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
             const float prob = fast_exp2(fmaf(s[m][nt][e], p.scale_log2, -row_lse2[r]));
             dp[m][nt][e] = prob * (dp[m][nt][e] - row_delta[r]);
           }
-      times_tile<D, kWarpgroupMma, kKvPanels>(acc, dp, k_tile, warpgroup, lane);  // dQ += dS K
+      rows_times_tile<D, kKvPanels>(acc, dp, k_tile, lane);  // dQ += dS K
     }
   };
 
@@ -985,6 +973,14 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
   dv[out] = __float2bfloat16(dv_acc[i]);
 }
 
+// dq = scale * the f32 sums of the fused sparse backward ([B, T, Hq, D] -> rows q_heads apart).
+__global__ void dq_from_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
+  const size_t n = size_t(p.B) * p.T * p.Hq * D, head_values = size_t(p.Hq) * D;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    dq[i / head_values * p.q_heads * D + i % head_values] = __float2bfloat16(dq_acc[i] * p.scale);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host side.
 
@@ -1210,10 +1206,10 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ra.lse = lse;
     ra.delta = delta;
     ra.dq = reinterpret_cast<bf16*>(dq);
-    const bool hopper = !sparse && sm90::available();
-    if (hopper)
+    const bool hopper = sm90::available();
+    if (!sparse && hopper)
       sm90::backward_dq(D, ra, p, stream);
-    else
+    else if (!hopper)  // sparse on Hopper: the dK/dV pass below produces dQ too
       launch_rows<D, true>(op, ra, p, stream);
 
     KvArgs ka{};
@@ -1231,15 +1227,25 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       ka.sorted_tokens = index.tokens;
       ka.segment_begin = index.segment_begin;
       ka.work = index.work;
-      const size_t n = size_t(p.B) * p.T * p.Hkv * D;
+      const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = size_t(p.B) * p.T * p.Hq * D;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
-      if (sm90::available())
+      if (hopper) {
+        INFLLM_CHECK(size_t(p.B) * p.T * p.Hq <= size_t(INT32_MAX), op,
+                     ": B*T*Hq = ", size_t(p.B) * p.T * p.Hq,
+                     " query rows; the sparse backward numbers them in 32 bits: lower B or T");
+        ka.dq_acc = scratch<float>(dq_n, stream);
+        CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
         sm90::backward_dkdv_sparse(D, ka, p, stream);
-      else
+        dq_from_sums_kernel<<<int(std::min<size_t>((dq_n + 255) / 256, 65536)), 256, 0, stream>>>(
+            ka.dq_acc, p, D, ra.dq);
+        CUDA_CHECK_LAUNCH();
+        CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
+      } else {
         launch_dkdv<D, true>(ka, p, stream);
+      }
       finalize_chunked_kernel<<<int(size_t(p.B) * p.T * p.Hkv), D, 0, stream>>>(
           ka.dk_acc, ka.dv_acc, index.segment_begin, p, D, ka.dk, ka.dv);
       CUDA_CHECK_LAUNCH();

@@ -128,11 +128,10 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 // A-operand fragment of rows [row0, row0+16) x cols [col0, col0+16) of a row-major tile.
-template <int D, int kPanelRows = 0>
+template <int D>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const __nv_bfloat16* tile, int row0,
                                        int col0, int lane) {
-  ldmatrix_x4(a,
-              smem_u32(tile + swizzled<D, kPanelRows>(row0 + (lane & 15), col0 + (lane >> 4) * 8)));
+  ldmatrix_x4(a, smem_u32(tile + swizzled<D>(row0 + (lane & 15), col0 + (lane >> 4) * 8)));
 }
 
 // B operand for X @ Y^T where Y is a row-major [n][k] tile (keys as n, head dim as k): two

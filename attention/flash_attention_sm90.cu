@@ -12,6 +12,8 @@
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T put
 //    keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
+//  * sparse dK/dV kernel: the same for one 64-key block and the tokens that selected it, plus
+//    dQ += dS K through a transposed dS^T tile in shared memory, added into f32 with atomics.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -62,8 +64,9 @@ constexpr size_t dkdv_smem() {
 template <int D>
 constexpr size_t sparse_dkdv_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
-         2 * (size_t(2) * kDkdvQueries * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
-                                                                         // delta, tokens
+         size_t(kTile) * kDkdvQueries * 2 +                              // dS^T
+         2 * (size_t(2) * kDkdvQueries * D * 2 + 4 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
+                                                                         // delta, tokens, dQ rows
 }
 
 // Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
@@ -273,12 +276,14 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
 // [kKeyRows][D] K and V tiles): S^T = K Q^T, dP^T = V dO^T, P^T and dS^T from the saved lse and
 // delta, dV += P^T dO, dK += dS^T Q. visible(col, r): query column col sees the thread's key r
 // (accumulator register i holds key (i % 4) / 2, column 8 (i / 4) + 2 (lane % 4) + i % 2).
+// Given ds_tile ([64 keys][64 queries], key_row0 = 0), dS^T is also stored there in bf16 for the
+// caller's dQ += dS K.
 template <int D, int kKeyRows, class Visible>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2],
                                           const bf16* k_tile, const bf16* v_tile, int key_row0,
                                           const bf16* qt, const bf16* dot, const float* lse,
                                           const float* delta, const Problem& p, int lane,
-                                          Visible visible) {
+                                          Visible visible, bf16* ds_tile = nullptr) {
   constexpr int kQ = kDkdvQueries;
   float st[32] = {}, dpt[32] = {};
   wgmma::hold(st);
@@ -309,6 +314,17 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
   for (int ks = 0; ks < kQ / 16; ++ks) {
     wgmma::accumulator_to_a(pa[ks], st, ks);
     wgmma::accumulator_to_a(dsa[ks], dpt, ks);
+  }
+  if (ds_tile != nullptr) {
+    // A fragment register j: key row0 + 8 (j % 2), queries 16 ks + 8 (j / 2) + 2 (lane % 4) + 0, 1.
+    const int row0 = threadIdx.x % 128 / 32 * 16 + lane / 4;
+#pragma unroll
+    for (int ks = 0; ks < kQ / 16; ++ks)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        *reinterpret_cast<uint32_t*>(
+            ds_tile + tile_offset<kTile>(row0 + 8 * (j % 2),
+                                         16 * ks + 8 * (j / 2) + 2 * (lane % 4))) = dsa[ks][j];
   }
   // The query tiles as MN-major [queries][D] operands.
   wgmma::fence();
@@ -342,6 +358,39 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
       store_key_gradients<D>(a, p, b, key[r], kvh, 8 * c + 2 * (lane % 4), chunked, dk[i] * p.scale,
                              dk[i + 1] * p.scale, dv[i], dv[i + 1]);
     }
+  }
+}
+
+// dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc ([B, T, Hq, D] f32,
+// unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_rows[row] is
+// the row's (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too, so the
+// sums go through atomics.
+template <int D>
+__device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
+                                       const int* dq_rows, int lane) {
+  float dq[D / 2] = {};
+  wgmma::hold(dq);
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < kTile / 16; ++ks)
+    wgmma::mma<1, D, 1>(dq, mn_major<kTile>(ds_tile, ks * 16, 0),
+                        mn_major<kTile>(k_tile, ks * 16, 0));
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(dq);
+  // Lanes 2i and 2i+1 trade halves so that each adds 4 adjacent columns of one row (even lanes
+  // row 0, odd lanes row 1): one 16-byte atomic instead of two 8-byte ones.
+  const bool odd = lane & 1;
+  const int row = dq_rows[threadIdx.x / 32 * 16 + lane / 4 + 8 * odd];
+  float* dst = dq_acc + size_t(row) * D + 4 * (lane % 4 / 2);
+#pragma unroll
+  for (int c = 0; c < D / 8; ++c) {
+    const float* x = dq + 4 * c;  // row 0: x[0], x[1]; row 1: x[2], x[3]
+    const float from0 = __shfl_xor_sync(0xffffffffu, odd ? x[0] : x[2], 1);
+    const float from1 = __shfl_xor_sync(0xffffffffu, odd ? x[1] : x[3], 1);
+    const float4 sum =
+        odd ? make_float4(from0, from1, x[2], x[3]) : make_float4(x[0], x[1], from0, from1);
+    if (row >= 0) atomicAdd(reinterpret_cast<float4*>(dst + 8 * c), sum);
   }
 }
 #endif
@@ -406,22 +455,28 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
 }
 
 // Sparse: one warpgroup per CTA, one 64-key block; it walks query tiles of 64/G tokens x G heads
-// gathered from the tokens that selected the block (SparseKeyWalk), two tiles in flight.
+// gathered from the tokens that selected the block (SparseKeyWalk), two tiles in flight. It also
+// adds each tile's dQ share into a.dq_acc: block-major, every (token, block) pair costs a gather
+// of the token's Q and dO rows instead of the K/V copy of a token-major dQ pass, several times
+// the bytes with per-token block lists.
 template <int D>
 __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kQ = kDkdvQueries, kCopyThreads = kSparseDkdvThreads;
   extern __shared__ unsigned char smem_raw[];
-  bf16* k_tile = aligned_smem(smem_raw);  // [64][D]
-  bf16* v_tile = k_tile + kTile * D;      // [64][D]
-  bf16* stages = v_tile + kTile * D;      // 2 x (q [64][D], dO [64][D])
-  float* row_stats = reinterpret_cast<float*>(stages + 2 * 2 * kQ * D);  // 2 x (lse, delta) [64]
-  int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);      // 2 x [64], -1 = padding
+  bf16* k_tile = aligned_smem(smem_raw);                              // [64][D]
+  bf16* v_tile = k_tile + kTile * D;                                  // [64][D]
+  bf16* stages = v_tile + kTile * D;                                  // 2 x (q [64][D], dO [64][D])
+  bf16* ds_tile = stages + 2 * 2 * kQ * D;                            // dS^T [64][64]
+  float* row_stats = reinterpret_cast<float*>(ds_tile + kTile * kQ);  // 2 x (lse, delta) [64]
+  int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);   // 2 x [64], -1 = padding
+  int* row_dq = row_tokens + 2 * kQ;                                  // 2 x [64], -1 = padding
   auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
   auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
   auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
   auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
+  auto dq_rows_of = [&](int i) { return row_dq + (i & 1) * kQ; };
 
   const SparseKeyWalk walk(a, p, blockIdx.x);
   if (walk.idle) return;
@@ -451,6 +506,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
       tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
+      dq_rows_of(i)[threadIdx.x] = r.valid ? (b * p.T + r.token) * p.Hq + r.head : -1;
     }
     cp_async_commit();
   };
@@ -463,8 +519,12 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
     tiles_landed();
     if (i + 1 < walk.n_qtiles) load_step(i + 1);
     const int* tokens = tokens_of(i);
-    dkdv_tile<D, kTile>(dk, dv, k_tile, v_tile, 0, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p,
-                        lane, [&](int col, int r) { return key[r] <= tokens[col]; });
+    dkdv_tile<D, kTile>(
+        dk, dv, k_tile, v_tile, 0, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p, lane,
+        [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile);
+    wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
+    __syncthreads();
+    add_dq<D>(a.dq_acc, ds_tile, k_tile, dq_rows_of(i), lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif

@@ -1,9 +1,9 @@
 // Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward, dQ and dK/dV
-// passes of flash_attention.cu's dense schedule and the dK/dV pass of its sparse schedule. Same
-// arguments, same results (f32 accumulation, the same summation order); flash_attention.cu calls
-// them when available() and keeps its portable kernels for other GPUs, for the sparse forward and
-// dQ, and when the environment sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of
-// the portable path).
+// passes of flash_attention.cu's dense schedule and the backward of its sparse schedule (dK, dV
+// and dQ in one pass). Same arguments, same results up to f32 summation order; flash_attention.cu
+// calls them when available() and keeps its portable kernels for other GPUs, for the sparse
+// forward, and when the environment sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons,
+// tests of the portable path).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,8 +27,8 @@ int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 // The sparse schedule's dK/dV pass (p.blocks set, a.sorted_tokens / segment_begin from the
 // transposed index): bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in
-// chunks. The forward and dQ passes of the sparse schedule stay in flash_attention.cu: their
-// rows are one token's G heads, too few for a 64-row warpgroup MMA.
+// chunks. It also adds dS K into a.dq_acc (zeroed by the caller), which replaces the dQ pass.
+// The sparse forward stays in flash_attention.cu.
 void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 
 }  // namespace infllm::attention::cuda::sm90

@@ -8,7 +8,7 @@
 // one 128-byte line per row, its 16-byte chunks XOR-swizzled by (row % 8) - the hardware's 128B
 // swizzle, so every panel starts at a 1024-byte boundary. One tile serves as
 //   K-major operand: tile rows = the M (or N) dimension, columns = K  (Q, dO, K as in Q K^T)
-//   MN-major operand: tile rows = K, columns = N                     (V in P V, K in dS K)
+//   MN-major operand: tile rows = K, columns = M or N                (V in P V, K, dS^T in dS K)
 // so the same K/V/Q/dO copy feeds every product of the forward and backward.
 //
 // Accumulators (f32, N/2 registers per thread for m64nN): warp w of the group holds rows
@@ -105,21 +105,22 @@ __device__ __forceinline__ void hold(uint32_t (&r)[N]) {
   "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "  \
   "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
-// d[64 x N] += A[64 x 16] B[16 x N], N = 64 or 128 (N / 2 accumulator registers). A K-major in
-// shared memory; B K-major (kTransB = 0) or MN-major (kTransB = 1).
-template <int kTransB, int N>
+// d[64 x N] += A[64 x 16] B[16 x N], N = 64 or 128 (N / 2 accumulator registers). A in shared
+// memory, K-major (kTransA = 0) or MN-major (kTransA = 1: a tile whose rows are K, like B's);
+// B K-major (kTransB = 0) or MN-major (kTransB = 1).
+template <int kTransB, int N, int kTransA = 0>
 __device__ __forceinline__ void mma(float (&d)[N / 2], uint64_t a, uint64_t b) {
   static_assert(N == 64 || N == 128);
   if constexpr (N == 64)
     asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " INFLLM_WGMMA_NAMES32
-                 ", %32, %33, 1, 1, 1, 0, %34;\n"
+                 ", %32, %33, 1, 1, 1, %34, %35;\n"
                  : INFLLM_WGMMA_D32(d, 0)
-                 : "l"(a), "l"(b), "n"(kTransB));
+                 : "l"(a), "l"(b), "n"(kTransA), "n"(kTransB));
   else
     asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " INFLLM_WGMMA_NAMES64
-                 ", %64, %65, 1, 1, 1, 0, %66;\n"
+                 ", %64, %65, 1, 1, 1, %66, %67;\n"
                  : INFLLM_WGMMA_D32(d, 0), INFLLM_WGMMA_D32(d, 32)
-                 : "l"(a), "l"(b), "n"(kTransB));
+                 : "l"(a), "l"(b), "n"(kTransA), "n"(kTransB));
 }
 
 // The same with A from registers (the m16n8k16 A fragment of the thread's rows).
@@ -136,15 +137,6 @@ __device__ __forceinline__ void mma(float (&d)[N / 2], const uint32_t (&a)[4], u
                  ", {%64, %65, %66, %67}, %68, 1, 1, 1, %69;\n"
                  : INFLLM_WGMMA_D32(d, 0), INFLLM_WGMMA_D32(d, 32)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kTransB));
-}
-
-// An A operand as a caller may pass it around: a shared-memory descriptor, or a pointer to this
-// thread's A fragment (lambdas cannot return arrays).
-__device__ __forceinline__ uint64_t a_operand(uint64_t descriptor) {
-  return descriptor;
-}
-__device__ __forceinline__ const uint32_t (&a_operand(const uint32_t (*fragment)[4]))[4] {
-  return *fragment;
 }
 
 #undef INFLLM_WGMMA_D32
