@@ -72,15 +72,19 @@ int bench_command(int argc, char** argv) {
 #if INFLLM_WITH_CUDA
   if (device.is_cuda()) memory_gb = double(cuda::memory_stats(device.index).peak) / 1e9;
 #endif
+  const char* checkpointing = !recipe.train.activation_checkpointing ? "off"
+                              : recipe.train.recompute_attention     ? "whole blocks"
+                                                                     : "keeps attention";
   std::printf(
       "{\"bench\": \"infllm_train_step\", \"recipe\": \"%s\", \"device\": \"%s\", "
       "\"params_M\": %.1f, \"B\": %d, \"T\": %d, \"attention\": \"%s\", "
+      "\"checkpointing\": \"%s\", "
       "\"gpus\": %d, \"optimizer\": \"%s\", \"step_ms\": %.2f, \"tokens_per_s\": %.0f, "
       "\"mfu_989\": %.3f, \"peak_mem_GB\": %.2f, \"optimizer_state_GB\": %.3f, "
       "\"comm_exposed_ms\": %.2f}\n",
       args.positionals[0].c_str(), device.str().c_str(), double(model.num_parameters()) / 1e6,
       recipe.data.batch_size, recipe.data.seq_len,
-      std::string(to_string(recipe.attention.mode)).c_str(), world,
+      std::string(to_string(recipe.attention.mode)).c_str(), checkpointing, world,
       replicas.distributed() && recipe.distributed.zero ? "zero1" : "adamw", median_ms,
       tokens_per_s,
       peak > 0 ? tokens_per_s / world * model.flops_per_token(recipe.data.seq_len) / peak : 0.0,
