@@ -1227,14 +1227,13 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       ka.sorted_tokens = index.tokens;
       ka.segment_begin = index.segment_begin;
       ka.work = index.work;
-      const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = size_t(p.B) * p.T * p.Hq * D;
+      const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = rows * D;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
       if (hopper) {
-        INFLLM_CHECK(size_t(p.B) * p.T * p.Hq <= size_t(INT32_MAX), op,
-                     ": B*T*Hq = ", size_t(p.B) * p.T * p.Hq,
+        INFLLM_CHECK(rows <= size_t(INT32_MAX), op, ": B*T*Hq = ", rows,
                      " query rows; the sparse backward numbers them in 32 bits: lower B or T");
         ka.dq_acc = scratch<float>(dq_n, stream);
         CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));

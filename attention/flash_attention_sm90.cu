@@ -65,8 +65,8 @@ template <int D>
 constexpr size_t sparse_dkdv_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
          size_t(kTile) * kDkdvQueries * 2 +                              // dS^T
-         2 * (size_t(2) * kDkdvQueries * D * 2 + 4 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
-                                                                         // delta, tokens, dQ rows
+         2 * (size_t(2) * kDkdvQueries * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
+                                                                         // delta, tokens
 }
 
 // Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
@@ -362,12 +362,12 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
 }
 
 // dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc ([B, T, Hq, D] f32,
-// unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_rows[row] is
-// the row's (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too, so the
-// sums go through atomics.
-template <int D>
+// unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_row(row) is
+// tile row `row`'s (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too,
+// so the sums go through atomics.
+template <int D, class DqRow>
 __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
-                                       const int* dq_rows, int lane) {
+                                       DqRow dq_row, int lane) {
   float dq[D / 2] = {};
   wgmma::hold(dq);
   wgmma::fence();
@@ -381,8 +381,8 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
   // Lanes 2i and 2i+1 trade halves so that each adds 4 adjacent columns of one row (even lanes
   // row 0, odd lanes row 1): one 16-byte atomic instead of two 8-byte ones.
   const bool odd = lane & 1;
-  const int row = dq_rows[threadIdx.x / 32 * 16 + lane / 4 + 8 * odd];
-  float* dst = dq_acc + size_t(row) * D + 4 * (lane % 4 / 2);
+  const int row = dq_row(threadIdx.x / 32 * 16 + lane / 4 + 8 * odd);
+  float* dst = dq_acc + size_t(max(row, 0)) * D + 4 * (lane % 4 / 2);
 #pragma unroll
   for (int c = 0; c < D / 8; ++c) {
     const float* x = dq + 4 * c;  // row 0: x[0], x[1]; row 1: x[2], x[3]
@@ -470,13 +470,11 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
   bf16* ds_tile = stages + 2 * 2 * kQ * D;                            // dS^T [64][64]
   float* row_stats = reinterpret_cast<float*>(ds_tile + kTile * kQ);  // 2 x (lse, delta) [64]
   int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);   // 2 x [64], -1 = padding
-  int* row_dq = row_tokens + 2 * kQ;                                  // 2 x [64], -1 = padding
   auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
   auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
   auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
   auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
-  auto dq_rows_of = [&](int i) { return row_dq + (i & 1) * kQ; };
 
   const SparseKeyWalk walk(a, p, blockIdx.x);
   if (walk.idle) return;
@@ -506,7 +504,6 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
       tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
-      dq_rows_of(i)[threadIdx.x] = r.valid ? (b * p.T + r.token) * p.Hq + r.head : -1;
     }
     cp_async_commit();
   };
@@ -524,7 +521,12 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
         [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile);
     wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
     __syncthreads();
-    add_dq<D>(a.dq_acc, ds_tile, k_tile, dq_rows_of(i), lane);
+    add_dq<D>(
+        a.dq_acc, ds_tile, k_tile,
+        [&](int row) {  // head as in SparseKeyWalk::row
+          return tokens[row] < 0 ? -1 : (b * p.T + tokens[row]) * p.Hq + kvh * p.G + row % p.G;
+        },
+        lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif
