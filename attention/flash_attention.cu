@@ -22,11 +22,12 @@
 //              Long lists are cut into chunks (one CTA each, f32 atomic sums), and the CTAs
 //              run in the order of their chunks' first tokens, so that the ~32 blocks whose
 //              local window holds a token read its Q/dO rows at about the same time (L2 hits).
-// On Hopper (sm90::available()) the dense passes and the sparse backward run the warpgroup-MMA
-// versions in flash_attention_sm90.cu; these kernels serve other GPUs and the sparse forward.
-// Compiled for Hopper with D = 128, the sparse forward runs the blocks that all 4 token warps of
-// a warpgroup chose (the first block, the local window) as warpgroup MMAs (wgmma.cuh), which
-// read K and V from shared memory once for the 64 rows, not once per warp.
+// On Hopper (sm90::available()) every pass runs the warpgroup-MMA versions in
+// flash_attention_sm90.cu; these kernels serve other GPUs and, rarely, the sparse forward: the
+// Hopper one sums far blocks relative to a reference maximum and reruns here when a score could
+// overflow that (sparse_forward_hopper). Compiled for Hopper with D = 128, the sparse forward here
+// runs the blocks that all 4 token warps of a warpgroup chose (the first block, the local window)
+// as warpgroup MMAs (wgmma.cuh), which read K and V from shared memory once for the 64 rows.
 // Here dQ gets its own pass instead of FlashAttention-2's atomic adds from the dK/dV kernel:
 // deterministic, at the price of recomputing S and dP (7 instead of 5 tile matmuls). The Hopper
 // sparse backward adds dQ from its dK/dV pass instead: with per-token block lists a token-major
@@ -392,6 +393,8 @@ __global__ void __launch_bounds__(rows_threads<D, kSparse, kBackward>(),
   constexpr bool kWarpgroupMma = false;
 #endif
   constexpr int kKvPanels = kWarpgroupMma ? kTile : 0;  // K/V slots in wgmma's tile layout
+  if constexpr (kSparse && !kBackward)
+    if (a.run_if != nullptr && *a.run_if == 0) return;  // the Hopper forward's sums are right
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem =
       smem_raw + (rows_smem_align<kSparse>() ? (1024 - (smem_u32(smem_raw) & 1023)) & 1023 : 0);
@@ -683,7 +686,7 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
   // The query tiles this CTA walks.
   SparseKeyWalk walk = {};
   if constexpr (kSparse) {
-    walk = SparseKeyWalk(a, p, blockIdx.x);
+    walk = SparseKeyWalk(a.index, p, blockIdx.x);
     if (walk.idle) return;
   }
   const int tile = kSparse ? walk.block : blockIdx.x;
@@ -697,7 +700,7 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
     n_qtiles = heads * qtiles_per_head;
   }
   auto query_row = [&](int n, int row) {
-    if constexpr (kSparse) return walk.row(a, p, n, row);
+    if constexpr (kSparse) return walk.row(a.index, p, n, row);
     QueryTileRow r;
     r.head = head_begin + n / qtiles_per_head;
     r.token = (tile + n % qtiles_per_head) * kTile + row;
@@ -866,10 +869,11 @@ __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float*
 
 // One key per selected (token, group, block): (segment << token_bits) + token with segment =
 // (b * Hkv + g) * nblocks + block, so sorted keys are grouped by block and ascending in token.
-// -1 padding, future blocks and repeats of the previous entry become all ones and sort last.
-// Key is uint32_t when segments and tokens fit 31 bits (half the bytes to sort).
+// -1 padding, future blocks and repeats of the previous entry become all ones and sort last, as
+// do the blocks of the token's tile list when tiles.tile_blocks is set (the far pass of the
+// Hopper forward). Key is uint32_t when segments and tokens fit 31 bits (half the bytes to sort).
 template <class Key>
-__global__ void sparse_index_keys_kernel(Problem p, int token_bits, Key* keys) {
+__global__ void sparse_index_keys_kernel(Problem p, int token_bits, SparseSums tiles, Key* keys) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -877,7 +881,8 @@ __global__ void sparse_index_keys_kernel(Problem p, int token_bits, Key* keys) {
     const size_t list = i / p.max_blocks;  // (b, t, g)
     const int g = int(list % p.Hkv), t = int(list / p.Hkv % p.T), b = int(list / p.Hkv / p.T);
     const int blk = p.blocks[i];
-    const bool keep = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk);
+    const bool keep = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk) &&
+                      !(tiles.tile_blocks != nullptr && in_tile_list(tiles, p, b, t, g, blk));
     const Key segment = (Key(b) * p.Hkv + g) * p.nblocks + blk;
     keys[i] = keep ? (segment << token_bits) + Key(t) : ~Key(0);
   }
@@ -973,6 +978,85 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
   dv[out] = __float2bfloat16(dv_acc[i]);
 }
 
+// The Hopper sparse forward's tile lists and row masks (SparseSums): one CTA per (b, 128-token
+// tile, g) counts how many of the tile's tokens selected each block (in shared memory, one
+// counter per causal block), keeps those at or above a cutoff (kTileBlockMinTokens, raised until
+// at most kMaxTileBlocks remain; the tile's own blocks always), and sets each token's mask bits.
+constexpr int kTileThreads = 256;
+__global__ void __launch_bounds__(kTileThreads) tile_blocks_kernel(Problem p, SparseSums tiles) {
+  extern __shared__ int block_count[];  // [n]; after the cutoff: the block's list index or -1
+  __shared__ int above, listed;
+  const int tile = blockIdx.x, b = blockIdx.y / p.Hkv, g = blockIdx.y % p.Hkv;
+  const int t0 = tile * kTileRows, tokens = min(kTileRows, p.T - t0);
+  const int own = t0 / kTile, n = min(p.nblocks, own + kTileRows / kTile);
+  auto list_entry = [&](int i) {  // block of entry i of the tile's lists, -1 when not selected
+    const int t = t0 + i / p.max_blocks, e = i % p.max_blocks;
+    const int32_t* list = p.blocks + ((size_t(b) * p.T + t) * p.Hkv + g) * p.max_blocks;
+    const int blk = list[e];
+    return blk >= 0 && blk <= t / kTile && !(e > 0 && list[e - 1] == blk) ? blk : -1;
+  };
+  for (int i = threadIdx.x; i < n; i += kTileThreads) block_count[i] = i >= own ? kTileRows : 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < tokens * p.max_blocks; i += kTileThreads) {
+    const int blk = list_entry(i);
+    if (blk >= 0 && blk < own) atomicAdd(&block_count[blk], 1);
+  }
+  int cutoff = kTileBlockMinTokens;  // own blocks count kTileRows: always kept
+  for (;; ++cutoff) {
+    if (threadIdx.x == 0) above = 0;
+    __syncthreads();
+    int mine = 0;
+    for (int i = threadIdx.x; i < n; i += kTileThreads) mine += block_count[i] >= cutoff;
+    if (mine) atomicAdd(&above, mine);
+    __syncthreads();
+    const int total = above;
+    __syncthreads();  // everyone has read it before thread 0 resets it
+    if (total <= kMaxTileBlocks) break;
+  }
+  const size_t list = tile_list_index(p, b, t0, g);
+  if (threadIdx.x < 32) {  // warp 0 lists the kept blocks in ascending order
+    const int lane = threadIdx.x;
+    int count = 0;
+    for (int base = 0; base < n; base += 32) {
+      const int blk = base + lane;
+      const bool keep = blk < n && block_count[blk] >= cutoff;
+      const uint32_t kept = __ballot_sync(0xffffffffu, keep);
+      const int index = count + __popc(kept & ((1u << lane) - 1));
+      if (keep) tiles.tile_blocks[list * kMaxTileBlocks + index] = blk;
+      if (blk < n) block_count[blk] = keep ? index : -1;
+      count += __popc(kept);
+    }
+    if (lane == 0) listed = count;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) tiles.tile_counts[list] = listed;
+  for (int t = threadIdx.x; t < tokens; t += kTileThreads) {
+    uint64_t mask = 0;
+    for (int e = 0; e < p.max_blocks; ++e) {
+      const int blk = list_entry(t * p.max_blocks + e);
+      if (blk >= 0 && block_count[blk] >= 0) mask |= uint64_t(1) << block_count[blk];
+    }
+    tiles.row_masks[(size_t(b) * p.T + t0 + t) * p.Hkv + g] = mask;
+  }
+}
+
+// out = o_sum / row_sum (bf16) and lse = (row_max + log2 row_sum) ln 2: the end of the Hopper
+// sparse forward. One thread per pair of columns.
+__global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, bf16* out,
+                                             float* lse) {
+  const size_t n = size_t(p.B) * p.T * p.Hq * D / 2;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const size_t row = 2 * i / D;  // (b, t, h)
+    const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
+    const size_t stat = (size_t(b) * p.Hq + h) * p.T + t;
+    const float sum = sums.row_sum[stat];  // >= 1: the tile list holds the row's own key
+    const float2 x = reinterpret_cast<const float2*>(sums.o_sum)[i];
+    reinterpret_cast<__nv_bfloat162*>(out)[i] = __floats2bfloat162_rn(x.x / sum, x.y / sum);
+    if (2 * i % D == 0) lse[stat] = (sums.row_max[stat] + log2f(sum)) * kLn2;
+  }
+}
+
 // dq = scale * the f32 sums of the fused sparse backward ([B, T, Hq, D] -> rows q_heads apart).
 __global__ void dq_from_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
   const size_t n = size_t(p.B) * p.T * p.Hq * D, head_values = size_t(p.Hq) * D;
@@ -1058,15 +1142,6 @@ T* scratch(size_t count, cudaStream_t stream) {
   return static_cast<T*>(ptr);
 }
 
-// The block -> tokens index of the sparse dK/dV pass: for segment s = (b*Hkv + g)*nblocks + block,
-// tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens that selected it, ascending;
-// work[i] = {segment, chunk} of CTA i (sparse_work_bound(p) items, idle ones last).
-struct SparseIndex {
-  int* tokens;
-  int* segment_begin;
-  int2* work;
-};
-
 // Runs a cub device algorithm the way cub expects: once to size its temporary storage, then with
 // that storage (stream-ordered, freed after).
 template <class Algorithm>
@@ -1121,14 +1196,14 @@ int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t
 }
 
 template <class Key>
-void sort_sparse_index(const Problem& p, int token_bits, int end_bit, SparseIndex index,
-                       cudaStream_t stream) {
+void sort_sparse_index(const Problem& p, int token_bits, int end_bit, const SparseSums& tiles,
+                       SparseIndex index, cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   const int grid = int(std::min<size_t>((n + 255) / 256, 65536));
   Key* keys = scratch<Key>(n, stream);
   Key* sorted = scratch<Key>(n, stream);
-  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, token_bits, keys);
+  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, token_bits, tiles, keys);
   CUDA_CHECK_LAUNCH();
   // Sorting only the bits that valid keys use is enough: the all-ones padding still comes last.
   run_cub(
@@ -1145,18 +1220,72 @@ void sort_sparse_index(const Problem& p, int token_bits, int end_bit, SparseInde
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
-SparseIndex build_sparse_index(const Problem& p, cudaStream_t stream) {
+// The block -> tokens index of every selected block, or with tiles.tile_blocks set of those not
+// in the token's tile list.
+SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr};
   const int token_bits = bits_for(uint64_t(p.T));
   const int end_bit = token_bits + bits_for(uint64_t(segments) + 1);
   if (end_bit <= 31)  // the all-ones padding stays above every valid key
-    sort_sparse_index<uint32_t>(p, token_bits, end_bit, index, stream);
+    sort_sparse_index<uint32_t>(p, token_bits, end_bit, tiles, index, stream);
   else
-    sort_sparse_index<uint64_t>(p, token_bits, end_bit, index, stream);
+    sort_sparse_index<uint64_t>(p, token_bits, end_bit, tiles, index, stream);
   index.work = build_sparse_work(p, index, stream);
   return index;
+}
+
+void free_sparse_index(const SparseIndex& index, cudaStream_t stream) {
+  for (void* ptr : {static_cast<void*>(index.tokens), static_cast<void*>(index.segment_begin),
+                    static_cast<void*>(index.work)})
+    CUDA_CHECK(cudaFreeAsync(ptr, stream));
+}
+
+void check_rows_fit_int(const char* op, const Problem& p) {
+  const size_t rows = size_t(p.B) * p.T * p.Hq;
+  INFLLM_CHECK(rows <= size_t(INT32_MAX), op, ": B*T*Hq = ", rows,
+               " query rows; the Hopper sparse kernels number them in 32 bits: lower B or T");
+}
+
+// Hopper: the tile pass starts the sums, the far pass adds the other blocks, out and lse follow
+// from the sums. If a far score could have overflowed them, the portable kernel reruns the whole
+// forward and overwrites both (it checks the flag on the GPU: no host round trip).
+template <int D>
+void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStream_t stream) {
+  check_rows_fit_int(op, p);
+  const int row_tiles = (p.T + kTileRows - 1) / kTileRows;
+  const size_t tiles = size_t(p.B) * row_tiles * p.Hkv, rows = size_t(p.B) * p.T * p.Hq;
+  SparseSums& sums = a.sums;
+  sums.tile_blocks = scratch<int>(tiles * kMaxTileBlocks, stream);
+  sums.tile_counts = scratch<int>(tiles, stream);
+  sums.row_masks = scratch<uint64_t>(size_t(p.B) * p.T * p.Hkv, stream);
+  sums.o_sum = scratch<float>(rows * D, stream);
+  sums.row_max = scratch<float>(rows, stream);
+  sums.row_sum = scratch<float>(rows, stream);
+  sums.overflow = scratch<int>(1, stream);
+  CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
+  const size_t count_bytes = size_t(std::min(p.nblocks, row_tiles * (kTileRows / kTile))) * 4;
+  INFLLM_CHECK(count_bytes <= 200 * 1024, op, ": T=", p.T,
+               " has too many blocks to count in shared memory; lower T");
+  CUDA_CHECK(cudaFuncSetAttribute(tile_blocks_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(count_bytes)));
+  tile_blocks_kernel<<<dim3(row_tiles, p.B * p.Hkv), kTileThreads, count_bytes, stream>>>(p, sums);
+  CUDA_CHECK_LAUNCH();
+  sm90::forward_tiles(D, a, p, stream);
+  const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, stream), sums};
+  sm90::forward_far(D, far, p, stream);
+  sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 2 + 255) / 256, 65536)), 256, 0,
+                                 stream>>>(sums, p, D, a.out, a.lse_out);
+  CUDA_CHECK_LAUNCH();
+  a.run_if = sums.overflow;
+  launch_rows<D, false>(op, a, p, stream);
+  free_sparse_index(far.index, stream);
+  for (void* ptr : {static_cast<void*>(sums.tile_blocks), static_cast<void*>(sums.tile_counts),
+                    static_cast<void*>(sums.row_masks), static_cast<void*>(sums.o_sum),
+                    static_cast<void*>(sums.row_max), static_cast<void*>(sums.row_sum),
+                    static_cast<void*>(sums.overflow)})
+    CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
 }  // namespace
@@ -1172,12 +1301,18 @@ void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf
   a.v = reinterpret_cast<const bf16*>(v);
   a.out = reinterpret_cast<bf16*>(out);
   a.lse_out = lse;
-  if (blocks.blocks == nullptr && sm90::available()) {
-    sm90::forward(shape.D, a, p, static_cast<cudaStream_t>(stream));
+  const auto s = static_cast<cudaStream_t>(stream);
+  const bool hopper = sm90::available();
+  if (blocks.blocks == nullptr && hopper) {
+    sm90::forward(shape.D, a, p, s);
     return;
   }
   with_head_dim(shape.D, [&](auto d) {
-    launch_rows<decltype(d)::value, false>(op, a, p, static_cast<cudaStream_t>(stream));
+    constexpr int D = decltype(d)::value;
+    if (hopper)  // sparse
+      sparse_forward_hopper<D>(op, a, p, s);
+    else
+      launch_rows<D, false>(op, a, p, s);
   });
 }
 
@@ -1223,18 +1358,15 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ka.dv = reinterpret_cast<bf16*>(dv);
     ka.splits = 1;
     if (sparse) {
-      const SparseIndex index = build_sparse_index(p, stream);
-      ka.sorted_tokens = index.tokens;
-      ka.segment_begin = index.segment_begin;
-      ka.work = index.work;
+      const SparseIndex index = build_sparse_index(p, SparseSums{}, stream);
+      ka.index = index;
       const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = rows * D;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
       if (hopper) {
-        INFLLM_CHECK(rows <= size_t(INT32_MAX), op, ": B*T*Hq = ", rows,
-                     " query rows; the sparse backward numbers them in 32 bits: lower B or T");
+        check_rows_fit_int(op, p);
         ka.dq_acc = scratch<float>(dq_n, stream);
         CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
         sm90::backward_dkdv_sparse(D, ka, p, stream);
@@ -1250,9 +1382,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       CUDA_CHECK_LAUNCH();
       CUDA_CHECK(cudaFreeAsync(ka.dk_acc, stream));
       CUDA_CHECK(cudaFreeAsync(ka.dv_acc, stream));
-      CUDA_CHECK(cudaFreeAsync(index.tokens, stream));
-      CUDA_CHECK(cudaFreeAsync(index.segment_begin, stream));
-      CUDA_CHECK(cudaFreeAsync(index.work, stream));
+      free_sparse_index(index, stream);
     } else {
       // Split the group's heads over CTAs until there are enough CTAs to fill the GPU.
       const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();

@@ -30,6 +30,31 @@ struct Problem {
   int q_heads, kv_heads, o_heads;
 };
 
+// The block -> tokens index of the block-major sparse passes: for segment
+// s = (b*Hkv + g)*nblocks + block, tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens
+// that attend to the block, ascending; work[i] = {segment, chunk} of CTA i (sparse_work_bound(p)
+// items, idle ones last with x < 0).
+struct SparseIndex {
+  int* tokens;
+  int* segment_begin;  // [B*Hkv*nblocks + 1]
+  int2* work;
+};
+
+// The sparse forward on Hopper in two passes over the same f32 sums. Each 128-token tile has a
+// list of the blocks that many of its tokens selected (tile blocks: its own two, the local
+// window, blocks shared by neighbours); the rows kernel walks them densely for the tile's 128
+// query rows, masked by each token's list, and starts the sums. A block-major pass then adds the
+// remaining "far" (token, block) pairs with atomics, relative to the first pass's row maximum.
+struct SparseSums {
+  int* tile_blocks;     // [B, T/128, Hkv, kMaxTileBlocks]: ascending, tile_counts[] valid
+  int* tile_counts;     // [B, T/128, Hkv]
+  uint64_t* row_masks;  // [B, T, Hkv]: bit i = the token's list holds tile block i
+  float* o_sum;         // [B, T, Hq, D]: sum of exp2(s - row_max) v
+  float* row_max;       // [B, Hq, T]: the maximum of s over the tile blocks (base 2)
+  float* row_sum;       // [B, Hq, T]: sum of exp2(s - row_max)
+  int* overflow;        // set when a far score exceeds row_max by kFarExponentLimit
+};
+
 struct RowsArgs {
   const bf16 *q, *k, *v;
   bf16* out;           // forward
@@ -38,6 +63,14 @@ struct RowsArgs {
   const float* lse;    // backward
   const float* delta;  // backward: rowsum(dO * O), [B, Hq, T]
   bf16* dq;            // backward
+  SparseSums sums;     // Hopper sparse forward
+  const int* run_if;   // portable sparse forward: when set, runs only if *run_if != 0
+};
+
+struct FarArgs {
+  const bf16 *q, *k, *v;
+  SparseIndex index;  // of the far blocks
+  SparseSums sums;
 };
 
 struct KvArgs {
@@ -46,12 +79,44 @@ struct KvArgs {
   bf16 *dk, *dv;             // written when splits == 1
   float *dk_part, *dv_part;  // dense with splits > 1: [splits, B, T, Hkv, D] f32
   int splits;
-  const int* sorted_tokens;  // sparse: the tokens of each block's segment, ascending
-  const int* segment_begin;  // sparse: [B*Hkv*nblocks + 1] offsets into sorted_tokens
-  const int2* work;          // sparse: per CTA {segment, chunk} (build_sparse_work); x < 0 = idle
-  float *dk_acc, *dv_acc;    // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
-  float* dq_acc;             // sparse on Hopper: [B, T, Hq, D] f32 sums of dS K (unscaled)
+  SparseIndex index;       // sparse
+  float *dk_acc, *dv_acc;  // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
+  float* dq_acc;           // sparse on Hopper: [B, T, Hq, D] f32 sums of dS K (unscaled)
 };
+
+// Tile blocks of the sparse forward (SparseSums): a block joins its 128-token tile's list when
+// at least kTileBlockMinTokens of the tile's tokens selected it. Walking it densely costs the
+// tile's 128 rows x 64 keys for each of the G heads; block-major costs each selecting token a
+// gather of its G query rows and an atomic add of its G x D sums, and the two meet near 16-20
+// tokens for G x D from 8 x 64 to 16 x 128 on an H100. Beyond kMaxTileBlocks (one bit each in a
+// token's mask) the most selected ones win; the tile's own two blocks always join (only they
+// need the causal mask, which the far pass does not apply).
+constexpr int kTileRows = 128;
+constexpr int kMaxTileBlocks = 64;
+constexpr int kTileBlockMinTokens = 16;
+// tile_blocks entries of (b, token t's tile, g).
+__host__ __device__ inline size_t tile_list_index(const Problem& p, int b, int t, int g) {
+  return (size_t(b) * ((p.T + kTileRows - 1) / kTileRows) + t / kTileRows) * p.Hkv + g;
+}
+// Whether block blk is in token t's tile list (binary search of the ascending list).
+__device__ inline bool in_tile_list(const SparseSums& s, const Problem& p, int b, int t, int g,
+                                    int blk) {
+  const size_t list = tile_list_index(p, b, t, g);
+  const int* blocks = s.tile_blocks + list * kMaxTileBlocks;
+  int lo = 0, hi = s.tile_counts[list];
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (blocks[mid] < blk)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < s.tile_counts[list] && blocks[lo] == blk;
+}
+// Far scores may exceed the first pass's row maximum by this much (base 2) before the sums could
+// overflow f32 (64 blocks x 64 keys x 2^64 stays far below 2^128); beyond it the forward reruns
+// on the exact portable kernel.
+constexpr float kFarExponentLimit = 64.f;
 
 // Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
 // Popular blocks (the first block is selected by every token) would otherwise make one CTA
@@ -96,8 +161,8 @@ struct SparseKeyWalk {
   int seg_begin = 0, seg_count = 0, first_qtile = 0, n_qtiles = 0, tokens_per_tile = 0;
   bool idle = true, chunked = false;
   SparseKeyWalk() = default;
-  __device__ SparseKeyWalk(const KvArgs& a, const Problem& p, int item) {
-    const int2 work = a.work[item];  // {segment, chunk}
+  __device__ SparseKeyWalk(const SparseIndex& index, const Problem& p, int item) {
+    const int2 work = index.work[item];  // {segment, chunk}
     idle = work.x < 0;
     if (idle) return;
     const int seg = work.x;  // (b * Hkv + kvh) * nblocks + block
@@ -105,19 +170,19 @@ struct SparseKeyWalk {
     kvh = seg / p.nblocks % p.Hkv;
     b = seg / p.nblocks / p.Hkv;
     tokens_per_tile = kTile / p.G;
-    seg_begin = a.segment_begin[seg];
-    seg_count = a.segment_begin[seg + 1] - seg_begin;
+    seg_begin = index.segment_begin[seg];
+    seg_count = index.segment_begin[seg + 1] - seg_begin;
     const int seg_tiles = sparse_query_tiles(seg_count, p.G);
     first_qtile = work.y * kSparseChunkTiles;
     n_qtiles = max(0, min(seg_tiles - first_qtile, kSparseChunkTiles));
     chunked = sparse_chunks(seg_tiles) > 1;
   }
   // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
-  __device__ QueryTileRow row(const KvArgs& a, const Problem& p, int n, int row) const {
+  __device__ QueryTileRow row(const SparseIndex& index, const Problem& p, int n, int row) const {
     QueryTileRow r;
     const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
     r.valid = row < tokens_per_tile * p.G && entry < seg_count;
-    r.token = r.valid ? a.sorted_tokens[seg_begin + entry] : 0;
+    r.token = r.valid ? index.tokens[seg_begin + entry] : 0;
     r.head = kvh * p.G + row % p.G;
     return r;
   }

@@ -8,11 +8,16 @@
 //  * rows kernel (forward, dQ): 128 query rows of one head (64 per warpgroup), KV tiles 0 .. the
 //    diagonal. Forward: 128-key tiles, S = Q K^T, online softmax, O += P V with P from registers.
 //    dQ: 64-key tiles, S = Q K^T and dP = dO V^T, dS = P (dP - delta), dQ += dS K.
+//    Sparse tile pass: the forward over pairs of blocks from the 128-row tile's list, keys masked
+//    by the rows' block lists; it leaves unnormalized f32 sums for the far pass.
+//  * sparse far kernel: one 64-key block and the tokens whose list holds it outside their tile
+//    list, in query tiles of 64/G tokens x G heads; adds exp2(S - the tile pass's max) and P V
+//    with atomics.
 //  * dK/dV kernel: 128 keys of one KV head (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T put
 //    keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
-//  * sparse dK/dV kernel: the same for one 64-key block and the tokens that selected it, plus
+//  * sparse dK/dV kernel: the dK/dV walk for one 64-key block and the tokens that selected it, plus
 //    dQ += dS K through a transposed dS^T tile in shared memory, added into f32 with atomics.
 #include <cuda_runtime.h>
 
@@ -62,6 +67,12 @@ constexpr size_t dkdv_smem() {
 }
 
 template <int D>
+constexpr size_t sparse_far_smem() {
+  return 1024 + size_t(2) * kTile * D * 2 +                          // K, V of the block
+         2 * (size_t(kDkdvQueries) * D * 2 + 2 * kDkdvQueries * 4);  // 2 stages: q, max, tokens
+}
+
+template <int D>
 constexpr size_t sparse_dkdv_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
          size_t(kTile) * kDkdvQueries * 2 +                              // dS^T
@@ -76,21 +87,22 @@ __device__ __forceinline__ bf16* aligned_smem(unsigned char* raw) {
   return reinterpret_cast<bf16*>(raw + pad);
 }
 
-// Rows [row0, row0 + kTileRows) of head `head` of a [B, T, heads, D] tensor into a swizzled tile,
-// by all kCopyThreads threads of the CTA; rows >= T are zero-filled.
-template <int D, int kTileRows, int kCopyThreads = kThreads>
-__device__ void load_tile(bf16* tile, const bf16* src, int b, int head, int heads, int row0,
-                          int T) {
+// Rows [row0, row0 + kCopyRows) of head `head` of a [B, T, heads, D] tensor into rows
+// tile_row0 .. of a swizzled [kTileRows][D] tile, by all kCopyThreads threads of the CTA; rows
+// >= T are zero-filled.
+template <int D, int kTileRows, int kCopyThreads = kThreads, int kCopyRows = kTileRows>
+__device__ void load_tile(bf16* tile, const bf16* src, int b, int head, int heads, int row0, int T,
+                          int tile_row0 = 0) {
   constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
-  static_assert(kTileRows % kRowsPerStep == 0);
+  static_assert(kCopyRows % kRowsPerStep == 0);
   const int chunk = threadIdx.x % kChunks, r0 = threadIdx.x / kChunks;
   const bf16* from = src + ((size_t(b) * T + row0 + r0) * heads + head) * D + chunk * 8;
   const size_t step = size_t(kRowsPerStep) * heads * D;
 #pragma unroll
-  for (int i = 0; i < kTileRows / kRowsPerStep; ++i) {
+  for (int i = 0; i < kCopyRows / kRowsPerStep; ++i) {
     const int row = r0 + i * kRowsPerStep;
     const bool valid = row0 + row < T;
-    cp_async_16(mma::smem_u32(tile + tile_offset<kTileRows>(row, chunk * 8)),
+    cp_async_16(mma::smem_u32(tile + tile_offset<kTileRows>(tile_row0 + row, chunk * 8)),
                 valid ? from + i * step : src, valid);
   }
 }
@@ -109,11 +121,14 @@ __device__ __forceinline__ void tiles_landed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rows kernel: forward (O, lse) or backward dQ.
-template <int D, bool kBackward>
+// Rows kernel: forward (O, lse), backward dQ, or the sparse forward's tile pass (kTileList:
+// the KV tiles are pairs of the 128-row tile's list of blocks, keys masked by each row's list;
+// it leaves a.sums for the far pass).
+template <int D, bool kBackward, bool kTileList = false>
 __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kKeys = rows_keys<kBackward>();
+  static_assert(!(kBackward && kTileList) && kRows == kTileRows);
+  constexpr int kKeys = rows_keys<kBackward>(), kHalves = kKeys / kTile;
   extern __shared__ unsigned char smem_raw[];
   bf16* q_tile = aligned_smem(smem_raw);                    // [128][D]
   bf16* do_tile = q_tile + kRows * D;                       // [128][D], backward
@@ -126,13 +141,29 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
   const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int group_row0 = group * 64;                     // within the tile
   const int warp_first = row0 + group_row0 + warp * 16;  // first token of the warp
+  // KV tile j is 64-key blocks block_of(j, 0 .. kHalves-1): consecutive ones up to the diagonal,
+  // or entries 2j, 2j+1 of the tile list (an odd count repeats the last one, masked out).
+  const int* tile_blocks = nullptr;
+  int tile_count = 0;
+  if constexpr (kTileList) {
+    const size_t list = tile_list_index(p, b, row0, kvh);
+    tile_blocks = a.sums.tile_blocks + list * kMaxTileBlocks;
+    tile_count = a.sums.tile_counts[list];
+  }
+  auto block_of = [&](int j, int half) {
+    return kTileList ? tile_blocks[min(kHalves * j + half, tile_count - 1)] : kHalves * j + half;
+  };
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
   float row_max[2], row_sum[2], row_lse2[2], row_delta[2];
+  uint64_t row_mask[2];  // tile list: bit i = the row's list holds entry i
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     token[r] = warp_first + lane / 4 + 8 * r;
     row_max[r] = -INFINITY;
     row_sum[r] = 0.f;
+    if constexpr (kTileList)
+      row_mask[r] =
+          token[r] < p.T ? a.sums.row_masks[(size_t(b) * p.T + token[r]) * p.Hkv + kvh] : 0;
     if constexpr (kBackward) {
       const bool valid = token[r] < p.T;
       const size_t idx = (size_t(b) * p.Hq + h) * p.T + token[r];
@@ -143,10 +174,17 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
 
   load_tile<D, kRows>(q_tile, a.q, b, h, p.q_heads, row0, p.T);
   if constexpr (kBackward) load_tile<D, kRows>(do_tile, a.dout, b, h, p.o_heads, row0, p.T);
-  const int n_tiles = (min(p.T, row0 + kRows) - 1) / kKeys + 1;
+  const int n_tiles =
+      kTileList ? (tile_count + kHalves - 1) / kHalves : (min(p.T, row0 + kRows) - 1) / kKeys + 1;
   auto load_kv = [&](int j) {
-    load_tile<D, kKeys>(k_tile(j), a.k, b, kvh, p.kv_heads, j * kKeys, p.T);
-    load_tile<D, kKeys>(v_tile(j), a.v, b, kvh, p.kv_heads, j * kKeys, p.T);
+#pragma unroll
+    for (int half = 0; half < kHalves; ++half) {
+      const int key0 = block_of(j, half) * kTile;
+      load_tile<D, kKeys, kThreads, kTile>(k_tile(j), a.k, b, kvh, p.kv_heads, key0, p.T,
+                                           half * kTile);
+      load_tile<D, kKeys, kThreads, kTile>(v_tile(j), a.v, b, kvh, p.kv_heads, key0, p.T,
+                                           half * kTile);
+    }
     cp_async_commit();
   };
   load_kv(0);
@@ -156,9 +194,9 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
     tiles_landed();
     if (j + 1 < n_tiles) load_kv(j + 1);
     // Skip tiles entirely after this warpgroup's rows (the dQ pass's 64-key diagonal half).
-    if (j * kKeys > row0 + group_row0 + 63) continue;
+    if (block_of(j, 0) * kTile > row0 + group_row0 + 63) continue;
     const bf16 *kt = k_tile(j), *vt = v_tile(j);
-    const bool diagonal = j * kKeys + kKeys - 1 > warp_first;  // some key after some row
+    const bool diagonal = block_of(j, kHalves - 1) * kTile + kTile - 1 > warp_first;
 
     float s[kKeys / 2] = {};                   // S = Q K^T, m64 x kKeys
     float dp[kBackward ? kKeys / 2 : 1] = {};  // dP = dO V^T
@@ -179,12 +217,19 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
     wgmma::hold(s);
     wgmma::hold(dp);
 
-    // Register i of s is row (i % 4) / 2, key j kKeys + 8 (i / 4) + 2 (lane % 4) + i % 2.
+    // Register i of s is row (i % 4) / 2, key 8 (i / 4) + 2 (lane % 4) + i % 2 of the tile: of
+    // its half i / 32.
     if (diagonal) {
 #pragma unroll
       for (int i = 0; i < kKeys / 2; ++i)
-        if (j * kKeys + 8 * (i / 4) + 2 * (lane % 4) + (i & 1) > token[(i % 4) / 2])
+        if (block_of(j, i / 32) * kTile + 8 * (i / 4 % 8) + 2 * (lane % 4) + (i & 1) >
+            token[(i % 4) / 2])
           s[i] = -INFINITY;
+    }
+    if constexpr (kTileList) {
+#pragma unroll
+      for (int i = 0; i < kKeys / 2; ++i)
+        if (((row_mask[(i % 4) / 2] >> (kHalves * j + i / 32)) & 1) == 0) s[i] = -INFINITY;
     }
 
     uint32_t a_frag[kKeys / 16][4];  // P (forward) or dS (backward) as A fragments
@@ -199,7 +244,9 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float new_max = fmaxf(row_max[r], mx * p.scale_log2);
-        const float correction = fast_exp2(row_max[r] - new_max);  // row 0 sees key 0: finite
+        // A tile-list row may have seen no key yet; a dense row sees key 0 in the first tile.
+        const float base = kTileList && new_max == -INFINITY ? 0.f : new_max;
+        const float correction = fast_exp2(row_max[r] - base);
         row_max[r] = new_max;
         row_sum[r] *= correction;
 #pragma unroll
@@ -212,7 +259,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float& x = s[4 * c + 2 * r + e];
-            x = fast_exp2(fmaf(x, p.scale_log2, -new_max));
+            x = fast_exp2(fmaf(x, p.scale_log2, -base));
             row_sum[r] += x;
           }
       }
@@ -251,9 +298,22 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
     if constexpr (!kBackward) {
       row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
       row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-      row_scale = 1.f / row_sum[r];  // every row sees key 0: sum >= 1
+      row_scale = 1.f / row_sum[r];  // every row sees key 0 (tile list: its own): sum >= 1
     }
     if (token[r] >= p.T) continue;
+    if constexpr (kTileList) {  // the sums, unnormalized, for the far pass to add to
+      float* sum_ptr = a.sums.o_sum + ((size_t(b) * p.T + token[r]) * p.Hq + h) * D;
+#pragma unroll
+      for (int c = 0; c < D / 8; ++c)
+        *reinterpret_cast<float2*>(sum_ptr + 8 * c + 2 * (lane % 4)) =
+            make_float2(acc[4 * c + 2 * r], acc[4 * c + 2 * r + 1]);
+      if (lane % 4 == 0) {
+        const size_t stat = (size_t(b) * p.Hq + h) * p.T + token[r];
+        a.sums.row_max[stat] = row_max[r];
+        a.sums.row_sum[stat] = row_sum[r];
+      }
+      continue;
+    }
     bf16* row_ptr = dst + ((size_t(b) * p.T + token[r]) * dst_heads + h) * D;
 #pragma unroll
     for (int c = 0; c < D / 8; ++c)
@@ -361,6 +421,27 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
   }
 }
 
+// Adds the m64 x D accumulator x of a one-warpgroup CTA into rows of dst ([rows, D] f32) with
+// atomics: tile row `row` goes to row_index(row), nowhere if that is -1. Lanes 2i and 2i+1 trade
+// halves so that each adds 4 adjacent columns of one row (even lanes row 0, odd lanes row 1): one
+// 16-byte atomic instead of two 8-byte ones.
+template <int D, class RowIndex>
+__device__ __forceinline__ void atomic_add_rows(float* dst, const float (&x)[D / 2],
+                                                RowIndex row_index, int lane) {
+  const bool odd = lane & 1;
+  const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * odd);
+  float* row_ptr = dst + size_t(max(row, 0)) * D + 4 * (lane % 4 / 2);
+#pragma unroll
+  for (int c = 0; c < D / 8; ++c) {
+    const float* y = x + 4 * c;  // row 0: y[0], y[1]; row 1: y[2], y[3]
+    const float from0 = __shfl_xor_sync(0xffffffffu, odd ? y[0] : y[2], 1);
+    const float from1 = __shfl_xor_sync(0xffffffffu, odd ? y[1] : y[3], 1);
+    const float4 sum =
+        odd ? make_float4(from0, from1, y[2], y[3]) : make_float4(y[0], y[1], from0, from1);
+    if (row >= 0) atomicAdd(reinterpret_cast<float4*>(row_ptr + 8 * c), sum);
+  }
+}
+
 // dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc ([B, T, Hq, D] f32,
 // unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_row(row) is
 // tile row `row`'s (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too,
@@ -378,20 +459,7 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::hold(dq);
-  // Lanes 2i and 2i+1 trade halves so that each adds 4 adjacent columns of one row (even lanes
-  // row 0, odd lanes row 1): one 16-byte atomic instead of two 8-byte ones.
-  const bool odd = lane & 1;
-  const int row = dq_row(threadIdx.x / 32 * 16 + lane / 4 + 8 * odd);
-  float* dst = dq_acc + size_t(max(row, 0)) * D + 4 * (lane % 4 / 2);
-#pragma unroll
-  for (int c = 0; c < D / 8; ++c) {
-    const float* x = dq + 4 * c;  // row 0: x[0], x[1]; row 1: x[2], x[3]
-    const float from0 = __shfl_xor_sync(0xffffffffu, odd ? x[0] : x[2], 1);
-    const float from1 = __shfl_xor_sync(0xffffffffu, odd ? x[1] : x[3], 1);
-    const float4 sum =
-        odd ? make_float4(from0, from1, x[2], x[3]) : make_float4(x[0], x[1], from0, from1);
-    if (row >= 0) atomicAdd(reinterpret_cast<float4*>(dst + 8 * c), sum);
-  }
+  atomic_add_rows<D>(dq_acc, dq, dq_row, lane);
 }
 #endif
 
@@ -476,7 +544,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
   auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
 
-  const SparseKeyWalk walk(a, p, blockIdx.x);
+  const SparseKeyWalk walk(a.index, p, blockIdx.x);
   if (walk.idle) return;
   const int block = walk.block, b = walk.b, kvh = walk.kvh;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -490,7 +558,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
     const int chunk = threadIdx.x % kChunks;
 #pragma unroll
     for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
-      const QueryTileRow r = walk.row(a, p, i, row);
+      const QueryTileRow r = walk.row(a.index, p, i, row);
       const size_t token = size_t(b) * p.T + r.token;
       const int dst = tile_offset<kQ>(row, chunk * 8);
       cp_async_16(mma::smem_u32(q_tile(i) + dst),
@@ -499,7 +567,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
                   a.dout + (r.valid ? (token * p.o_heads + r.head) * D + chunk * 8 : 0), r.valid);
     }
     if (threadIdx.x < kQ) {
-      const QueryTileRow r = walk.row(a, p, i, threadIdx.x);
+      const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
       const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
@@ -532,6 +600,112 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
 #endif
 }
 
+// Sparse far pass: one warpgroup per CTA, one 64-key block; it walks the query tiles of the
+// tokens that hold the block outside their tile list (SparseKeyWalk over the far index), two
+// tiles in flight. Each tile's P = exp2(S - the tile pass's row maximum), row sums and P V go
+// into a.sums with atomics: the far blocks of a token are spread over many CTAs, and a fixed
+// reference maximum lets their shares add up without rescaling. Tile lists hold every token's own
+// block, so every far key is before every token: no causal mask.
+template <int D>
+__global__ void __launch_bounds__(kSparseDkdvThreads, 3) sparse_far_kernel(FarArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kQ = kDkdvQueries, kCopyThreads = kSparseDkdvThreads;
+  extern __shared__ unsigned char smem_raw[];
+  bf16* k_tile = aligned_smem(smem_raw);                                // [64][D]
+  bf16* v_tile = k_tile + kTile * D;                                    // [64][D]
+  bf16* q_stages = v_tile + kTile * D;                                  // 2 x [64][D]
+  float* max_stages = reinterpret_cast<float*>(q_stages + 2 * kQ * D);  // 2 x [64]
+  int* token_stages = reinterpret_cast<int*>(max_stages + 2 * kQ);      // 2 x [64], -1 = padding
+  auto q_tile = [&](int i) { return q_stages + (i & 1) * kQ * D; };
+
+  const SparseKeyWalk walk(a.index, p, blockIdx.x);
+  if (walk.idle) return;
+  const int b = walk.b, kvh = walk.kvh, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+
+  auto load_step = [&](int i) {
+    constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
+    const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+    for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
+      const QueryTileRow r = walk.row(a.index, p, i, row);
+      const size_t token = size_t(b) * p.T + r.token;
+      cp_async_16(mma::smem_u32(q_tile(i) + tile_offset<kQ>(row, chunk * 8)),
+                  a.q + (r.valid ? (token * p.q_heads + r.head) * D + chunk * 8 : 0), r.valid);
+    }
+    if (threadIdx.x < kQ) {
+      const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
+      const size_t stat = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
+      cp_async_4(max_stages + (i & 1) * kQ + threadIdx.x, a.sums.row_max + stat, r.valid);
+      token_stages[(i & 1) * kQ + threadIdx.x] = r.valid ? r.token : -1;
+    }
+    cp_async_commit();
+  };
+  load_tile<D, kTile, kCopyThreads>(k_tile, a.k, b, kvh, p.kv_heads, walk.block * kTile, p.T);
+  load_tile<D, kTile, kCopyThreads>(v_tile, a.v, b, kvh, p.kv_heads, walk.block * kTile, p.T);
+  if (walk.n_qtiles > 0) load_step(0);
+
+  bool overflow = false;
+  for (int i = 0; i < walk.n_qtiles; ++i) {
+    tiles_landed();
+    if (i + 1 < walk.n_qtiles) load_step(i + 1);
+    const int* tokens = token_stages + (i & 1) * kQ;
+    const float* row_max = max_stages + (i & 1) * kQ;
+
+    float s[kTile / 2] = {};  // S = Q K^T, m64 x 64
+    wgmma::hold(s);
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks)
+      wgmma::mma<0, kTile>(s, k_major<kQ>(q_tile(i), 0, ks * 16),
+                           k_major<kTile>(k_tile, 0, ks * 16));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(s);
+
+    // Register n of s is the thread's row (n % 4) / 2: tile row warp 16 + lane / 4 + 8 r, which
+    // is head kvh G + row % G (as SparseKeyWalk::row gives it) of its token.
+    const int tile_row[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};
+    float sum[2] = {};
+#pragma unroll
+    for (int n = 0; n < kTile / 2; ++n) {
+      const int r = (n % 4) / 2;
+      const float e = fmaf(s[n], p.scale_log2, -row_max[tile_row[r]]);
+      overflow |= e > kFarExponentLimit;
+      s[n] = tokens[tile_row[r]] >= 0 ? fast_exp2(e) : 0.f;
+      sum[r] += s[n];
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+      sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+      const int token = tokens[tile_row[r]], head = kvh * p.G + tile_row[r] % p.G;
+      if (lane % 4 == 0 && token >= 0)
+        atomicAdd(a.sums.row_sum + (size_t(b) * p.Hq + head) * p.T + token, sum[r]);
+    }
+    auto sums_row = [&](int row) {  // the row of [B, T, Hq, D]
+      return tokens[row] < 0 ? -1 : (b * p.T + tokens[row]) * p.Hq + kvh * p.G + row % p.G;
+    };
+
+    uint32_t pa[kTile / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kTile / 16; ++ks) wgmma::accumulator_to_a(pa[ks], s, ks);
+    float o[D / 2] = {};  // P V, m64 x D
+    wgmma::hold(o);
+    wgmma::fence();
+#pragma unroll
+    for (int ks = 0; ks < kTile / 16; ++ks)
+      wgmma::mma<1, D>(o, pa[ks], mn_major<kTile>(v_tile, ks * 16, 0));
+    wgmma::commit();
+    wgmma::wait<0>();
+    wgmma::hold(o);
+#pragma unroll
+    for (int ks = 0; ks < kTile / 16; ++ks) wgmma::hold(pa[ks]);
+    atomic_add_rows<D>(a.sums.o_sum, o, sums_row, lane);
+  }
+  if (__any_sync(0xffffffffu, overflow) && lane == 0) *a.sums.overflow = 1;
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host side.
 namespace {
@@ -544,12 +718,13 @@ void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Ar
   CUDA_CHECK_LAUNCH();
 }
 
-template <bool kBackward>
+template <bool kBackward, bool kTileList = false>
 void launch_rows(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch(dense_rows_kernel<kD, kBackward>, grid, rows_smem<kD, kBackward>(), stream, a, p);
+    launch(dense_rows_kernel<kD, kBackward, kTileList>, grid, rows_smem<kD, kBackward>(), stream, a,
+           p);
   });
 }
 
@@ -574,6 +749,18 @@ void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
 
 void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   launch_rows<true>(D, a, p, stream);
+}
+
+void forward_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  launch_rows<false, true>(D, a, p, stream);
+}
+
+void forward_far(int D, const FarArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid(unsigned(sparse_work_bound(p)));
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(sparse_far_kernel<kD>, grid, sparse_far_smem<kD>(), stream, a, p, kSparseDkdvThreads);
+  });
 }
 
 int dkdv_splits(const Problem& p) {

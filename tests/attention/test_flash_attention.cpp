@@ -7,8 +7,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attention/flash_attention.h"
@@ -59,6 +61,45 @@ std::vector<int32_t> random_blocks(const Case& c) {
         std::copy(chosen.begin(), chosen.end(),
                   blocks.begin() + ((size_t(b) * c.T + t) * c.Hkv + g) * c.max_blocks);
       }
+  return blocks;
+}
+
+// InfLLM-V2's shape of list: the first block, the `local` blocks ending at t's own, random
+// earlier ones up to max_blocks.
+std::vector<int32_t> windowed_blocks(const Case& c, int local) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
+    const int own = int(list / c.Hkv % c.T) / c.block_size;
+    std::vector<int32_t> chosen = {0}, earlier;
+    for (int j = std::max(1, own - local + 1); j <= own; ++j) chosen.push_back(j);
+    for (int j = 1; j <= own - local; ++j) earlier.push_back(j);
+    std::shuffle(earlier.begin(), earlier.end(), rng());
+    for (size_t i = 0; i < earlier.size() && int(chosen.size()) < c.max_blocks; ++i)
+      chosen.push_back(earlier[i]);
+    std::sort(chosen.begin(), chosen.end());
+    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
+  }
+  return blocks;
+}
+
+// Per 128-token tile, one random set of earlier blocks that all its tokens select, with their
+// own block.
+std::vector<int32_t> tile_shared_blocks(const Case& c) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  std::vector<int32_t> shared;
+  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
+    const int t = int(list / c.Hkv % c.T), own = t / c.block_size;
+    if (t % 128 == 0 && list % c.Hkv == 0) {  // a new tile: draw its blocks
+      shared.clear();
+      for (int j = 0; j < t / c.block_size; ++j) shared.push_back(j);
+      std::shuffle(shared.begin(), shared.end(), rng());
+      shared.resize(std::min<size_t>(shared.size(), c.max_blocks - 2));
+    }
+    std::vector<int32_t> chosen = shared;
+    for (int j = t / 128 * 128 / c.block_size; j <= own; ++j) chosen.push_back(j);
+    std::sort(chosen.begin(), chosen.end());
+    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
+  }
   return blocks;
 }
 
@@ -358,26 +399,23 @@ void gpu_run(const Case& c, const std::vector<int32_t>& blocks, const std::vecto
   r.dv = unpack(v_at, kv_width, nk);
 }
 
-class GpuAttention : public ::testing::TestWithParam<Case> {};
-
-TEST_P(GpuAttention, Bf16MatchesF64Reference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
-  const Case c = GetParam();
-  const bool every_block = c.max_blocks < 0;  // sparse with all causal blocks
-  Case sc = c;
-  if (every_block) sc.max_blocks = (c.T + c.block_size - 1) / c.block_size;
-  const auto blocks = sc.block_size ? (every_block ? all_causal_blocks(sc) : random_blocks(sc))
-                                    : std::vector<int32_t>{};
+// The GPU forward and backward against the CPU reference in f64 on the same bf16-rounded random
+// inputs (q and k then changed by `edit`, if given), with the default and the portable kernels,
+// separate and packed layouts.
+using InputEdit = std::function<void(std::vector<double>& q, std::vector<double>& k)>;
+void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blocks,
+                                  const InputEdit& edit = nullptr) {
   const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
   const size_t nl = size_t(c.B) * c.Hq * c.T;
   auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+  if (edit) edit(q, k);
   const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
 
   std::vector<double> out(nq), lse(nl), dq(nq), dk(nk), dv(nk);
-  cpu::attention_forward(shape_of(sc), q.data(), k.data(), v.data(), list_of(sc, blocks),
-                         out.data(), lse.data());
-  cpu::attention_backward(shape_of(sc), q.data(), k.data(), v.data(), out.data(), lse.data(),
-                          dout.data(), list_of(sc, blocks), dq.data(), dk.data(), dv.data());
+  cpu::attention_forward(shape_of(c), q.data(), k.data(), v.data(), list_of(c, blocks), out.data(),
+                         lse.data());
+  cpu::attention_backward(shape_of(c), q.data(), k.data(), v.data(), out.data(), lse.data(),
+                          dout.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
 
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too.
@@ -391,7 +429,7 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
-      ASSERT_NO_FATAL_FAILURE(gpu_run(sc, blocks, qb, kb, vb, db, packed, r));
+      ASSERT_NO_FATAL_FAILURE(gpu_run(c, blocks, qb, kb, vb, db, packed, r));
       EXPECT_LT(rel_err(r.out, out), 1e-2);
       EXPECT_LT(rel_err(r.lse, lse), 1e-3);
       EXPECT_LT(rel_err(r.dq, dq), 1e-2);
@@ -399,6 +437,59 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
       EXPECT_LT(rel_err(r.dv, dv), 1e-2);
     }
   }
+}
+
+class GpuAttention : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GpuAttention, Bf16MatchesF64Reference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  const Case c = GetParam();
+  const bool every_block = c.max_blocks < 0;  // sparse with all causal blocks
+  Case sc = c;
+  if (every_block) sc.max_blocks = (c.T + c.block_size - 1) / c.block_size;
+  const auto blocks = sc.block_size ? (every_block ? all_causal_blocks(sc) : random_blocks(sc))
+                                    : std::vector<int32_t>{};
+  expect_gpu_matches_reference(sc, blocks);
+}
+
+// InfLLM-V2's lists (a local window, random earlier blocks) and lists shared by each 128-token
+// tile (as FlexAttention's mask): on Hopper the forward walks the blocks that many of a tile's
+// tokens chose densely and the rest block by block. Both head dims, a G with padding rows; the
+// last case shares more blocks per tile than a tile list holds.
+TEST(GpuAttention, WindowedAndTileSharedListsMatchF64Reference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  const std::tuple<Case, int> cases[] = {{Case{1, 1500, 16, 1, 128, 64, 9}, 4},
+                                         {Case{2, 1300, 24, 2, 64, 64, 8}, 3},
+                                         {Case{1, 1400, 16, 2, 128, 64, 12}, 0},
+                                         {Case{1, 5300, 8, 1, 64, 64, 80}, 0}};
+  for (const auto& [c, local] : cases) {
+    SCOPED_TRACE("T=" + std::to_string(c.T) + " D=" + std::to_string(c.D) +
+                 " max_blocks=" + std::to_string(c.max_blocks) +
+                 (local ? " local=" + std::to_string(local) : " shared per tile"));
+    expect_gpu_matches_reference(c, local ? windowed_blocks(c, local) : tile_shared_blocks(c));
+  }
+}
+
+// The last 200 tokens' group-0 queries point at key 5 (block 0, which few of them select: a far
+// block on Hopper), 8 times over: its score beats the tile blocks' maximum by ~65 nats, more than
+// the Hopper forward's f32 sums take relative to that maximum, which sends the forward to the
+// exact portable kernel. The results must not show it.
+TEST(GpuAttention, FarScoresBeyondTheBandsMaximumMatchF64Reference) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  const Case c{1, 1200, 16, 2, 128, 64, 8};
+  const int G = c.Hq / c.Hkv, key = 5;
+  auto blocks = windowed_blocks(c, 3);
+  for (size_t list = 0; list < blocks.size() / c.max_blocks; ++list) {  // block 0: 1 in 20
+    const auto first = blocks.begin() + list * c.max_blocks, last = first + c.max_blocks;
+    if (list / c.Hkv % 20 != 0 && list / c.Hkv >= size_t(c.block_size))
+      std::fill(std::remove(first, last, 0), last, -1);
+  }
+  expect_gpu_matches_reference(c, blocks, [&](auto& q, auto& k) {
+    for (int t = c.T - 200; t < c.T; ++t)
+      for (int h = 0; h < G; ++h)
+        for (int d = 0; d < c.D; ++d)
+          q[(size_t(t) * c.Hq + h) * c.D + d] = 8.0 * k[size_t(key) * c.Hkv * c.D + d];
+  });
 }
 
 const Case kGpuCases[] = {
