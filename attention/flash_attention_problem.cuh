@@ -183,8 +183,13 @@ struct SparseKeyWalk {
     const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
     r.valid = row < tokens_per_tile * p.G && entry < seg_count;
     r.token = r.valid ? index.tokens[seg_begin + entry] : 0;
-    r.head = kvh * p.G + row % p.G;
+    r.head = head(p, row);
     return r;
+  }
+  __device__ int head(const Problem& p, int row) const { return kvh * p.G + row % p.G; }
+  // The [B, T, Hq] row index of tile row `row`, whose token is `token` (-1 for padding: -1).
+  __device__ int query_row(const Problem& p, int token, int row) const {
+    return token < 0 ? -1 : (b * p.T + token) * p.Hq + head(p, row);
   }
 };
 

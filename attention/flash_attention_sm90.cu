@@ -590,10 +590,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
     wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
     __syncthreads();
     add_dq<D>(
-        a.dq_acc, ds_tile, k_tile,
-        [&](int row) {  // head as in SparseKeyWalk::row
-          return tokens[row] < 0 ? -1 : (b * p.T + tokens[row]) * p.Hq + kvh * p.G + row % p.G;
-        },
+        a.dq_acc, ds_tile, k_tile, [&](int row) { return walk.query_row(p, tokens[row], row); },
         lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
@@ -662,8 +659,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 3) sparse_far_kernel(FarAr
     wgmma::wait<0>();
     wgmma::hold(s);
 
-    // Register n of s is the thread's row (n % 4) / 2: tile row warp 16 + lane / 4 + 8 r, which
-    // is head kvh G + row % G (as SparseKeyWalk::row gives it) of its token.
+    // Register n of s is the thread's row (n % 4) / 2: tile row warp 16 + lane / 4 + 8 r.
     const int tile_row[2] = {warp * 16 + lane / 4, warp * 16 + lane / 4 + 8};
     float sum[2] = {};
 #pragma unroll
@@ -678,13 +674,12 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 3) sparse_far_kernel(FarAr
     for (int r = 0; r < 2; ++r) {
       sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
       sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
-      const int token = tokens[tile_row[r]], head = kvh * p.G + tile_row[r] % p.G;
+      const int token = tokens[tile_row[r]];
       if (lane % 4 == 0 && token >= 0)
-        atomicAdd(a.sums.row_sum + (size_t(b) * p.Hq + head) * p.T + token, sum[r]);
+        atomicAdd(a.sums.row_sum + (size_t(b) * p.Hq + walk.head(p, tile_row[r])) * p.T + token,
+                  sum[r]);
     }
-    auto sums_row = [&](int row) {  // the row of [B, T, Hq, D]
-      return tokens[row] < 0 ? -1 : (b * p.T + tokens[row]) * p.Hq + kvh * p.G + row % p.G;
-    };
+    auto sums_row = [&](int row) { return walk.query_row(p, tokens[row], row); };
 
     uint32_t pa[kTile / 16][4];
 #pragma unroll
