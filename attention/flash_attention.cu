@@ -174,16 +174,9 @@ __device__ int build_sparse_schedule(const Problem& p, int b, int g, int token0,
   for (int i = threadIdx.x; i < n_lists; i += kThreads) {
     const int blk = s.entries[i];
     if (blk < 0) continue;
-    int lo = 0, hi = n - 1;  // the union holds blk: binary search for it
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (s.blocks[mid] < blk)
-        lo = mid + 1;
-      else
-        hi = mid;
-    }
-    s.entries[i] = lo;
-    atomicOr(&s.consumers[lo], 1 << (i / p.max_blocks));
+    const int at = lower_bound_index(s.blocks, n, blk);  // the union holds blk
+    s.entries[i] = at;
+    atomicOr(&s.consumers[at], 1 << (i / p.max_blocks));
   }
   __syncthreads();
   return n;
@@ -328,15 +321,7 @@ __device__ __forceinline__ void warpgroup_times_tile(float (&acc)[D / 2], const 
   uint32_t a[kTile / 16][4];
 #pragma unroll
   for (int ks = 0; ks < kTile / 16; ++ks) wgmma::accumulator_to_a(a[ks], w, ks);
-  wgmma::fence();
-#pragma unroll
-  for (int ks = 0; ks < kTile / 16; ++ks)
-    wgmma::mma<1, D>(acc, a[ks], wgmma::mn_major<kTile>(y_tile, ks * 16, 0));
-  wgmma::commit();
-  wgmma::wait<0>();
-  wgmma::hold(acc);
-#pragma unroll
-  for (int ks = 0; ks < kTile / 16; ++ks) wgmma::hold(a[ks]);
+  wgmma::registers_times_tile<D, kTile>(acc, a, y_tile);
 }
 
 // c = X Y^T and acc += W Y for a warp's rows (rows_times_tile_t / rows_times_tile), as warpgroup
@@ -903,16 +888,7 @@ __global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segm
                                              int token_bits, int* segment_begin) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s > segments) return;
-  const Key target = Key(s) << token_bits;
-  size_t lo = 0, hi = n;
-  while (lo < hi) {
-    const size_t mid = (lo + hi) / 2;
-    if (keys[mid] < target)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  segment_begin[s] = int(lo);
+  segment_begin[s] = int(lower_bound_index(keys, n, Key(s) << token_bits));
 }
 
 // The sparse dK/dV work list. counts[s] = the CTAs (chunks) of segment s, counts[segments] = 0,

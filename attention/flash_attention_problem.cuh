@@ -98,20 +98,26 @@ constexpr int kTileBlockMinTokens = 16;
 __host__ __device__ inline size_t tile_list_index(const Problem& p, int b, int t, int g) {
   return (size_t(b) * ((p.T + kTileRows - 1) / kTileRows) + t / kTileRows) * p.Hkv + g;
 }
-// Whether block blk is in token t's tile list (binary search of the ascending list).
-__device__ inline bool in_tile_list(const SparseSums& s, const Problem& p, int b, int t, int g,
-                                    int blk) {
-  const size_t list = tile_list_index(p, b, t, g);
-  const int* blocks = s.tile_blocks + list * kMaxTileBlocks;
-  int lo = 0, hi = s.tile_counts[list];
+// The first index of an ascending x[0 .. n) whose value is not below `value` (n if none).
+template <class T, class Index>
+__host__ __device__ inline Index lower_bound_index(const T* x, Index n, T value) {
+  Index lo = 0, hi = n;
   while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (blocks[mid] < blk)
+    const Index mid = (lo + hi) / 2;
+    if (x[mid] < value)
       lo = mid + 1;
     else
       hi = mid;
   }
-  return lo < s.tile_counts[list] && blocks[lo] == blk;
+  return lo;
+}
+// Whether block blk is in token t's tile list.
+__device__ inline bool in_tile_list(const SparseSums& s, const Problem& p, int b, int t, int g,
+                                    int blk) {
+  const size_t list = tile_list_index(p, b, t, g);
+  const int* blocks = s.tile_blocks + list * kMaxTileBlocks;
+  const int i = lower_bound_index(blocks, s.tile_counts[list], blk);
+  return i < s.tile_counts[list] && blocks[i] == blk;
 }
 // Far scores may exceed the first pass's row maximum by this much (base 2) before the sums could
 // overflow f32 (64 blocks x 64 keys x 2^64 stays far below 2^128); beyond it the forward reruns

@@ -277,16 +277,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
     }
 
     // O += P V  or  dQ += dS K: the tile as an MN-major [keys][D] operand.
-    const bf16* b_tile = kBackward ? kt : vt;
-    wgmma::fence();
-#pragma unroll
-    for (int ks = 0; ks < kKeys / 16; ++ks)
-      wgmma::mma<1, D>(acc, a_frag[ks], mn_major<kKeys>(b_tile, ks * 16, 0));
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::hold(acc);
-#pragma unroll
-    for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::hold(a_frag[ks]);
+    wgmma::registers_times_tile<D, kKeys>(acc, a_frag, kBackward ? kt : vt);
   }
 
   // Epilogue: each thread writes 2-element pieces of its two rows.
@@ -686,15 +677,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 3) sparse_far_kernel(FarAr
     for (int ks = 0; ks < kTile / 16; ++ks) wgmma::accumulator_to_a(pa[ks], s, ks);
     float o[D / 2] = {};  // P V, m64 x D
     wgmma::hold(o);
-    wgmma::fence();
-#pragma unroll
-    for (int ks = 0; ks < kTile / 16; ++ks)
-      wgmma::mma<1, D>(o, pa[ks], mn_major<kTile>(v_tile, ks * 16, 0));
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::hold(o);
-#pragma unroll
-    for (int ks = 0; ks < kTile / 16; ++ks) wgmma::hold(pa[ks]);
+    wgmma::registers_times_tile<D, kTile>(o, pa, v_tile);
     atomic_add_rows<D>(a.sums.o_sum, o, sums_row, lane);
   }
   if (__any_sync(0xffffffffu, overflow) && lane == 0) *a.sums.overflow = 1;

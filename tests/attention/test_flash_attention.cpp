@@ -64,45 +64,6 @@ std::vector<int32_t> random_blocks(const Case& c) {
   return blocks;
 }
 
-// InfLLM-V2's shape of list: the first block, the `local` blocks ending at t's own, random
-// earlier ones up to max_blocks.
-std::vector<int32_t> windowed_blocks(const Case& c, int local) {
-  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
-  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
-    const int own = int(list / c.Hkv % c.T) / c.block_size;
-    std::vector<int32_t> chosen = {0}, earlier;
-    for (int j = std::max(1, own - local + 1); j <= own; ++j) chosen.push_back(j);
-    for (int j = 1; j <= own - local; ++j) earlier.push_back(j);
-    std::shuffle(earlier.begin(), earlier.end(), rng());
-    for (size_t i = 0; i < earlier.size() && int(chosen.size()) < c.max_blocks; ++i)
-      chosen.push_back(earlier[i]);
-    std::sort(chosen.begin(), chosen.end());
-    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
-  }
-  return blocks;
-}
-
-// Per 128-token tile, one random set of earlier blocks that all its tokens select, with their
-// own block.
-std::vector<int32_t> tile_shared_blocks(const Case& c) {
-  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
-  std::vector<int32_t> shared;
-  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
-    const int t = int(list / c.Hkv % c.T), own = t / c.block_size;
-    if (t % 128 == 0 && list % c.Hkv == 0) {  // a new tile: draw its blocks
-      shared.clear();
-      for (int j = 0; j < t / c.block_size; ++j) shared.push_back(j);
-      std::shuffle(shared.begin(), shared.end(), rng());
-      shared.resize(std::min<size_t>(shared.size(), c.max_blocks - 2));
-    }
-    std::vector<int32_t> chosen = shared;
-    for (int j = t / 128 * 128 / c.block_size; j <= own; ++j) chosen.push_back(j);
-    std::sort(chosen.begin(), chosen.end());
-    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
-  }
-  return blocks;
-}
-
 // Every causal block of every token: sparse must then equal dense.
 std::vector<int32_t> all_causal_blocks(const Case& c) {
   std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
@@ -306,6 +267,45 @@ TEST(CpuAttention, RejectsBadShapes) {
 
 // ---- CUDA ----
 #if INFLLM_WITH_CUDA
+// InfLLM-V2's shape of list: the first block, the `local` blocks ending at t's own, random
+// earlier ones up to max_blocks.
+std::vector<int32_t> windowed_blocks(const Case& c, int local) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
+    const int own = int(list / c.Hkv % c.T) / c.block_size;
+    std::vector<int32_t> chosen = {0}, earlier;
+    for (int j = std::max(1, own - local + 1); j <= own; ++j) chosen.push_back(j);
+    for (int j = 1; j <= own - local; ++j) earlier.push_back(j);
+    std::shuffle(earlier.begin(), earlier.end(), rng());
+    for (size_t i = 0; i < earlier.size() && int(chosen.size()) < c.max_blocks; ++i)
+      chosen.push_back(earlier[i]);
+    std::sort(chosen.begin(), chosen.end());
+    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
+  }
+  return blocks;
+}
+
+// Per 128-token tile, one random set of earlier blocks that all its tokens select, with their
+// own block.
+std::vector<int32_t> tile_shared_blocks(const Case& c) {
+  std::vector<int32_t> blocks(size_t(c.B) * c.T * c.Hkv * c.max_blocks, -1);
+  std::vector<int32_t> shared;
+  for (size_t list = 0; list < size_t(c.B) * c.T * c.Hkv; ++list) {
+    const int t = int(list / c.Hkv % c.T), own = t / c.block_size;
+    if (t % 128 == 0 && list % c.Hkv == 0) {  // a new tile: draw its blocks
+      shared.clear();
+      for (int j = 0; j < t / c.block_size; ++j) shared.push_back(j);
+      std::shuffle(shared.begin(), shared.end(), rng());
+      shared.resize(std::min<size_t>(shared.size(), c.max_blocks - 2));
+    }
+    std::vector<int32_t> chosen = shared;
+    for (int j = t / 128 * 128 / c.block_size; j <= own; ++j) chosen.push_back(j);
+    std::sort(chosen.begin(), chosen.end());
+    std::copy(chosen.begin(), chosen.end(), blocks.begin() + list * c.max_blocks);
+  }
+  return blocks;
+}
+
 bool have_gpu() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
