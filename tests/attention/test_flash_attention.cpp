@@ -474,7 +474,7 @@ TEST(GpuAttention, WindowedAndTileSharedListsMatchF64Reference) {
 // block on Hopper), 8 times over: its score beats the tile blocks' maximum by ~65 nats, more than
 // the Hopper forward's f32 sums take relative to that maximum, which sends the forward to the
 // exact portable kernel. The results must not show it.
-TEST(GpuAttention, FarScoresBeyondTheBandsMaximumMatchF64Reference) {
+TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
   const Case c{1, 1200, 16, 2, 128, 64, 8};
   const int G = c.Hq / c.Hkv, key = 5;
