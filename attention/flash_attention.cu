@@ -971,13 +971,15 @@ __global__ void __launch_bounds__(kTileThreads) tile_blocks_kernel(Problem p, Sp
     const int blk = list[e];
     return blk >= 0 && blk <= t / kTile && !(e > 0 && list[e - 1] == blk) ? blk : -1;
   };
-  for (int i = threadIdx.x; i < n; i += kTileThreads) block_count[i] = i >= own ? kTileRows : 0;
+  // The tile's own blocks count one more than any block can (kTileRows tokens): the cutoff
+  // stops at that count at the latest, so they are always kept.
+  for (int i = threadIdx.x; i < n; i += kTileThreads) block_count[i] = i >= own ? kTileRows + 1 : 0;
   __syncthreads();
   for (int i = threadIdx.x; i < tokens * p.max_blocks; i += kTileThreads) {
     const int blk = list_entry(i);
     if (blk >= 0 && blk < own) atomicAdd(&block_count[blk], 1);
   }
-  int cutoff = kTileBlockMinTokens;  // own blocks count kTileRows: always kept
+  int cutoff = kTileBlockMinTokens;
   for (;; ++cutoff) {
     if (threadIdx.x == 0) above = 0;
     __syncthreads();
