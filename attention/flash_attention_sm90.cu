@@ -519,7 +519,8 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
 // of the token's Q and dO rows instead of the K/V copy of a token-major dQ pass, several times
 // the bytes with per-token block lists.
 template <int D>
-__global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvArgs a, Problem p) {
+__global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
+    sparse_dkdv_kernel(KvArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kQ = kDkdvQueries, kCopyThreads = kSparseDkdvThreads;
   extern __shared__ unsigned char smem_raw[];
@@ -595,7 +596,8 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, 2) sparse_dkdv_kernel(KvAr
 // reference maximum lets their shares add up without rescaling. Tile lists hold every token's own
 // block, so every far key is before every token: no causal mask.
 template <int D>
-__global__ void __launch_bounds__(kSparseDkdvThreads, 3) sparse_far_kernel(FarArgs a, Problem p) {
+__global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
+    sparse_far_kernel(FarArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kQ = kDkdvQueries, kCopyThreads = kSparseDkdvThreads;
   extern __shared__ unsigned char smem_raw[];
