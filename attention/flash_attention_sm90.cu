@@ -457,6 +457,31 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
 }
 #endif
 
+// The rows of query tile n of a block-major walk (SparseKeyWalk), gathered from each source's
+// [B, T, heads, D] tensor into its swizzled [64][D] tile by the CTA's one warpgroup: a 16-byte
+// column chunk of every 128 / (D / 8)-th row per thread; rows the walk marks invalid are zeroed.
+struct QuerySource {
+  bf16* tile;
+  const bf16* src;
+  int heads;
+};
+template <int D, int N>
+__device__ __forceinline__ void gather_query_tile(const SparseKeyWalk& walk,
+                                                  const SparseIndex& index, const Problem& p, int n,
+                                                  const QuerySource (&sources)[N]) {
+  constexpr int kChunks = D / 8, kRowsPerStep = kSparseDkdvThreads / kChunks;
+  const int chunk = threadIdx.x % kChunks;
+#pragma unroll
+  for (int row = threadIdx.x / kChunks; row < kDkdvQueries; row += kRowsPerStep) {
+    const QueryTileRow r = walk.row(index, p, n, row);
+    const size_t token = size_t(walk.b) * p.T + r.token;
+#pragma unroll
+    for (const QuerySource& s : sources)
+      cp_async_16(mma::smem_u32(s.tile + tile_offset<kDkdvQueries>(row, chunk * 8)),
+                  s.src + (r.valid ? (token * s.heads + r.head) * D + chunk * 8 : 0), r.valid);
+  }
+}
+
 // Dense: 128 keys of one KV head per CTA (64 per warpgroup), 64-query tiles from the diagonal to
 // the end for each head of the CTA's share of the group.
 template <int D>
@@ -549,20 +574,9 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
 #pragma unroll
   for (int r = 0; r < 2; ++r) key[r] = block * kTile + warp * 16 + lane / 4 + 8 * r;
 
-  // Each thread copies one 16-byte column chunk of every kCopyThreads / (D / 8)-th row.
   auto load_step = [&](int i) {
-    constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
-    const int chunk = threadIdx.x % kChunks;
-#pragma unroll
-    for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
-      const QueryTileRow r = walk.row(a.index, p, i, row);
-      const size_t token = size_t(b) * p.T + r.token;
-      const int dst = tile_offset<kQ>(row, chunk * 8);
-      cp_async_16(mma::smem_u32(q_tile(i) + dst),
-                  a.q + (r.valid ? (token * p.q_heads + r.head) * D + chunk * 8 : 0), r.valid);
-      cp_async_16(mma::smem_u32(do_tile(i) + dst),
-                  a.dout + (r.valid ? (token * p.o_heads + r.head) * D + chunk * 8 : 0), r.valid);
-    }
+    gather_query_tile<D>(walk, a.index, p, i,
+                         {{q_tile(i), a.q, p.q_heads}, {do_tile(i), a.dout, p.o_heads}});
     if (threadIdx.x < kQ) {
       const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
       const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
@@ -618,15 +632,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
   const int b = walk.b, kvh = walk.kvh, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   auto load_step = [&](int i) {
-    constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
-    const int chunk = threadIdx.x % kChunks;
-#pragma unroll
-    for (int row = threadIdx.x / kChunks; row < kQ; row += kRowsPerStep) {
-      const QueryTileRow r = walk.row(a.index, p, i, row);
-      const size_t token = size_t(b) * p.T + r.token;
-      cp_async_16(mma::smem_u32(q_tile(i) + tile_offset<kQ>(row, chunk * 8)),
-                  a.q + (r.valid ? (token * p.q_heads + r.head) * D + chunk * 8 : 0), r.valid);
-    }
+    gather_query_tile<D>(walk, a.index, p, i, {{q_tile(i), a.q, p.q_heads}});
     if (threadIdx.x < kQ) {
       const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
       const size_t stat = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
