@@ -112,27 +112,39 @@ struct KernelTile {
   int first, stride;
 };
 
-// Copies the tile's kernels of KV head g into a [64][D] tile; kernels past nk are zero-filled
-// (they are masked anyway).
+// Copies tiles of 64 kernels of KV head g into [64][D] shared-memory tiles; kernels past nk are
+// zero-filled (they are masked anyway). Thread t copies 16-byte column chunk t % chunks of kernels
+// t / chunks + p * rows_per_pass: the addresses that do not depend on the tile are computed once
+// per CTA, so a copy costs a multiply-add (docs/infllm_v2.md, session 6).
 template <int D>
-__device__ void load_kc_tile(const ScoreArgs& a, int b, int g, KernelTile tile, bf16* dst) {
-  // Thread t copies 16-byte column chunk t % chunks of kernels t / chunks + p * rows_per_pass.
-  // A fixed trip count and one column per thread keep the address math to a multiply-add per
-  // copy; this runs once per tile, next to the tile's epilogue (docs/infllm_v2.md, session 6).
-  constexpr int chunks = D / 8, rows_per_pass = kThreads / chunks;
+struct KernelTileCopy {
+  static constexpr int chunks = D / 8, rows_per_pass = kThreads / chunks;
+  static constexpr int passes = kKernels / rows_per_pass;
   static_assert(kThreads % chunks == 0 && kKernels % rows_per_pass == 0);
-  const int n0 = threadIdx.x / chunks, col = (threadIdx.x % chunks) * 8;
-  const size_t kernel_pitch = size_t(a.Hkv) * D;  // elements from one kernel to the next
-  const bf16* head = a.kc + (size_t(b) * a.nk * a.Hkv + g) * D + col;
+  const bf16* head;   // this thread's column of kernel 0
+  int n0, pitch, nk;  // pitch: elements from one kernel to the next
+  int dst[passes];    // element offsets in a tile
+
+  __device__ KernelTileCopy(const ScoreArgs& a, int b, int g)
+      : head(a.kc + (size_t(b) * a.nk * a.Hkv + g) * D + (threadIdx.x % chunks) * 8),
+        n0(threadIdx.x / chunks),
+        pitch(a.Hkv * D),
+        nk(a.nk) {
 #pragma unroll
-  for (int p = 0; p < kKernels / rows_per_pass; ++p) {
-    const int n = n0 + p * rows_per_pass, i = tile.first + n * tile.stride;
-    const bool valid = i < a.nk;
-    mma::cp_async_16(mma::smem_u32(dst + kc_tile_offset<D>(n, col)),
-                     head + (valid ? i : 0) * kernel_pitch, valid);
+    for (int p = 0; p < passes; ++p)
+      dst[p] = kc_tile_offset<D>(n0 + p * rows_per_pass, (threadIdx.x % chunks) * 8);
   }
-  mma::cp_async_commit();
-}
+
+  __device__ void load(KernelTile tile, bf16* to) const {
+#pragma unroll
+    for (int p = 0; p < passes; ++p) {
+      const int i = tile.first + (n0 + p * rows_per_pass) * tile.stride;
+      const bool valid = i < nk;
+      mma::cp_async_16(mma::smem_u32(to + dst[p]), head + (valid ? i * pitch : 0), valid);
+    }
+    mma::cp_async_commit();
+  }
+};
 
 // acc[nt] = 16 rows of this warp x kernels [nt*8, nt*8+8) of the tile, raw dot products. All 128
 // threads call it together (on Hopper it is one warpgroup MMA chain).
@@ -250,15 +262,21 @@ __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels 
 }
 
 // Sum over stored rows [row, row + count) of kernel column col (rows numbered across the CTA's
-// warps). Groups of 4 aligned rows never straddle a warp's 16 rows: one 16-byte load each.
-__device__ __forceinline__ float head_sum(const float* prob, int row, int count, int col) {
+// warps). When G divides 16 a token's rows are count = G <= 16 consecutive rows of one warp,
+// aligned to G: the sum is up to four 16-byte loads at fixed offsets from one address (the
+// predicates are uniform). Otherwise rows may straddle warps: one load per row.
+__device__ __forceinline__ float head_sum(const float* prob, int row, int count, int col,
+                                          bool warp_local) {
   float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length count
-  auto at = [&](int r) { return prob + (r / 16) * kWarpProbFloats + col * kProbPitch + r % 16; };
-  if (row % 4 == 0 && count % 4 == 0) {
-    for (int h = 0; h < count; h += 4) {
-      const float4 v = *reinterpret_cast<const float4*>(at(row + h));
-      part[0] += v.x, part[1] += v.y, part[2] += v.z, part[3] += v.w;
-    }
+  auto at = [&](int r) { return prob + (r >> 4) * kWarpProbFloats + col * kProbPitch + (r & 15); };
+  if (warp_local && count >= 4) {
+    const float* column = at(row);
+#pragma unroll
+    for (int h = 0; h < 16; h += 4)
+      if (h < count) {
+        const float4 v = *reinterpret_cast<const float4*>(column + h);
+        part[0] += v.x, part[1] += v.y, part[2] += v.z, part[3] += v.w;
+      }
   } else {
     for (int h = 0; h < count; h += 4)
 #pragma unroll
@@ -302,7 +320,8 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     mma::cp_async_16(mma::smem_u32(q_tile + mma::swizzled<D>(row, col)), src, valid);
   }
   mma::cp_async_commit();
-  load_kc_tile<D>(a, b, g, KernelTile{0, 1}, kc_tiles);
+  const KernelTileCopy<D> kc_copy(a, b, g);
+  kc_copy.load(KernelTile{0, 1}, kc_tiles);
   if (threadIdx.x < kRows) carry[threadIdx.x] = -INFINITY;  // block 0 has no kernel -1
   mma::cp_async_wait<0>();
   __syncthreads();
@@ -324,6 +343,13 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
   const int tok_end = warp_local ? min((warp + 1) * 16 / G, tokens) : tokens;
   const int tok_step = warp_local ? 1 : kThreads / 32;
   const bool fold = G == 16;  // see store_probabilities
+  // Pooling: lane l holds kernel l of a 32-kernel half, in block l / r of that half (r is a power
+  // of two: shifts, not divisions, in the loop). Token tok's scores row starts at scores0 +
+  // tok * token_pitch.
+  const int r_shift = __ffs(r) - 1, blocks_per_half = 32 >> r_shift, lane_block = lane >> r_shift;
+  const bool block_start = (lane & (r - 1)) == 0;
+  const size_t token_pitch = size_t(a.Hkv) * a.n_blocks;
+  float* scores0 = a.scores + ((size_t(b) * a.chunk.len + local0) * a.Hkv + g) * a.n_blocks;
 
   // Pass 1's tiles. Exact (lse_stride 1): every causal kernel. Sampled (lse_stride n > 1): tile 0
   // (attention sinks), then kernels [64, far_end) every n-th with weight n, then every kernel
@@ -368,7 +394,7 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
 #endif
     __syncthreads();  // tile `step` landed; every thread is done with step - 1's buffers
     if (step + 1 < tiles_lse + tiles_pool)
-      load_kc_tile<D>(a, b, g, step_tile(step + 1), kc_tiles + ((step + 1) & 1) * kKernels * D);
+      kc_copy.load(step_tile(step + 1), kc_tiles + ((step + 1) & 1) * kKernels * D);
     float acc[kKernels / 8][4];
     tile_dots<D>(acc, qa, kc_tiles + (step & 1) * kKernels * D, lane);
 
@@ -395,24 +421,30 @@ __global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(
     // s[t, i] = sum over the token's G heads (lane = kernel within a 32-kernel half), then the
     // block max over kernels [r*j - 1, r*j + r - 1] by shuffles: a log-step max over the block's
     // own r kernels plus the kernel just before it (the previous half's or tile's last: carry).
+    float* tile_scores = scores0 + tile * blocks_per_tile;
     for (int tok = tok_begin; tok < tok_end; tok += tok_step) {
-      const int n_tok = full ? kKernels * (tile + 1) : num_kernels(cfg, t0 + tok + 1);
-      float* token_scores =
-          a.scores + ((size_t(b) * a.chunk.len + local0 + tok) * a.Hkv + g) * a.n_blocks;
+      int n_tok = kKernels * (tile + 1);  // a full tile is causal for every token
+      if (!full) n_tok = num_kernels(cfg, t0 + tok + 1);
+      float* token_scores = tile_scores + size_t(tok) * token_pitch;
+      const int first_row = fold ? warp * 16 : tok * G, rows = fold ? 8 : G;
       float before = lane == 0 ? carry[tok] : 0.f;  // only lane 0 uses (and rewrites) it
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int col = half * 32 + lane;
-        const float s = tile * kKernels + col < n_tok ? (fold ? head_sum(prob, warp * 16, 8, col)
-                                                              : head_sum(prob, tok * G, G, col))
-                                                      : -INFINITY;
+        const float s = tile * kKernels + col < n_tok
+                            ? head_sum(prob, first_row, rows, col, warp_local)
+                            : -INFINITY;
         float best = s;
-        for (int w = 1; w < r; w *= 2) best = fmaxf(best, __shfl_down_sync(~0u, best, w));
+#pragma unroll
+        for (int w = 1; w < 32; w *= 2) {  // unconditional shuffles: no divergence checks
+          const float other = __shfl_down_sync(~0u, best, w);
+          best = fmaxf(best, w < r ? other : -INFINITY);
+        }
         const float prev = __shfl_up_sync(~0u, s, 1);
         best = fmaxf(best, lane == 0 ? before : prev);
         before = __shfl_sync(~0u, s, 31);
-        const int j = tile * blocks_per_tile + col / r;
-        if (lane % r == 0 && j < a.n_blocks) token_scores[j] = best;
+        const int j = half * blocks_per_half + lane_block;  // within the tile
+        if (block_start && tile * blocks_per_tile + j < a.n_blocks) token_scores[j] = best;
       }
       if (lane == 0) carry[tok] = before;  // the same lane of the same warp reads it next tile
     }
@@ -568,6 +600,8 @@ void check_inputs(const char* op, const SparseConfig& cfg, const AttentionShape&
   INFLLM_CHECK(G <= kRows, op, ": GQA group G=Hq/Hkv=", G, " exceeds ", kRows);
   INFLLM_CHECK(r <= 32 && (r & (r - 1)) == 0, op, ": block_size/kernel_stride=", r,
                " must be a power of two <= 32 (blocks are pooled within one warp)");
+  INFLLM_CHECK(int64_t(num_kernels(cfg, s.T)) * s.Hkv * s.D < (int64_t(1) << 31), op, ": T=", s.T,
+               " gives more than 2^31 compressed-key elements per sequence (32-bit offsets)");
 }
 
 size_t kc_bytes(const SparseConfig& cfg, const AttentionShape& s) {
