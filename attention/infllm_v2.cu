@@ -291,7 +291,8 @@ __device__ __forceinline__ float head_sum(const float* prob, int row, int count,
 // token's rows belong to one warp, which then sums and pools its own tokens after __syncwarp;
 // otherwise tokens straddle warps and the whole CTA synchronizes.
 template <int D>
-__global__ void __launch_bounds__(kThreads, 512 / kThreads) score_blocks_kernel(const ScoreArgs a) {
+__global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 512 / kThreads)
+    score_blocks_kernel(const ScoreArgs a) {
   extern __shared__ __align__(1024) unsigned char smem[];  // wgmma tiles: 1024-byte panels
   bf16* q_tile = reinterpret_cast<bf16*>(smem);  // [64][D], dead once fragments are loaded
   float* prob = reinterpret_cast<float*>(smem);  // [warps][kKernels][kProbPitch]: p of the tile

@@ -524,7 +524,8 @@ TEST(InfllmV2Cuda, PackedRowsSelectTheSameBlocks) {
 struct AgreementCase {
   int T, Hq, Hkv, D;
   bool structured;
-  int lse_stride = 1;  // > 1: the sampled normalizer against the exact CPU choice
+  int lse_stride = 1;         // > 1: the sampled normalizer against the exact CPU choice
+  int kernels_per_block = 4;  // block_size / kernel_stride: how many kernels are pooled per block
 };
 
 class InfllmV2CudaAgreement : public testing::TestWithParam<AgreementCase> {};
@@ -534,6 +535,8 @@ TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
   const AgreementCase p = GetParam();
   SparseConfig c;
   c.lse_stride = p.lse_stride;
+  c.block_size = p.kernels_per_block * c.kernel_stride;
+  if (c.init_blocks + c.local_blocks() > c.topk) c.window_size = c.topk / 2 * c.block_size;
   const AttentionShape s = make_shape(1, p.T, p.Hq, p.Hkv, p.D);
   QK x = p.structured ? structured_qk(s)
                       : QK{randn(size_t(s.T) * s.Hq * s.D), randn(size_t(s.T) * s.Hkv * s.D)};
@@ -542,8 +545,9 @@ TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
   const std::vector<int32_t> out = cuda_select(c, s, x.q, x.k);
   expect_valid_lists(c, s, out);
   const double agreement = block_agreement(out.data(), ref.data(), size_t(s.T) * s.Hkv, c.topk);
-  std::printf("agreement T=%d Hq=%d Hkv=%d D=%d %s lse_stride %d: %.5f\n", p.T, p.Hq, p.Hkv, p.D,
-              p.structured ? "structured" : "random", p.lse_stride, agreement);
+  std::printf("agreement T=%d Hq=%d Hkv=%d D=%d block %d %s lse_stride %d: %.5f\n", p.T, p.Hq,
+              p.Hkv, p.D, c.block_size, p.structured ? "structured" : "random", p.lse_stride,
+              agreement);
   EXPECT_GE(agreement, 0.99);
 }
 
@@ -556,6 +560,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
                                          AgreementCase{16384, 2, 2, 64, true},   // G = 1, D = 64
                                          AgreementCase{4096, 16, 2, 64, false},  // D = 64
                                          AgreementCase{16384, 12, 4, 64, true},  // G = 3
+                                         // Blocks of 32, 128 and 512 tokens (2, 8, 32 kernels).
+                                         AgreementCase{4096, 16, 2, 64, false, 1, 2},
+                                         AgreementCase{4096, 16, 2, 64, true, 1, 8},
+                                         AgreementCase{4096, 12, 4, 128, false, 1, 32},
                                          // The sampled normalizer on synthetic inputs (on
                                          // real-text activations it agrees less: 0.956).
                                          AgreementCase{32768, 32, 2, 128, false, 4},
