@@ -159,12 +159,15 @@ void embedding_backward(const Tensor& index, const Tensor& dout, Tensor& dtable)
   CUDA_CHECK_LAUNCH();
   throw_if_bad_index(flag, vocab, stream);  // before any write to dtable
 
+  // Keys are made in position order and the sort is stable: sorting the index bits alone keeps
+  // the positions of one index ascending (a one-entry table has no index bits: sort positions).
+  int begin_bit = end_bit > position_bits ? position_bits : 0;
   size_t scratch_bytes = 0;
   CUDA_CHECK(cub::DeviceRadixSort::SortKeys(nullptr, scratch_bytes, keys_in, keys_out, int(count),
-                                            0, end_bit, stream));
+                                            begin_bit, end_bit, stream));
   Tensor scratch = Tensor::empty({int64_t(scratch_bytes / 8 + 1)}, DType::i64, dtable.device());
   CUDA_CHECK(cub::DeviceRadixSort::SortKeys(scratch.data_ptr(), scratch_bytes, keys_in, keys_out,
-                                            int(count), 0, end_bit, stream));
+                                            int(count), begin_bit, end_bit, stream));
   visit_cuda_float(dtable.dtype(), "embedding_backward", [&]<class T>() {
     visit_cuda_float(dout.dtype(), "embedding_backward", [&]<class G>() {
       int threads = int(std::min<int64_t>(256, (width + 31) / 32 * 32));
