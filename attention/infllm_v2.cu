@@ -234,8 +234,8 @@ __device__ __forceinline__ void accumulate_lse(const float (&acc)[kKernels / 8][
 }
 
 // Pass 2 on one tile: p = exp2(x - lse) (0 where not causal) into this warp's column-major tile.
-// fold: the thread's two rows (lane / 4 and lane / 4 + 8) are heads of one token (G = 16), so it
-// stores their sum at row lane / 4 and the token's sum reads 8 rows instead of 16.
+// fold: the thread's two rows (lane / 4 and lane / 4 + 8) are heads of one token (RowLayout), so
+// it stores their sum at row lane / 4 and the token's sum reads G/2 rows instead of G.
 template <bool masked>
 __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels / 8][4],
                                                     const int (&n_causal)[2], const float (&lse)[2],
@@ -286,11 +286,27 @@ __device__ __forceinline__ float head_sum(const float* prob, int row, int count,
   return (part[0] + part[1]) + (part[2] + part[3]);
 }
 
+// The (CTA-local token, head in group) of a row (16 rows per warp). Natural: row = token * G +
+// head. Folded (G even and dividing 16): a warp's 16 rows hold its 16 / G tokens; token tau's
+// heads 0 .. G/2 - 1 sit in rows (G/2) tau .. of the warp's top 8 rows and heads G/2 .. G - 1 eight
+// rows below, so the two accumulator rows of a thread (lane / 4 and lane / 4 + 8) are heads of
+// one token (see store_probabilities). G = 16 folded is the natural layout.
+struct RowLayout {
+  int G;
+  bool fold;
+  __device__ int token(int row) const {
+    return fold ? row / 16 * (16 / G) + row % 8 / (G / 2) : row / G;
+  }
+  __device__ int head(int row) const {
+    return fold ? row % 8 % (G / 2) + row % 16 / 8 * (G / 2) : row % G;
+  }
+};
+
 // Grid (token tiles of the chunk, Hkv, B); the heaviest (latest) tiles start first.
-// Row layout: row = token_offset * G + head_in_group, 16 rows per warp. When G divides 16 every
-// token's rows belong to one warp, which then sums and pools its own tokens after __syncwarp;
-// otherwise tokens straddle warps and the whole CTA synchronizes.
-// Occupancy: at D = 64 three CTAs per SM (80 registers, 64 bytes spilled) hide more latency than
+// Rows: RowLayout. When G divides 16 every token's rows belong to one warp, which then sums and
+// pools its own tokens after __syncwarp; otherwise tokens straddle warps and the whole CTA
+// synchronizes.
+// Occupancy: at D = 64 three CTAs per SM (80 registers, ~120 bytes spilled) hide more latency than
 // two (64K, Hq = 16, Hkv = 2 on an H100: 3.7 vs 4.1 ms); at D = 128 three need 172 bytes of
 // spills and run slower (128K, Hq = 32: 36.4 vs 29.6 ms), so it keeps two.
 template <int D>
@@ -314,13 +330,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
   const SparseConfig& cfg = a.cfg;
   const int r = cfg.kernels_per_block(), blocks_per_tile = kKernels / r;
   const float c = a.scale_log2;
+  const RowLayout rows{G, G % 2 == 0 && 16 % G == 0};
 
   constexpr int chunks = D / 8;
   for (int i = threadIdx.x; i < kRows * chunks; i += kThreads) {
-    const int row = i / chunks, col = (i % chunks) * 8, t = t0 + row / G;
-    const bool valid = row < tq * G && t < t_end;
+    const int row = i / chunks, col = (i % chunks) * 8, token = rows.token(row), t = t0 + token;
+    const bool valid = token < tq && t < t_end;
     const bf16* src =
-        a.q + (size_t(b) * a.T + (valid ? t : 0)) * a.q_row + (g * G + row % G) * D + col;
+        a.q + (size_t(b) * a.T + (valid ? t : 0)) * a.q_row + (g * G + rows.head(row)) * D + col;
     mma::cp_async_16(mma::smem_u32(q_tile + mma::swizzled<D>(row, col)), src, valid);
   }
   mma::cp_async_commit();
@@ -338,15 +355,15 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
   int n_causal[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int row = row0 + h * 8, t = t0 + row / G;
-    n_causal[h] = (row < tq * G && t < t_end) ? num_kernels(cfg, t + 1) : 0;
+    const int token = rows.token(row0 + h * 8), t = t0 + token;
+    n_causal[h] = (token < tq && t < t_end) ? num_kernels(cfg, t + 1) : 0;
   }
   // The tokens this warp sums and pools: its own rows' tokens, or every 4th token.
   const bool warp_local = 16 % G == 0;
   const int tok_begin = warp_local ? warp * 16 / G : warp;
   const int tok_end = warp_local ? min((warp + 1) * 16 / G, tokens) : tokens;
   const int tok_step = warp_local ? 1 : kThreads / 32;
-  const bool fold = G == 16;  // see store_probabilities
+  const bool fold = rows.fold;  // see store_probabilities
   // Pooling: lane l holds kernel l of a 32-kernel half, in block l / r of that half (r is a power
   // of two: shifts, not divisions, in the loop). Token tok's scores row starts at scores0 +
   // tok * token_pitch.
@@ -430,13 +447,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2)
       int n_tok = kKernels * (tile + 1);  // a full tile is causal for every token
       if (!full) n_tok = num_kernels(cfg, t0 + tok + 1);
       float* token_scores = tile_scores + size_t(tok) * token_pitch;
-      const int first_row = fold ? warp * 16 : tok * G, rows = fold ? 8 : G;
+      const int first_row = fold ? warp * 16 + (tok - tok_begin) * (G / 2) : tok * G;
+      const int head_rows = fold ? G / 2 : G;
       float before = lane == 0 ? carry[tok] : 0.f;  // only lane 0 uses (and rewrites) it
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int col = half * 32 + lane;
         const float s = tile * kKernels + col < n_tok
-                            ? head_sum(prob, first_row, rows, col, warp_local)
+                            ? head_sum(prob, first_row, head_rows, col, warp_local)
                             : -INFINITY;
         float best = s;
         // Blocks of up to 4 kernels (the default: 4) in two unconditional shuffles (no divergence

@@ -560,6 +560,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
                                          AgreementCase{16384, 2, 2, 64, true},   // G = 1, D = 64
                                          AgreementCase{4096, 16, 2, 64, false},  // D = 64
                                          AgreementCase{16384, 12, 4, 64, true},  // G = 3
+                                         AgreementCase{4096, 8, 2, 64, false},   // G = 4
                                          // Blocks of 32, 128 and 512 tokens (2, 8, 32 kernels).
                                          AgreementCase{4096, 16, 2, 64, false, 1, 2},
                                          AgreementCase{4096, 16, 2, 64, true, 1, 8},
