@@ -262,27 +262,25 @@ __device__ __forceinline__ void store_probabilities(const float (&acc)[kKernels 
 }
 
 // Sum over stored rows [row, row + count) of kernel column col (rows numbered across the CTA's
-// warps). When G divides 16 a token's rows are count = G <= 16 consecutive rows of one warp,
-// aligned to G: the sum is up to four 16-byte loads at fixed offsets from one address (the
-// predicates are uniform). Otherwise rows may straddle warps: one load per row.
+// warps). When G divides 16 a token's stored rows are consecutive rows of one warp, aligned to
+// their count; with 4 or 8 of them (folded G = 8 or 16) the sum is one or two 16-byte loads.
+// Otherwise rows may straddle warps: one load per row.
 __device__ __forceinline__ float head_sum(const float* prob, int row, int count, int col,
                                           bool warp_local) {
-  float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length count
   auto at = [&](int r) { return prob + (r >> 4) * kWarpProbFloats + col * kProbPitch + (r & 15); };
-  if (warp_local && count >= 4) {
-    const float* column = at(row);
-#pragma unroll
-    for (int h = 0; h < 16; h += 4)
-      if (h < count) {
-        const float4 v = *reinterpret_cast<const float4*>(column + h);
-        part[0] += v.x, part[1] += v.y, part[2] += v.z, part[3] += v.w;
-      }
-  } else {
-    for (int h = 0; h < count; h += 4)
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-        if (h + u < count) part[u] += *at(row + h + u);
+  if (warp_local && count >= 4) {  // count is 4 or 8
+    float4 v = *reinterpret_cast<const float4*>(at(row));
+    if (count == 8) {
+      const float4 w = *reinterpret_cast<const float4*>(at(row) + 4);
+      v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+    }
+    return (v.x + v.y) + (v.z + v.w);
   }
+  float part[4] = {0.f, 0.f, 0.f, 0.f};  // 4 independent chains, not one of length count
+  for (int h = 0; h < count; h += 4)
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (h + u < count) part[u] += *at(row + h + u);
   return (part[0] + part[1]) + (part[2] + part[3]);
 }
 

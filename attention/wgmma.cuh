@@ -33,13 +33,17 @@ __device__ __forceinline__ int tile_offset(int row, int col) {
   return mma::panel_swizzled<kRows>(row, col);
 }
 
-// Descriptor of an operand that starts at (row, col) of a tile. Fields: start address, leading
-// byte offset, stride byte offset = 1024 (the next 8 rows), layout 1 = 128B swizzle.
+// Descriptor of an operand that starts at (row, col) of a tile. Fields: start address (16-byte
+// units), leading byte offset, stride byte offset = 1024 (the next 8 rows), layout 1 = 128B
+// swizzle. Shared memory lies below 256 KB and operands start at 16-byte multiples, so the start
+// is the tile's units plus the offset's: the tile's part is computed once for all its operands
+// (a K loop's descriptors differ by constants).
 template <int kRows>
 __device__ __forceinline__ uint64_t descriptor(const __nv_bfloat16* tile, int row, int col,
                                                uint32_t leading_bytes) {
-  const uint32_t addr = smem_u32(tile + (col >> 6) * (kRows * 64) + row * 64 + (col & 63));
-  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(leading_bytes >> 4) << 16) |
+  const uint32_t tile_units = (smem_u32(tile) & 0x3FFFF) >> 4;
+  const uint32_t offset_units = uint32_t((col >> 6) * (kRows * 64) + row * 64 + (col & 63)) >> 3;
+  return uint64_t(tile_units + offset_units) | (uint64_t(leading_bytes >> 4) << 16) |
          (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 // K-major operand: tile rows are M (or N), 16 columns of K from col (a multiple of 16: the offset
