@@ -18,8 +18,8 @@ Tensor Block::qkv(const Tensor& x) const {
 }
 
 Tensor Block::finish(const Tensor& x, const Tensor& attended) const {
-  Tensor h = add(x, attention_.project_out(attended));
-  return add(h, mlp_.forward(mlp_norm_.forward(h)));
+  auto [h, normed] = mlp_norm_.forward_residual(x, attention_.project_out(attended));
+  return add(h, mlp_.forward(normed));
 }
 
 Tensor Block::forward(const Tensor& x) const {

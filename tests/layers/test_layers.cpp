@@ -32,6 +32,13 @@ void expect_gradients_match(const char* name,
 TEST(LayerGradients, RmsNormRopeSwiglu) {
   expect_gradients_match("rms_norm", [](auto& v) { return rms_norm(v[0], v[1], 1e-5); },
                          {input({5, 7}), input({7}, 0.5, 1.5)});
+  // Both outputs weighted differently, so the sum's own gradient and the norm's both count.
+  expect_gradients_match("add_rms_norm",
+                         [](auto& v) {
+                           auto [sum, y] = add_rms_norm(v[0], v[1], v[2], 1e-5);
+                           return add(mul(sum, 0.5), y);
+                         },
+                         {input({5, 7}), input({5, 7}), input({7}, 0.5, 1.5)});
   expect_gradients_match("rope", [](auto& v) { return rope(v[0], 10000.0, 3); },
                          {input({2, 5, 3, 8})});
   expect_gradients_match("rope on 2 of 3 heads", [](auto& v) { return rope(v[0], 10000.0, 3, 2); },
