@@ -825,9 +825,12 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
 // Small kernels of the backward.
 
 // delta[b, h, t] = sum_d dO * O. D/8 lanes per row, one 16-byte chunk of each tensor per lane,
-// reduced by shuffles within the row's lanes: each warp reads whole rows, coalesced.
+// reduced by shuffles within the row's lanes: each warp reads whole rows, coalesced. With
+// lse_rows set, delta is token-major ([B, T, Hq], as KvArgs for the Hopper sparse pass) and
+// lse_rows gets a token-major copy of lse.
 template <int D>
-__global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float* delta, Problem p) {
+__global__ void attention_delta_kernel(const bf16* out, const bf16* dout, const float* lse,
+                                       float* delta, float* lse_rows, Problem p) {
   constexpr int kLanes = D / 8;
   const size_t row = (size_t(blockIdx.x) * blockDim.x + threadIdx.x) / kLanes;  // (b, t, h)
   const int chunk = threadIdx.x % kLanes;
@@ -848,7 +851,9 @@ __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, float*
   for (int off = kLanes / 2; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   if (valid && chunk == 0) {
     const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
-    delta[(size_t(b) * p.Hq + h) * p.T + t] = sum;
+    const size_t head_major = (size_t(b) * p.Hq + h) * p.T + t;
+    if (lse_rows != nullptr) lse_rows[row] = lse[head_major];
+    delta[lse_rows != nullptr ? row : head_major] = sum;
   }
 }
 
@@ -1025,13 +1030,14 @@ __global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, 
   const size_t n = size_t(p.B) * p.T * p.Hq * D / 2;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
-    const size_t row = 2 * i / D;  // (b, t, h)
-    const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
-    const size_t stat = (size_t(b) * p.Hq + h) * p.T + t;
-    const float sum = sums.row_sum[stat];  // >= 1: the tile list holds the row's own key
+    const size_t row = 2 * i / D;  // (b, t, h): the index of the row's statistics
+    const float sum = sums.row_sum[row];  // >= 1: the tile list holds the row's own key
     const float2 x = reinterpret_cast<const float2*>(sums.o_sum)[i];
     reinterpret_cast<__nv_bfloat162*>(out)[i] = __floats2bfloat162_rn(x.x / sum, x.y / sum);
-    if (2 * i % D == 0) lse[stat] = (sums.row_max[stat] + log2f(sum)) * kLn2;
+    if (2 * i % D == 0) {
+      const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
+      lse[(size_t(b) * p.Hq + h) * p.T + t] = (sums.row_max[row] + log2f(sum)) * kLn2;
+    }
   }
 }
 
@@ -1304,14 +1310,17 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const char* op = "attention_backward (cuda)";
   const Problem p = make_problem(op, shape, blocks);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
-  const bool sparse = blocks.blocks != nullptr;
-  float* delta = scratch<float>(size_t(p.B) * p.Hq * p.T, stream);
+  const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
+  const size_t rows = size_t(p.B) * p.T * p.Hq;
+  float* delta = scratch<float>(rows, stream);
+  // The Hopper sparse dK/dV pass reads lse and delta token-major (KvArgs).
+  float* lse_rows = sparse && hopper ? scratch<float>(rows, stream) : nullptr;
 
   with_head_dim(shape.D, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    const size_t rows = size_t(p.B) * p.T * p.Hq;
     attention_delta_kernel<D><<<int((rows * (D / 8) + 255) / 256), 256, 0, stream>>>(
-        reinterpret_cast<const bf16*>(out), reinterpret_cast<const bf16*>(dout), delta, p);
+        reinterpret_cast<const bf16*>(out), reinterpret_cast<const bf16*>(dout), lse, delta,
+        lse_rows, p);
     CUDA_CHECK_LAUNCH();
 
     RowsArgs ra{};
@@ -1322,7 +1331,6 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ra.lse = lse;
     ra.delta = delta;
     ra.dq = reinterpret_cast<bf16*>(dq);
-    const bool hopper = sm90::available();
     if (!sparse && hopper)
       sm90::backward_dq(D, ra, p, stream);
     else if (!hopper)  // sparse on Hopper: the dK/dV pass below produces dQ too
@@ -1333,7 +1341,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ka.k = ra.k;
     ka.v = ra.v;
     ka.dout = ra.dout;
-    ka.lse = lse;
+    ka.lse = lse_rows != nullptr ? lse_rows : lse;
     ka.delta = delta;
     ka.dk = reinterpret_cast<bf16*>(dk);
     ka.dv = reinterpret_cast<bf16*>(dv);
@@ -1389,6 +1397,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     }
   });
   CUDA_CHECK(cudaFreeAsync(delta, stream));
+  if (lse_rows != nullptr) CUDA_CHECK(cudaFreeAsync(lse_rows, stream));
 }
 
 }  // namespace infllm::attention::cuda

@@ -50,8 +50,10 @@ struct SparseSums {
   int* tile_counts;     // [B, T/128, Hkv]
   uint64_t* row_masks;  // [B, T, Hkv]: bit i = the token's list holds tile block i
   float* o_sum;         // [B, T, Hq, D]: sum of exp2(s - row_max) v
-  float* row_max;       // [B, Hq, T]: the maximum of s over the tile blocks (base 2)
-  float* row_sum;       // [B, Hq, T]: sum of exp2(s - row_max)
+  // Row statistics token-major, [B, T, Hq]: the G rows of a far query tile's token share one
+  // 32-byte sector (head-major, each row's load or atomic took a sector of its own).
+  float* row_max;  // the maximum of s over the tile blocks (base 2)
+  float* row_sum;  // sum of exp2(s - row_max)
   int* overflow;        // set when a far score exceeds row_max by kFarExponentLimit
 };
 
@@ -75,6 +77,9 @@ struct FarArgs {
 
 struct KvArgs {
   const bf16 *q, *k, *v, *dout;
+  // [B, Hq, T]; token-major [B, T, Hq] for the Hopper sparse dK/dV pass, whose query tiles hold
+  // a token's G heads: their values share a sector (head-major: 64 sectors per tile, 1/4 of the
+  // Q/dO gather's).
   const float *lse, *delta;
   bf16 *dk, *dv;             // written when splits == 1
   float *dk_part, *dv_part;  // dense with splits > 1: [splits, B, T, Hkv, D] f32

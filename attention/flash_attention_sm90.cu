@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
         *reinterpret_cast<float2*>(sum_ptr + 8 * c + 2 * (lane % 4)) =
             make_float2(acc[4 * c + 2 * r], acc[4 * c + 2 * r + 1]);
       if (lane % 4 == 0) {
-        const size_t stat = (size_t(b) * p.Hq + h) * p.T + token[r];
+        const size_t stat = (size_t(b) * p.T + token[r]) * p.Hq + h;
         a.sums.row_max[stat] = row_max[r];
         a.sums.row_sum[stat] = row_sum[r];
       }
@@ -579,7 +579,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
                          {{q_tile(i), a.q, p.q_heads}, {do_tile(i), a.dout, p.o_heads}});
     if (threadIdx.x < kQ) {
       const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
-      const size_t idx = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
+      const size_t idx = r.valid ? (size_t(b) * p.T + r.token) * p.Hq + r.head : 0;  // token-major
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
       tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
@@ -635,7 +635,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
     gather_query_tile<D>(walk, a.index, p, i, {{q_tile(i), a.q, p.q_heads}});
     if (threadIdx.x < kQ) {
       const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
-      const size_t stat = r.valid ? (size_t(b) * p.Hq + r.head) * p.T + r.token : 0;
+      const size_t stat = r.valid ? (size_t(b) * p.T + r.token) * p.Hq + r.head : 0;
       cp_async_4(max_stages + (i & 1) * kQ + threadIdx.x, a.sums.row_max + stat, r.valid);
       token_stages[(i & 1) * kQ + threadIdx.x] = r.valid ? r.token : -1;
     }
@@ -680,7 +680,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
       sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
       const int token = tokens[tile_row[r]];
       if (lane % 4 == 0 && token >= 0)
-        atomicAdd(a.sums.row_sum + (size_t(b) * p.Hq + walk.head(p, tile_row[r])) * p.T + token,
+        atomicAdd(a.sums.row_sum + (size_t(b) * p.T + token) * p.Hq + walk.head(p, tile_row[r]),
                   sum[r]);
     }
     auto sums_row = [&](int row) { return walk.query_row(p, tokens[row], row); };
