@@ -857,13 +857,16 @@ __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, const 
   }
 }
 
-// One key per selected (token, group, block): (segment << token_bits) + token with segment =
-// (b * Hkv + g) * nblocks + block, so sorted keys are grouped by block and ascending in token.
-// -1 padding, future blocks and repeats of the previous entry become all ones and sort last, as
-// do the blocks of the token's tile list when tiles.tile_blocks is set (the far pass of the
-// Hopper forward). Key is uint32_t when segments and tokens fit 31 bits (half the bytes to sort).
+// One key per selected (token, group, block): (segment << entry_bits) + entry with segment =
+// (b * Hkv + g) * nblocks + block and entry = the token (with the tile-pair bit, index's
+// marks_tile_pairs), so sorted keys are grouped by block and ascending in token. -1 padding,
+// future blocks and repeats of the previous entry become all ones and sort last, as do the blocks
+// of the token's tile list when tiles.tile_blocks is set and the index does not mark them (the
+// far pass of the Hopper forward). Key is uint32_t when segments and entries fit 31 bits (half
+// the bytes to sort).
 template <class Key>
-__global__ void sparse_index_keys_kernel(Problem p, int token_bits, SparseSums tiles, Key* keys) {
+__global__ void sparse_index_keys_kernel(Problem p, SparseIndex index, int entry_bits,
+                                         SparseSums tiles, Key* keys) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -871,29 +874,32 @@ __global__ void sparse_index_keys_kernel(Problem p, int token_bits, SparseSums t
     const size_t list = i / p.max_blocks;  // (b, t, g)
     const int g = int(list % p.Hkv), t = int(list / p.Hkv % p.T), b = int(list / p.Hkv / p.T);
     const int blk = p.blocks[i];
-    const bool keep = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk) &&
-                      !(tiles.tile_blocks != nullptr && in_tile_list(tiles, p, b, t, g, blk));
+    const bool selected = blk >= 0 && blk <= t / kTile && !(entry > 0 && p.blocks[i - 1] == blk);
+    const bool tile_pair =
+        selected && tiles.tile_blocks != nullptr && in_tile_list(tiles, p, b, t, g, blk);
     const Key segment = (Key(b) * p.Hkv + g) * p.nblocks + blk;
-    keys[i] = keep ? (segment << token_bits) + Key(t) : ~Key(0);
+    const Key value = index.marks_tile_pairs ? Key(t) * 2 + Key(tile_pair) : Key(t);
+    keys[i] = selected && (index.marks_tile_pairs || !tile_pair) ? (segment << entry_bits) + value
+                                                                 : ~Key(0);
   }
 }
 
-// tokens[i] = the token of sorted key i.
+// tokens[i] = the entry of sorted key i.
 template <class Key>
-__global__ void sparse_index_tokens_kernel(const Key* keys, size_t n, int token_bits, int* tokens) {
-  const Key mask = (Key(1) << token_bits) - 1;
+__global__ void sparse_index_tokens_kernel(const Key* keys, size_t n, int entry_bits, int* tokens) {
+  const Key mask = (Key(1) << entry_bits) - 1;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     tokens[i] = keys[i] == ~Key(0) ? -1 : int(keys[i] & mask);
 }
 
-// segment_begin[s] = first sorted key >= s << token_bits, for s = 0 .. B*Hkv*nblocks.
+// segment_begin[s] = first sorted key >= s << entry_bits, for s = 0 .. B*Hkv*nblocks.
 template <class Key>
 __global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segments,
-                                             int token_bits, int* segment_begin) {
+                                             int entry_bits, int* segment_begin) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s > segments) return;
-  segment_begin[s] = int(lower_bound_index(keys, n, Key(s) << token_bits));
+  segment_begin[s] = int(lower_bound_index(keys, n, Key(s) << entry_bits));
 }
 
 // The sparse dK/dV work list. counts[s] = the CTAs (chunks) of segment s, counts[segments] = 0,
@@ -911,16 +917,17 @@ __global__ void sparse_work_counts_kernel(const int* segment_begin, int segments
 // that key, the CTAs that run at the same time read the same stretch of tokens: a token's Q/dO
 // rows serve the ~32 blocks whose local window holds it (and block 0) from L2, where the
 // block-major order streamed them from HBM once per block.
-__global__ void sparse_work_items_kernel(Problem p, const int* segment_begin, const int* tokens,
-                                         const int* first_item, uint64_t* keys, int2* items) {
+__global__ void sparse_work_items_kernel(Problem p, SparseIndex index, const int* first_item,
+                                         uint64_t* keys, int2* items) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s >= p.B * p.Hkv * p.nblocks) return;
   const int tokens_per_chunk = kTile / p.G * kSparseChunkTiles;
-  const int begin = segment_begin[s], count = segment_begin[s + 1] - begin;
+  const int begin = index.segment_begin[s], count = index.segment_begin[s + 1] - begin;
   const uint64_t group = uint64_t(s / p.nblocks) << 32;
   for (int c = first_item[s]; c < first_item[s + 1]; ++c) {
     const int entry = (c - first_item[s]) * tokens_per_chunk;
-    const int first_token = entry < count ? tokens[begin + entry] : s % p.nblocks * kTile;
+    const int first_token =
+        entry < count ? index.token(index.tokens[begin + entry]) : s % p.nblocks * kTile;
     keys[c] = group + uint32_t(first_token);
     items[c] = make_int2(s, c - first_item[s]);
   }
@@ -1030,7 +1037,7 @@ __global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, 
   const size_t n = size_t(p.B) * p.T * p.Hq * D / 2;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
-    const size_t row = 2 * i / D;  // (b, t, h): the index of the row's statistics
+    const size_t row = 2 * i / D;         // (b, t, h): the index of the row's statistics
     const float sum = sums.row_sum[row];  // >= 1: the tile list holds the row's own key
     const float2 x = reinterpret_cast<const float2*>(sums.o_sum)[i];
     reinterpret_cast<__nv_bfloat162*>(out)[i] = __floats2bfloat162_rn(x.x / sum, x.y / sum);
@@ -1162,8 +1169,7 @@ int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t
         return cub::DeviceScan::ExclusiveSum(temp, bytes, counts, first_item, segments + 1, stream);
       },
       stream);
-  sparse_work_items_kernel<<<grid, 256, 0, stream>>>(p, index.segment_begin, index.tokens,
-                                                     first_item, keys, items);
+  sparse_work_items_kernel<<<grid, 256, 0, stream>>>(p, index, first_item, keys, items);
   CUDA_CHECK_LAUNCH();
   int2* work = scratch<int2>(bound, stream);
   const int end_bit = 32 + bits_for(uint64_t(p.B) * p.Hkv);
@@ -1180,45 +1186,47 @@ int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t
 }
 
 template <class Key>
-void sort_sparse_index(const Problem& p, int token_bits, int end_bit, const SparseSums& tiles,
+void sort_sparse_index(const Problem& p, int entry_bits, int end_bit, const SparseSums& tiles,
                        SparseIndex index, cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   const int grid = int(std::min<size_t>((n + 255) / 256, 65536));
   Key* keys = scratch<Key>(n, stream);
   Key* sorted = scratch<Key>(n, stream);
-  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, token_bits, tiles, keys);
+  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, index, entry_bits, tiles, keys);
   CUDA_CHECK_LAUNCH();
   // Only the segment bits are sorted: the keys arrive in token order within each segment and the
   // sort is stable, so tokens stay ascending (2 radix passes instead of 4 at 64K-128K). The
   // all-ones padding still sorts last.
   run_cub(
       [&](void* temp, size_t& bytes) {
-        return cub::DeviceRadixSort::SortKeys(temp, bytes, keys, sorted, n, token_bits, end_bit,
+        return cub::DeviceRadixSort::SortKeys(temp, bytes, keys, sorted, n, entry_bits, end_bit,
                                               stream);
       },
       stream);
   sparse_index_segments_kernel<<<(segments + 1 + 255) / 256, 256, 0, stream>>>(
-      sorted, n, segments, token_bits, index.segment_begin);
+      sorted, n, segments, entry_bits, index.segment_begin);
   CUDA_CHECK_LAUNCH();
-  sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, token_bits, index.tokens);
+  sparse_index_tokens_kernel<<<grid, 256, 0, stream>>>(sorted, n, entry_bits, index.tokens);
   CUDA_CHECK_LAUNCH();
   for (void* ptr : {static_cast<void*>(keys), static_cast<void*>(sorted)})
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
-// The block -> tokens index of every selected block, or with tiles.tile_blocks set of those not
-// in the token's tile list.
-SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, cudaStream_t stream) {
+// The block -> tokens index of every selected block; with tiles.tile_blocks set, of those not
+// in the token's tile list (mark_tile_pairs false) or of all with those marked (true).
+SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, bool mark_tile_pairs,
+                               cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
-  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr};
-  const int token_bits = bits_for(uint64_t(p.T));
-  const int end_bit = token_bits + bits_for(uint64_t(segments) + 1);
+  SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr,
+                    mark_tile_pairs};
+  const int entry_bits = bits_for(uint64_t(p.T)) + (mark_tile_pairs ? 1 : 0);
+  const int end_bit = entry_bits + bits_for(uint64_t(segments) + 1);
   if (end_bit <= 31)  // the all-ones padding stays above every valid key
-    sort_sparse_index<uint32_t>(p, token_bits, end_bit, tiles, index, stream);
+    sort_sparse_index<uint32_t>(p, entry_bits, end_bit, tiles, index, stream);
   else
-    sort_sparse_index<uint64_t>(p, token_bits, end_bit, tiles, index, stream);
+    sort_sparse_index<uint64_t>(p, entry_bits, end_bit, tiles, index, stream);
   index.work = build_sparse_work(p, index, stream);
   return index;
 }
@@ -1235,23 +1243,14 @@ void check_rows_fit_int(const char* op, const Problem& p) {
                " query rows; the Hopper sparse kernels number them in 32 bits: lower B or T");
 }
 
-// Hopper: the tile pass starts the sums, the far pass adds the other blocks, out and lse follow
-// from the sums. If a far score could have overflowed them, the portable kernel reruns the whole
-// forward and overwrites both (it checks the flag on the GPU: no host round trip).
-template <int D>
-void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStream_t stream) {
+// The tile lists and row masks of the Hopper sparse passes (SparseSums, tile_blocks_kernel).
+void build_tile_lists(const char* op, const Problem& p, SparseSums& sums, cudaStream_t stream) {
   check_rows_fit_int(op, p);
   const int row_tiles = (p.T + kTileRows - 1) / kTileRows;
-  const size_t tiles = size_t(p.B) * row_tiles * p.Hkv, rows = size_t(p.B) * p.T * p.Hq;
-  SparseSums& sums = a.sums;
+  const size_t tiles = size_t(p.B) * row_tiles * p.Hkv;
   sums.tile_blocks = scratch<int>(tiles * kMaxTileBlocks, stream);
   sums.tile_counts = scratch<int>(tiles, stream);
   sums.row_masks = scratch<uint64_t>(size_t(p.B) * p.T * p.Hkv, stream);
-  sums.o_sum = scratch<float>(rows * D, stream);
-  sums.row_max = scratch<float>(rows, stream);
-  sums.row_sum = scratch<float>(rows, stream);
-  sums.overflow = scratch<int>(1, stream);
-  CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
   const size_t count_bytes = size_t(std::min(p.nblocks, row_tiles * (kTileRows / kTile))) * 4;
   INFLLM_CHECK(count_bytes <= 200 * 1024, op, ": T=", p.T,
                " has too many blocks to count in shared memory; lower T");
@@ -1259,8 +1258,29 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
                                   int(count_bytes)));
   tile_blocks_kernel<<<dim3(row_tiles, p.B * p.Hkv), kTileThreads, count_bytes, stream>>>(p, sums);
   CUDA_CHECK_LAUNCH();
+}
+
+void free_tile_lists(const SparseSums& sums, cudaStream_t stream) {
+  for (void* ptr : {static_cast<void*>(sums.tile_blocks), static_cast<void*>(sums.tile_counts),
+                    static_cast<void*>(sums.row_masks)})
+    CUDA_CHECK(cudaFreeAsync(ptr, stream));
+}
+
+// Hopper: the tile pass starts the sums, the far pass adds the other blocks, out and lse follow
+// from the sums. If a far score could have overflowed them, the portable kernel reruns the whole
+// forward and overwrites both (it checks the flag on the GPU: no host round trip).
+template <int D>
+void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStream_t stream) {
+  const size_t rows = size_t(p.B) * p.T * p.Hq;
+  SparseSums& sums = a.sums;
+  build_tile_lists(op, p, sums, stream);
+  sums.o_sum = scratch<float>(rows * D, stream);
+  sums.row_max = scratch<float>(rows, stream);
+  sums.row_sum = scratch<float>(rows, stream);
+  sums.overflow = scratch<int>(1, stream);
+  CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
   sm90::forward_tiles(D, a, p, stream);
-  const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, stream), sums};
+  const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, false, stream), sums};
   sm90::forward_far(D, far, p, stream);
   sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 2 + 255) / 256, 65536)), 256, 0,
                                  stream>>>(sums, p, D, a.out, a.lse_out);
@@ -1268,10 +1288,9 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   a.run_if = sums.overflow;
   launch_rows<D, false>(op, a, p, stream);
   free_sparse_index(far.index, stream);
-  for (void* ptr : {static_cast<void*>(sums.tile_blocks), static_cast<void*>(sums.tile_counts),
-                    static_cast<void*>(sums.row_masks), static_cast<void*>(sums.o_sum),
-                    static_cast<void*>(sums.row_max), static_cast<void*>(sums.row_sum),
-                    static_cast<void*>(sums.overflow)})
+  free_tile_lists(sums, stream);
+  for (void* ptr : {static_cast<void*>(sums.o_sum), static_cast<void*>(sums.row_max),
+                    static_cast<void*>(sums.row_sum), static_cast<void*>(sums.overflow)})
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
@@ -1313,7 +1332,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
   const size_t rows = size_t(p.B) * p.T * p.Hq;
   float* delta = scratch<float>(rows, stream);
-  // The Hopper sparse dK/dV pass reads lse and delta token-major (KvArgs).
+  // The Hopper sparse passes read lse and delta token-major (KvArgs, RowsArgs).
   float* lse_rows = sparse && hopper ? scratch<float>(rows, stream) : nullptr;
 
   with_head_dim(shape.D, [&](auto d) {
@@ -1333,7 +1352,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ra.dq = reinterpret_cast<bf16*>(dq);
     if (!sparse && hopper)
       sm90::backward_dq(D, ra, p, stream);
-    else if (!hopper)  // sparse on Hopper: the dK/dV pass below produces dQ too
+    else if (!hopper)  // sparse on Hopper: a tile pass and the dK/dV pass below give dQ
       launch_rows<D, true>(op, ra, p, stream);
 
     KvArgs ka{};
@@ -1347,22 +1366,38 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ka.dv = reinterpret_cast<bf16*>(dv);
     ka.splits = 1;
     if (sparse) {
-      const SparseIndex index = build_sparse_index(p, SparseSums{}, stream);
-      ka.index = index;
       const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = rows * D;
+      // Hopper: the block-major dK/dV pass adds dQ into f32 sums, of every pair, or of the far
+      // pairs after a token-major pass over each 128-token tile's list (the forward's) wrote
+      // those of the tile pairs without atomics (sm90::sparse_dq_by_tiles).
+      const bool dq_tiles = hopper && sm90::sparse_dq_by_tiles(D);
+      SparseSums tiles{};
+      if (hopper) {
+        check_rows_fit_int(op, p);
+        ka.dq_acc = scratch<float>(dq_n, stream);
+      }
+      if (dq_tiles) {
+        build_tile_lists(op, p, tiles, stream);
+        ra.sums = tiles;
+        ra.lse = lse_rows;
+        ra.dq_acc = ka.dq_acc;
+        sm90::backward_dq_tiles(D, ra, p, stream);
+      } else if (hopper) {
+        CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
+      }
+      const SparseIndex index = build_sparse_index(p, tiles, dq_tiles, stream);
+      ka.index = index;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
       if (hopper) {
-        check_rows_fit_int(op, p);
-        ka.dq_acc = scratch<float>(dq_n, stream);
-        CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
         sm90::backward_dkdv_sparse(D, ka, p, stream);
         dq_from_sums_kernel<<<int(std::min<size_t>((dq_n + 255) / 256, 65536)), 256, 0, stream>>>(
             ka.dq_acc, p, D, ra.dq);
         CUDA_CHECK_LAUNCH();
         CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
+        if (dq_tiles) free_tile_lists(tiles, stream);
       } else {
         launch_dkdv<D, true>(ka, p, stream);
       }
