@@ -1030,30 +1030,46 @@ __global__ void __launch_bounds__(kTileThreads) tile_blocks_kernel(Problem p, Sp
   }
 }
 
+// Columns [8c, 8c + 8) of query row `row` of f32 query sums (contiguous there), times `scale`, as
+// 8 bf16 (16 bytes).
+__device__ __forceinline__ uint4 query_sums_chunk(const float* sums, int row, int c, int G, int D,
+                                                  float scale) {
+  const float4* src = reinterpret_cast<const float4*>(sums + query_sums_offset(row, 8 * c, G, D));
+  const float4 x = src[0], y = src[1];
+  return make_uint4(pack_bf16(x.x * scale, x.y * scale), pack_bf16(x.z * scale, x.w * scale),
+                    pack_bf16(y.x * scale, y.y * scale), pack_bf16(y.z * scale, y.w * scale));
+}
+
 // out = o_sum / row_sum (bf16) and lse = (row_max + log2 row_sum) ln 2: the end of the Hopper
-// sparse forward. One thread per pair of columns.
+// sparse forward. One thread per 8 columns of a row.
 __global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, bf16* out,
                                              float* lse) {
-  const size_t n = size_t(p.B) * p.T * p.Hq * D / 2;
+  const int chunks = D / 8;
+  const size_t n = size_t(p.B) * p.T * p.Hq * chunks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
-    const size_t row = 2 * i / D;         // (b, t, h): the index of the row's statistics
+    const int row = int(i / chunks), c = int(i % chunks);  // row: (b, t, h), as the statistics
     const float sum = sums.row_sum[row];  // >= 1: the tile list holds the row's own key
-    const float2 x = reinterpret_cast<const float2*>(sums.o_sum)[i];
-    reinterpret_cast<__nv_bfloat162*>(out)[i] = __floats2bfloat162_rn(x.x / sum, x.y / sum);
-    if (2 * i % D == 0) {
-      const int h = int(row % p.Hq), t = int(row / p.Hq % p.T), b = int(row / p.Hq / p.T);
+    reinterpret_cast<uint4*>(out)[i] = query_sums_chunk(sums.o_sum, row, c, p.G, D, 1.f / sum);
+    if (c == 0) {
+      const int h = row % p.Hq, t = row / p.Hq % p.T, b = row / p.Hq / p.T;
       lse[(size_t(b) * p.Hq + h) * p.T + t] = (sums.row_max[row] + log2f(sum)) * kLn2;
     }
   }
 }
 
-// dq = scale * the f32 sums of the fused sparse backward ([B, T, Hq, D] -> rows q_heads apart).
+// dq = scale * the f32 sums of the fused sparse backward (query sums -> [B, T, Hq, D] rows
+// q_heads apart). One thread per 8 columns of a row.
 __global__ void dq_from_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
-  const size_t n = size_t(p.B) * p.T * p.Hq * D, head_values = size_t(p.Hq) * D;
+  const int chunks = D / 8;
+  const size_t n = size_t(p.B) * p.T * p.Hq * chunks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x)
-    dq[i / head_values * p.q_heads * D + i % head_values] = __float2bfloat16(dq_acc[i] * p.scale);
+       i += size_t(gridDim.x) * blockDim.x) {
+    const int row = int(i / chunks), c = int(i % chunks);
+    const size_t token = size_t(row / p.Hq), head = size_t(row % p.Hq);
+    *reinterpret_cast<uint4*>(dq + (token * p.q_heads + head) * D + 8 * c) =
+        query_sums_chunk(dq_acc, row, c, p.G, D, p.scale);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1282,7 +1298,7 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   sm90::forward_tiles(D, a, p, stream);
   const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, false, stream), sums};
   sm90::forward_far(D, far, p, stream);
-  sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 2 + 255) / 256, 65536)), 256, 0,
+  sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 8 + 255) / 256, 65536)), 256, 0,
                                  stream>>>(sums, p, D, a.out, a.lse_out);
   CUDA_CHECK_LAUNCH();
   a.run_if = sums.overflow;
@@ -1393,8 +1409,8 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
       if (hopper) {
         sm90::backward_dkdv_sparse(D, ka, p, stream);
-        dq_from_sums_kernel<<<int(std::min<size_t>((dq_n + 255) / 256, 65536)), 256, 0, stream>>>(
-            ka.dq_acc, p, D, ra.dq);
+        dq_from_sums_kernel<<<int(std::min<size_t>((dq_n / 8 + 255) / 256, 65536)), 256, 0,
+                              stream>>>(ka.dq_acc, p, D, ra.dq);
         CUDA_CHECK_LAUNCH();
         CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
         if (dq_tiles) free_tile_lists(tiles, stream);

@@ -54,13 +54,24 @@ struct SparseSums {
   int* tile_blocks;     // [B, T/128, Hkv, kMaxTileBlocks]: ascending, tile_counts[] valid
   int* tile_counts;     // [B, T/128, Hkv]
   uint64_t* row_masks;  // [B, T, Hkv]: bit i = the token's list holds tile block i
-  float* o_sum;         // [B, T, Hq, D]: sum of exp2(s - row_max) v
+  float* o_sum;         // [B, T, Hq, D] (query_sums_offset): sum of exp2(s - row_max) v
   // Row statistics token-major, [B, T, Hq]: the G rows of a far query tile's token share one
   // 32-byte sector (head-major, each row's load or atomic took a sector of its own).
   float* row_max;  // the maximum of s over the tile blocks (base 2)
   float* row_sum;  // sum of exp2(s - row_max)
   int* overflow;   // set when a far score exceeds row_max by kFarExponentLimit
 };
+
+// Where column col of query row `row` ((b T + t) Hq + head) sits in the f32 sums of the Hopper
+// sparse passes (SparseSums::o_sum, the backward's dQ sums). A token's G heads of one KV group
+// stay together as in [B, T, Hq, D], but column-chunk-major: columns [8c, 8c + 8) of its G heads
+// are contiguous. A warp's reduction of one chunk of an MMA accumulator (8 rows x 4 lanes x 2
+// columns) then covers 256 contiguous bytes at G = 8 instead of a 32-byte sector in each of 8
+// rows; into random tokens, as the far pairs add, an H100 takes 1180 instead of 920 GB/s of such
+// sums (microbenchmark, docs/attention_kernels.md v22).
+__host__ __device__ __forceinline__ size_t query_sums_offset(int row, int col, int G, int D) {
+  return size_t(row / G) * G * D + size_t(col / 8 * G + row % G) * 8 + col % 8;
+}
 
 struct RowsArgs {
   const bf16 *q, *k, *v;
@@ -71,7 +82,7 @@ struct RowsArgs {
   // sparse tile pass (as KvArgs).
   const float *lse, *delta;
   bf16* dq;           // backward
-  float* dq_acc;      // Hopper sparse backward's tile pass: [B, T, Hq, D] f32 dS K (unscaled)
+  float* dq_acc;      // Hopper sparse backward's tile pass: f32 dS K (unscaled, query_sums_offset)
   SparseSums sums;    // Hopper sparse forward and backward tile passes
   const int* run_if;  // portable sparse forward: when set, runs only if *run_if != 0
 };
@@ -93,7 +104,7 @@ struct KvArgs {
   int splits;
   SparseIndex index;       // sparse
   float *dk_acc, *dv_acc;  // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
-  float* dq_acc;           // sparse on Hopper: [B, T, Hq, D] f32 sums of dS K (unscaled)
+  float* dq_acc;           // sparse on Hopper: f32 sums of dS K (unscaled, query_sums_offset)
 };
 
 // Tile blocks of the sparse forward (SparseSums): a block joins its 128-token tile's list when

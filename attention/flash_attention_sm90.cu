@@ -299,11 +299,12 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
     }
     if (token[r] >= p.T) continue;
     if constexpr (kTileList) {  // f32 sums, unnormalized or unscaled, for the far pass to add to
+      const int row = (b * p.T + token[r]) * p.Hq + h;
       float* sum_ptr =
-          (kBackward ? a.dq_acc : a.sums.o_sum) + ((size_t(b) * p.T + token[r]) * p.Hq + h) * D;
+          (kBackward ? a.dq_acc : a.sums.o_sum) + query_sums_offset(row, 2 * (lane % 4), p.G, D);
 #pragma unroll
       for (int c = 0; c < D / 8; ++c)
-        *reinterpret_cast<float2*>(sum_ptr + 8 * c + 2 * (lane % 4)) =
+        *reinterpret_cast<float2*>(sum_ptr + c * p.G * 8) =
             make_float2(acc[4 * c + 2 * r], acc[4 * c + 2 * r + 1]);
       if (!kBackward && lane % 4 == 0) {
         const size_t stat = (size_t(b) * p.T + token[r]) * p.Hq + h;
@@ -419,34 +420,30 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
   }
 }
 
-// Adds the m64 x D accumulator x of a one-warpgroup CTA into rows of dst ([rows, D] f32) with
-// atomics: tile row `row` goes to row_index(row), nowhere if that is -1. Lanes 2i and 2i+1 trade
-// halves so that each adds 4 adjacent columns of one row (even lanes row 0, odd lanes row 1): one
-// 16-byte atomic instead of two 8-byte ones.
+// Adds the m64 x D accumulator x of a one-warpgroup CTA into f32 query sums (query_sums_offset)
+// with atomics: tile row `row` to sums row row_index(row), nowhere if that is -1.
 template <int D, class RowIndex>
-__device__ __forceinline__ void atomic_add_rows(float* dst, const float (&x)[D / 2],
-                                                RowIndex row_index, int lane) {
-  const bool odd = lane & 1;
-  const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * odd);
-  float* row_ptr = dst + size_t(max(row, 0)) * D + 4 * (lane % 4 / 2);
+__device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[D / 2],
+                                               RowIndex row_index, int G, int lane) {
 #pragma unroll
-  for (int c = 0; c < D / 8; ++c) {
-    const float* y = x + 4 * c;  // row 0: y[0], y[1]; row 1: y[2], y[3]
-    const float from0 = __shfl_xor_sync(0xffffffffu, odd ? y[0] : y[2], 1);
-    const float from1 = __shfl_xor_sync(0xffffffffu, odd ? y[1] : y[3], 1);
-    const float4 sum =
-        odd ? make_float4(from0, from1, y[2], y[3]) : make_float4(y[0], y[1], from0, from1);
-    if (row >= 0) atomicAdd(reinterpret_cast<float4*>(row_ptr + 8 * c), sum);
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * r);
+    if (row < 0) continue;
+    float* base = sums + query_sums_offset(row, 2 * (lane % 4), G, D);
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c)
+      atomicAdd(reinterpret_cast<float2*>(base + c * G * 8),
+                make_float2(x[4 * c + 2 * r], x[4 * c + 2 * r + 1]));
   }
 }
 
-// dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc ([B, T, Hq, D] f32,
+// dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc (f32 query sums,
 // unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_row(row) is
 // tile row `row`'s (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too,
 // so the sums go through atomics.
 template <int D, class DqRow>
 __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
-                                       DqRow dq_row, int lane) {
+                                       DqRow dq_row, int G, int lane) {
   float dq[D / 2] = {};
   wgmma::hold(dq);
   wgmma::fence();
@@ -457,7 +454,7 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::hold(dq);
-  atomic_add_rows<D>(dq_acc, dq, dq_row, lane);
+  add_query_sums<D>(dq_acc, dq, dq_row, G, lane);
 }
 #endif
 
@@ -612,7 +609,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
     if (__syncthreads_or(threadIdx.x < kQ && far_tokens[threadIdx.x] >= 0))
       add_dq<D>(
           a.dq_acc, ds_tile, k_tile,
-          [&](int row) { return walk.query_row(p, far_tokens[row], row); }, lane);
+          [&](int row) { return walk.query_row(p, far_tokens[row], row); }, p.G, lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif
@@ -701,7 +698,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
     float o[D / 2] = {};  // P V, m64 x D
     wgmma::hold(o);
     wgmma::registers_times_tile<D, kTile>(o, pa, v_tile);
-    atomic_add_rows<D>(a.sums.o_sum, o, sums_row, lane);
+    add_query_sums<D>(a.sums.o_sum, o, sums_row, p.G, lane);
   }
   if (__any_sync(0xffffffffu, overflow) && lane == 0) *a.sums.overflow = 1;
 #endif
