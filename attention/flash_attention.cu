@@ -960,7 +960,7 @@ __global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc
   const int seg = (b * p.Hkv + g) * p.nblocks + key / kTile;
   const int tiles = sparse_query_tiles(segment_begin[seg + 1] - segment_begin[seg], p.G);
   if (sparse_chunks(tiles) == 1) return;  // written directly by its only chunk
-  const size_t i = row * D + threadIdx.x;
+  const size_t i = key_sums_offset(p, b, key, g, threadIdx.x, D);
   const size_t out = ((size_t(b) * p.T + key) * p.kv_heads + g) * D + threadIdx.x;
   dk[out] = __float2bfloat16(dk_acc[i]);
   dv[out] = __float2bfloat16(dv_acc[i]);
@@ -1382,7 +1382,8 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     ka.dv = reinterpret_cast<bf16*>(dv);
     ka.splits = 1;
     if (sparse) {
-      const size_t n = size_t(p.B) * p.T * p.Hkv * D, dq_n = rows * D;
+      // The key sums cover whole 64-key blocks (key_sums_offset).
+      const size_t n = size_t(p.B) * p.nblocks * kTile * p.Hkv * D, dq_n = rows * D;
       // Hopper: the block-major dK/dV pass adds dQ into f32 sums, of every pair, or of the far
       // pairs after a token-major pass over each 128-token tile's list (the forward's) wrote
       // those of the tile pairs without atomics (sm90::sparse_dq_by_tiles).

@@ -103,7 +103,7 @@ struct KvArgs {
   float *dk_part, *dv_part;  // dense with splits > 1: [splits, B, T, Hkv, D] f32
   int splits;
   SparseIndex index;       // sparse
-  float *dk_acc, *dv_acc;  // sparse: [B, T, Hkv, D] f32 sums of blocks walked in chunks
+  float *dk_acc, *dv_acc;  // sparse: f32 sums of blocks walked in chunks (key_sums_offset)
   float* dq_acc;           // sparse on Hopper: f32 sums of dS K (unscaled, query_sums_offset)
 };
 
@@ -226,22 +226,32 @@ struct SparseKeyWalk {
 
 // dK (already scaled) and dV of key `key`, columns col and col + 1: f32 sums for a chunked sparse
 // walk, f32 partials for a dense pass split over `split` CTAs, else bf16 gradients.
+// Where column col of key `key`'s f32 dK or dV sum (chunked sparse walks) sits: per (b, 64-key
+// block, KV head), column-chunk-major as the query sums (query_sums_offset), so that a warp's
+// reduction of one accumulator chunk covers 8 keys x 32 contiguous bytes.
+__host__ __device__ __forceinline__ size_t key_sums_offset(const Problem& p, int b, int key,
+                                                           int kvh, int col, int D) {
+  return ((size_t(b) * p.nblocks + key / kTile) * p.Hkv + kvh) * kTile * D +
+         size_t(col / 8 * kTile + key % kTile) * 8 + col % 8;
+}
+
 template <int D>
 __device__ __forceinline__ void store_key_gradients(const KvArgs& a, const Problem& p, int b,
                                                     int key, int kvh, int col, bool chunked,
                                                     float k0, float k1, float v0, float v1) {
-  const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + col;  // contiguous f32
   if (chunked) {
+    const size_t at = key_sums_offset(p, b, key, kvh, col, D);
 #if __CUDA_ARCH__ >= 900  // one 8-byte atomic per pair: half the atomic operations
-    atomicAdd(reinterpret_cast<float2*>(a.dk_acc + row), make_float2(k0, k1));
-    atomicAdd(reinterpret_cast<float2*>(a.dv_acc + row), make_float2(v0, v1));
+    atomicAdd(reinterpret_cast<float2*>(a.dk_acc + at), make_float2(k0, k1));
+    atomicAdd(reinterpret_cast<float2*>(a.dv_acc + at), make_float2(v0, v1));
 #else
-    atomicAdd(a.dk_acc + row, k0);
-    atomicAdd(a.dk_acc + row + 1, k1);
-    atomicAdd(a.dv_acc + row, v0);
-    atomicAdd(a.dv_acc + row + 1, v1);
+    atomicAdd(a.dk_acc + at, k0);
+    atomicAdd(a.dk_acc + at + 1, k1);
+    atomicAdd(a.dv_acc + at, v0);
+    atomicAdd(a.dv_acc + at + 1, v1);
 #endif
   } else if (a.splits > 1) {
+    const size_t row = ((size_t(b) * p.T + key) * p.Hkv + kvh) * D + col;  // contiguous f32
     const size_t part = size_t(blockIdx.z) * p.B * p.T * p.Hkv * D + row;
     *reinterpret_cast<float2*>(a.dk_part + part) = make_float2(k0, k1);
     *reinterpret_cast<float2*>(a.dv_part + part) = make_float2(v0, v1);
