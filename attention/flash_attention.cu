@@ -904,13 +904,11 @@ __global__ void sparse_index_segments_kernel(const Key* keys, size_t n, int segm
 
 // The sparse dK/dV work list. counts[s] = the CTAs (chunks) of segment s, counts[segments] = 0,
 // so that an exclusive scan gives each segment's first item and the total.
-__global__ void sparse_work_counts_kernel(const int* segment_begin, int segments, int G,
-                                          int* counts) {
+__global__ void sparse_work_counts_kernel(SparseIndex index, int segments, int G, int* counts) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s > segments) return;
-  counts[s] = s < segments
-                  ? sparse_chunks(sparse_query_tiles(segment_begin[s + 1] - segment_begin[s], G))
-                  : 0;
+  const int tokens = s < segments ? index.segment_begin[s + 1] - index.segment_begin[s] : 0;
+  counts[s] = s < segments ? sparse_chunks(sparse_query_tiles(tokens, G), index.chunk_tiles) : 0;
 }
 
 // One item {segment, chunk} per CTA, keyed by (b * Hkv + g, the chunk's first token). Sorted by
@@ -921,7 +919,7 @@ __global__ void sparse_work_items_kernel(Problem p, SparseIndex index, const int
                                          uint64_t* keys, int2* items) {
   const int s = blockIdx.x * blockDim.x + threadIdx.x;
   if (s >= p.B * p.Hkv * p.nblocks) return;
-  const int tokens_per_chunk = kTile / p.G * kSparseChunkTiles;
+  const int tokens_per_chunk = kTile / p.G * index.chunk_tiles;
   const int begin = index.segment_begin[s], count = index.segment_begin[s + 1] - begin;
   const uint64_t group = uint64_t(s / p.nblocks) << 32;
   for (int c = first_item[s]; c < first_item[s + 1]; ++c) {
@@ -952,14 +950,14 @@ __global__ void reduce_splits_kernel(const float* dk_part, const float* dv_part,
 
 // dk/dv rows of sparse blocks that were walked in several chunks: f32 sums -> bf16.
 // One CTA of D threads per (b, key, g) row.
-__global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc,
-                                        const int* segment_begin, Problem p, int D, bf16* dk,
-                                        bf16* dv) {
+__global__ void finalize_chunked_kernel(const float* dk_acc, const float* dv_acc, SparseIndex index,
+                                        Problem p, int D, bf16* dk, bf16* dv) {
   const size_t row = blockIdx.x;  // (b, key, g)
   const int g = int(row % p.Hkv), key = int(row / p.Hkv % p.T), b = int(row / p.Hkv / p.T);
   const int seg = (b * p.Hkv + g) * p.nblocks + key / kTile;
-  const int tiles = sparse_query_tiles(segment_begin[seg + 1] - segment_begin[seg], p.G);
-  if (sparse_chunks(tiles) == 1) return;  // written directly by its only chunk
+  const int tiles =
+      sparse_query_tiles(index.segment_begin[seg + 1] - index.segment_begin[seg], p.G);
+  if (sparse_chunks(tiles, index.chunk_tiles) == 1) return;  // written directly by its only chunk
   const size_t i = key_sums_offset(p, b, key, g, threadIdx.x, D);
   const size_t out = ((size_t(b) * p.T + key) * p.kv_heads + g) * D + threadIdx.x;
   dk[out] = __float2bfloat16(dk_acc[i]);
@@ -1136,8 +1134,8 @@ void launch_dkdv(const KvArgs& a, const Problem& p, cudaStream_t stream) {
   constexpr size_t smem = dkdv_smem<D>();
   auto kernel = attention_dkdv_kernel<D, kSparse>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid =
-      kSparse ? dim3(unsigned(sparse_work_bound(p))) : dim3(p.nblocks, p.B * p.Hkv, a.splits);
+  const dim3 grid = kSparse ? dim3(unsigned(sparse_work_bound(p, a.index.chunk_tiles)))
+                            : dim3(p.nblocks, p.B * p.Hkv, a.splits);
   kernel<<<grid, kKeyThreads, smem, stream>>>(a, p);
   CUDA_CHECK_LAUNCH();
 }
@@ -1170,7 +1168,7 @@ int bits_for(uint64_t count) {  // bits that hold the values 0 .. count - 1
 // sparse_work_items_kernel); unused items of the bound are idle and sort last.
 int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t stream) {
   const int segments = p.B * p.Hkv * p.nblocks;
-  const size_t bound = sparse_work_bound(p);
+  const size_t bound = sparse_work_bound(p, index.chunk_tiles);
   int* counts = scratch<int>(segments + 1, stream);
   int* first_item = scratch<int>(segments + 1, stream);
   uint64_t* keys = scratch<uint64_t>(2 * bound, stream);
@@ -1178,7 +1176,7 @@ int2* build_sparse_work(const Problem& p, const SparseIndex& index, cudaStream_t
   CUDA_CHECK(cudaMemsetAsync(keys, 0xff, bound * sizeof(uint64_t), stream));
   CUDA_CHECK(cudaMemsetAsync(items, 0xff, bound * sizeof(int2), stream));
   const int grid = (segments + 1 + 255) / 256;
-  sparse_work_counts_kernel<<<grid, 256, 0, stream>>>(index.segment_begin, segments, p.G, counts);
+  sparse_work_counts_kernel<<<grid, 256, 0, stream>>>(index, segments, p.G, counts);
   CUDA_CHECK_LAUNCH();
   run_cub(
       [&](void* temp, size_t& bytes) {
@@ -1232,11 +1230,11 @@ void sort_sparse_index(const Problem& p, int entry_bits, int end_bit, const Spar
 // The block -> tokens index of every selected block; with tiles.tile_blocks set, of those not
 // in the token's tile list (mark_tile_pairs false) or of all with those marked (true).
 SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, bool mark_tile_pairs,
-                               cudaStream_t stream) {
+                               int chunk_tiles, cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr,
-                    mark_tile_pairs};
+                    mark_tile_pairs, chunk_tiles};
   const int entry_bits = bits_for(uint64_t(p.T)) + (mark_tile_pairs ? 1 : 0);
   const int end_bit = entry_bits + bits_for(uint64_t(segments) + 1);
   if (end_bit <= 31)  // the all-ones padding stays above every valid key
@@ -1282,6 +1280,16 @@ void free_tile_lists(const SparseSums& sums, cudaStream_t stream) {
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
+// Query tiles per CTA of the far forward: about 1 MiB of f32 query sums per chunk (64 tokens at
+// Hq = 32, D = 128; 256 at Hq = 16, D = 64), so that the CTAs that run at once add into a stretch
+// of sums that stays in L2. Measured on an H100 (tiles: fwd ms): 128K, Hq = 32, G = 16, D = 128
+// 32: 47.0, 16: 41.2, 8: 41.8; 64K, Hq = 16, G = 8, D = 64 32: 5.8, 16: 6.05, 8: 6.3. The dK/dV
+// pass keeps kSparseChunkTiles: its chunks also flush dK/dV sums, and 16 made it slower at 128K.
+int sparse_far_chunk_tiles(const Problem& p, int D) {
+  const int tokens = (1 << 20) / (p.Hq * D * int(sizeof(float)));
+  return std::clamp(tokens / (kTile / p.G), 8, 64);
+}
+
 // Hopper: the tile pass starts the sums, the far pass adds the other blocks, out and lse follow
 // from the sums. If a far score could have overflowed them, the portable kernel reruns the whole
 // forward and overwrites both (it checks the flag on the GPU: no host round trip).
@@ -1296,7 +1304,8 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   sums.overflow = scratch<int>(1, stream);
   CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
   sm90::forward_tiles(D, a, p, stream);
-  const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, false, stream), sums};
+  const FarArgs far{a.q, a.k, a.v,
+                    build_sparse_index(p, sums, false, sparse_far_chunk_tiles(p, D), stream), sums};
   sm90::forward_far(D, far, p, stream);
   sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 8 + 255) / 256, 65536)), 256, 0,
                                  stream>>>(sums, p, D, a.out, a.lse_out);
@@ -1402,7 +1411,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       } else if (hopper) {
         CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
       }
-      const SparseIndex index = build_sparse_index(p, tiles, dq_tiles, stream);
+      const SparseIndex index = build_sparse_index(p, tiles, dq_tiles, kSparseChunkTiles, stream);
       ka.index = index;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
@@ -1419,7 +1428,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
         launch_dkdv<D, true>(ka, p, stream);
       }
       finalize_chunked_kernel<<<int(size_t(p.B) * p.T * p.Hkv), D, 0, stream>>>(
-          ka.dk_acc, ka.dv_acc, index.segment_begin, p, D, ka.dk, ka.dv);
+          ka.dk_acc, ka.dv_acc, index, p, D, ka.dk, ka.dv);
       CUDA_CHECK_LAUNCH();
       CUDA_CHECK(cudaFreeAsync(ka.dk_acc, stream));
       CUDA_CHECK(cudaFreeAsync(ka.dv_acc, stream));

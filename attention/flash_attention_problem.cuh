@@ -30,6 +30,17 @@ struct Problem {
   int q_heads, kv_heads, o_heads;
 };
 
+// A block's token list is walked in chunks of query tiles, one CTA each (SparseIndex::chunk_tiles).
+// Popular blocks (the first block is selected by every token) would otherwise make one CTA
+// walk the whole sequence while the rest of the GPU idles. In the dK/dV pass a block that needs
+// one chunk writes bf16 directly (deterministic); longer ones add their chunks' sums into f32
+// accumulators with atomics (rounding then depends on the order chunks finish) and a finalize
+// kernel converts. Short chunks keep the CTAs that run at once (sorted by first token) on a
+// narrow stretch of tokens, so the f32 query sums' atomics stay in L2: backward at 128K on an
+// H100, 32 tiles measured 163.8 ms fwd+bwd, 16: 162.7, 64: 173.2, 256: 210.9 (Flex's mask:
+// 117.0, 123.9, 120.8, 164.4); the far forward's choice is sparse_far_chunk_tiles.
+constexpr int kSparseChunkTiles = 32;
+
 // The block -> tokens index of the block-major sparse passes: for segment
 // s = (b*Hkv + g)*nblocks + block, tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens
 // that attend to the block, ascending; work[i] = {segment, chunk} of CTA i (sparse_work_bound(p)
@@ -41,6 +52,7 @@ struct SparseIndex {
   int* segment_begin;  // [B*Hkv*nblocks + 1]
   int2* work;
   bool marks_tile_pairs = false;
+  int chunk_tiles = kSparseChunkTiles;  // query tiles per CTA (sparse_chunks)
   __device__ int token(int entry) const { return marks_tile_pairs ? entry >> 1 : entry; }
   __device__ bool tile_pair(int entry) const { return marks_tile_pairs && (entry & 1); }
 };
@@ -147,16 +159,6 @@ __device__ inline bool in_tile_list(const SparseSums& s, const Problem& p, int b
 // on the exact portable kernel.
 constexpr float kFarExponentLimit = 64.f;
 
-// Sparse dK/dV: a block's token list is walked in chunks of this many query tiles, one CTA each.
-// Popular blocks (the first block is selected by every token) would otherwise make one CTA
-// walk the whole sequence while the rest of the GPU idles. A block that needs one chunk writes
-// bf16 directly (deterministic); longer ones add their chunks' sums into f32 accumulators with
-// atomics (rounding then depends on the order chunks finish) and a finalize kernel converts.
-// Short chunks keep the CTAs that run at once (sorted by first token) on a narrow stretch of
-// tokens, so the fused dQ's atomics stay in L2: at 128K on an H100, 32 tiles measured 163.8 ms
-// fwd+bwd, 16: 162.7, 64: 173.2, 256: 210.9 (Flex's mask: 117.0, 123.9, 120.8, 164.4).
-constexpr int kSparseChunkTiles = 32;
-
 // Query tiles of a sparse dK/dV segment of `tokens` tokens: 64/G tokens x G heads per tile.
 __host__ __device__ inline int sparse_query_tiles(int tokens, int G) {
   const int tokens_per_tile = kTile / G;
@@ -165,16 +167,16 @@ __host__ __device__ inline int sparse_query_tiles(int tokens, int G) {
 
 // CTAs that a segment of `tiles` query tiles needs (one even when empty: it writes the zero
 // gradients of a block that no token selected).
-__host__ __device__ inline int sparse_chunks(int tiles) {
-  return tiles > kSparseChunkTiles ? (tiles + kSparseChunkTiles - 1) / kSparseChunkTiles : 1;
+__host__ __device__ inline int sparse_chunks(int tiles, int chunk_tiles) {
+  return tiles > chunk_tiles ? (tiles + chunk_tiles - 1) / chunk_tiles : 1;
 }
 
-// A bound on the CTAs of the sparse dK/dV launch (the work list is built on the GPU): a segment
-// of n tokens needs at most n / (64/G) / kSparseChunkTiles + 2 chunks.
-inline size_t sparse_work_bound(const Problem& p) {
+// A bound on the CTAs of a block-major sparse launch (the work list is built on the GPU): a
+// segment of n tokens needs at most n / (64/G) / chunk_tiles + 2 chunks.
+inline size_t sparse_work_bound(const Problem& p, int chunk_tiles) {
   const size_t entries = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const size_t segments = size_t(p.B) * p.Hkv * p.nblocks;
-  return entries / (kTile / p.G) / kSparseChunkTiles + 2 * segments;
+  return entries / (kTile / p.G) / chunk_tiles + 2 * segments;
 }
 
 // Where query row `row` (0..63) of a dK/dV query tile comes from.
@@ -202,9 +204,9 @@ struct SparseKeyWalk {
     seg_begin = index.segment_begin[seg];
     seg_count = index.segment_begin[seg + 1] - seg_begin;
     const int seg_tiles = sparse_query_tiles(seg_count, p.G);
-    first_qtile = work.y * kSparseChunkTiles;
-    n_qtiles = max(0, min(seg_tiles - first_qtile, kSparseChunkTiles));
-    chunked = sparse_chunks(seg_tiles) > 1;
+    first_qtile = work.y * index.chunk_tiles;
+    n_qtiles = max(0, min(seg_tiles - first_qtile, index.chunk_tiles));
+    chunked = sparse_chunks(seg_tiles, index.chunk_tiles) > 1;
   }
   // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
   __device__ QueryTileRow row(const SparseIndex& index, const Problem& p, int n, int row) const {

@@ -762,7 +762,7 @@ void backward_dq_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t 
 }
 
 void forward_far(int D, const FarArgs& a, const Problem& p, cudaStream_t stream) {
-  const dim3 grid(unsigned(sparse_work_bound(p)));
+  const dim3 grid(unsigned(sparse_work_bound(p, a.index.chunk_tiles)));
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     launch(sparse_far_kernel<kD>, grid, sparse_far_smem<kD>(), stream, a, p, kSparseDkdvThreads);
@@ -787,7 +787,7 @@ void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream
 }
 
 void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
-  const dim3 grid(unsigned(sparse_work_bound(p)));
+  const dim3 grid(unsigned(sparse_work_bound(p, a.index.chunk_tiles)));
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     launch(sparse_dkdv_kernel<kD>, grid, sparse_dkdv_smem<kD>(), stream, a, p, kSparseDkdvThreads);
