@@ -858,15 +858,13 @@ __global__ void attention_delta_kernel(const bf16* out, const bf16* dout, const 
 }
 
 // One key per selected (token, group, block): (segment << entry_bits) + entry with segment =
-// (b * Hkv + g) * nblocks + block and entry = the token (with the tile-pair bit, index's
-// marks_tile_pairs), so sorted keys are grouped by block and ascending in token. -1 padding,
-// future blocks and repeats of the previous entry become all ones and sort last, as do the blocks
-// of the token's tile list when tiles.tile_blocks is set and the index does not mark them (the
-// far pass of the Hopper forward). Key is uint32_t when segments and entries fit 31 bits (half
-// the bytes to sort).
+// (b * Hkv + g) * nblocks + block and entry = the token, so sorted keys are grouped by block and
+// ascending in token. -1 padding, future blocks and repeats of the previous entry become all ones
+// and sort last, as do the blocks of the token's tile list when tiles.tile_blocks is set (the far
+// pass of the Hopper forward). Key is uint32_t when segments and entries fit 31 bits (half the
+// bytes to sort).
 template <class Key>
-__global__ void sparse_index_keys_kernel(Problem p, SparseIndex index, int entry_bits,
-                                         SparseSums tiles, Key* keys) {
+__global__ void sparse_index_keys_kernel(Problem p, int entry_bits, SparseSums tiles, Key* keys) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -878,9 +876,7 @@ __global__ void sparse_index_keys_kernel(Problem p, SparseIndex index, int entry
     const bool tile_pair =
         selected && tiles.tile_blocks != nullptr && in_tile_list(tiles, p, b, t, g, blk);
     const Key segment = (Key(b) * p.Hkv + g) * p.nblocks + blk;
-    const Key value = index.marks_tile_pairs ? Key(t) * 2 + Key(tile_pair) : Key(t);
-    keys[i] = selected && (index.marks_tile_pairs || !tile_pair) ? (segment << entry_bits) + value
-                                                                 : ~Key(0);
+    keys[i] = selected && !tile_pair ? (segment << entry_bits) + Key(t) : ~Key(0);
   }
 }
 
@@ -924,8 +920,7 @@ __global__ void sparse_work_items_kernel(Problem p, SparseIndex index, const int
   const uint64_t group = uint64_t(s / p.nblocks) << 32;
   for (int c = first_item[s]; c < first_item[s + 1]; ++c) {
     const int entry = (c - first_item[s]) * tokens_per_chunk;
-    const int first_token =
-        entry < count ? index.token(index.tokens[begin + entry]) : s % p.nblocks * kTile;
+    const int first_token = entry < count ? index.tokens[begin + entry] : s % p.nblocks * kTile;
     keys[c] = group + uint32_t(first_token);
     items[c] = make_int2(s, c - first_item[s]);
   }
@@ -1207,7 +1202,7 @@ void sort_sparse_index(const Problem& p, int entry_bits, int end_bit, const Spar
   const int grid = int(std::min<size_t>((n + 255) / 256, 65536));
   Key* keys = scratch<Key>(n, stream);
   Key* sorted = scratch<Key>(n, stream);
-  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, index, entry_bits, tiles, keys);
+  sparse_index_keys_kernel<<<grid, 256, 0, stream>>>(p, entry_bits, tiles, keys);
   CUDA_CHECK_LAUNCH();
   // Only the segment bits are sorted: the keys arrive in token order within each segment and the
   // sort is stable, so tokens stay ascending (2 radix passes instead of 4 at 64K-128K). The
@@ -1228,14 +1223,14 @@ void sort_sparse_index(const Problem& p, int entry_bits, int end_bit, const Spar
 }
 
 // The block -> tokens index of every selected block; with tiles.tile_blocks set, of those not
-// in the token's tile list (mark_tile_pairs false) or of all with those marked (true).
-SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, bool mark_tile_pairs,
-                               int chunk_tiles, cudaStream_t stream) {
+// in the token's tile list.
+SparseIndex build_sparse_index(const Problem& p, const SparseSums& tiles, int chunk_tiles,
+                               cudaStream_t stream) {
   const size_t n = size_t(p.B) * p.T * p.Hkv * p.max_blocks;
   const int segments = p.B * p.Hkv * p.nblocks;
   SparseIndex index{scratch<int>(n, stream), scratch<int>(segments + 1, stream), nullptr,
-                    mark_tile_pairs, chunk_tiles};
-  const int entry_bits = bits_for(uint64_t(p.T)) + (mark_tile_pairs ? 1 : 0);
+                    chunk_tiles};
+  const int entry_bits = bits_for(uint64_t(p.T));
   const int end_bit = entry_bits + bits_for(uint64_t(segments) + 1);
   if (end_bit <= 31)  // the all-ones padding stays above every valid key
     sort_sparse_index<uint32_t>(p, entry_bits, end_bit, tiles, index, stream);
@@ -1305,7 +1300,7 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
   sm90::forward_tiles(D, a, p, stream);
   const FarArgs far{a.q, a.k, a.v,
-                    build_sparse_index(p, sums, false, sparse_far_chunk_tiles(p, D), stream), sums};
+                    build_sparse_index(p, sums, sparse_far_chunk_tiles(p, D), stream), sums};
   sm90::forward_far(D, far, p, stream);
   sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 8 + 255) / 256, 65536)), 256, 0,
                                  stream>>>(sums, p, D, a.out, a.lse_out);
@@ -1393,25 +1388,13 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
     if (sparse) {
       // The key sums cover whole 64-key blocks (key_sums_offset).
       const size_t n = size_t(p.B) * p.nblocks * kTile * p.Hkv * D, dq_n = rows * D;
-      // Hopper: the block-major dK/dV pass adds dQ into f32 sums, of every pair, or of the far
-      // pairs after a token-major pass over each 128-token tile's list (the forward's) wrote
-      // those of the tile pairs without atomics (sm90::sparse_dq_by_tiles).
-      const bool dq_tiles = hopper && sm90::sparse_dq_by_tiles(D);
-      SparseSums tiles{};
+      // Hopper: the block-major dK/dV pass adds every pair's dQ into f32 query sums.
       if (hopper) {
         check_rows_fit_int(op, p);
         ka.dq_acc = scratch<float>(dq_n, stream);
-      }
-      if (dq_tiles) {
-        build_tile_lists(op, p, tiles, stream);
-        ra.sums = tiles;
-        ra.lse = lse_rows;
-        ra.dq_acc = ka.dq_acc;
-        sm90::backward_dq_tiles(D, ra, p, stream);
-      } else if (hopper) {
         CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
       }
-      const SparseIndex index = build_sparse_index(p, tiles, dq_tiles, kSparseChunkTiles, stream);
+      const SparseIndex index = build_sparse_index(p, SparseSums{}, kSparseChunkTiles, stream);
       ka.index = index;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);
@@ -1423,7 +1406,6 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
                               stream>>>(ka.dq_acc, p, D, ra.dq);
         CUDA_CHECK_LAUNCH();
         CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
-        if (dq_tiles) free_tile_lists(tiles, stream);
       } else {
         launch_dkdv<D, true>(ka, p, stream);
       }

@@ -45,16 +45,11 @@ constexpr int kSparseChunkTiles = 32;
 // s = (b*Hkv + g)*nblocks + block, tokens[segment_begin[s] .. segment_begin[s+1]) are the tokens
 // that attend to the block, ascending; work[i] = {segment, chunk} of CTA i (sparse_work_bound(p)
 // items, idle ones last with x < 0).
-// With marks_tile_pairs, an entry is token << 1 | 1 where the block is in the token's tile list
-// (SparseSums): the Hopper backward's tile pass gives those pairs' dQ, the dK/dV pass the rest.
 struct SparseIndex {
   int* tokens;
   int* segment_begin;  // [B*Hkv*nblocks + 1]
   int2* work;
-  bool marks_tile_pairs = false;
   int chunk_tiles = kSparseChunkTiles;  // query tiles per CTA (sparse_chunks)
-  __device__ int token(int entry) const { return marks_tile_pairs ? entry >> 1 : entry; }
-  __device__ bool tile_pair(int entry) const { return marks_tile_pairs && (entry & 1); }
 };
 
 // The sparse forward on Hopper in two passes over the same f32 sums. Each 128-token tile has a
@@ -87,16 +82,13 @@ __host__ __device__ __forceinline__ size_t query_sums_offset(int row, int col, i
 
 struct RowsArgs {
   const bf16 *q, *k, *v;
-  bf16* out;         // forward
-  float* lse_out;    // forward
-  const bf16* dout;  // backward
-  // Backward: lse and delta = rowsum(dO * O), [B, Hq, T]; token-major [B, T, Hq] for the Hopper
-  // sparse tile pass (as KvArgs).
-  const float *lse, *delta;
-  bf16* dq;           // backward
-  float* dq_acc;      // Hopper sparse backward's tile pass: f32 dS K (unscaled, query_sums_offset)
-  SparseSums sums;    // Hopper sparse forward and backward tile passes
-  const int* run_if;  // portable sparse forward: when set, runs only if *run_if != 0
+  bf16* out;                 // forward
+  float* lse_out;            // forward
+  const bf16* dout;          // backward
+  const float *lse, *delta;  // backward: lse and delta = rowsum(dO * O), [B, Hq, T]
+  bf16* dq;                  // backward
+  SparseSums sums;           // Hopper sparse forward's tile pass
+  const int* run_if;         // portable sparse forward: when set, runs only if *run_if != 0
 };
 
 struct FarArgs {
@@ -182,7 +174,7 @@ inline size_t sparse_work_bound(const Problem& p, int chunk_tiles) {
 // Where query row `row` (0..63) of a dK/dV query tile comes from.
 struct QueryTileRow {
   int token, head;
-  bool valid, tile_pair;  // tile_pair: SparseIndex::tile_pair of the row's entry
+  bool valid;
 };
 
 // The query tiles of sparse dK/dV CTA `item`: chunk `chunk` of the tokens that selected KV block
@@ -213,9 +205,7 @@ struct SparseKeyWalk {
     QueryTileRow r;
     const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
     r.valid = row < tokens_per_tile * p.G && entry < seg_count;
-    const int value = r.valid ? index.tokens[seg_begin + entry] : 0;
-    r.token = index.token(value);
-    r.tile_pair = index.tile_pair(value);
+    r.token = r.valid ? index.tokens[seg_begin + entry] : 0;
     r.head = head(p, row);
     return r;
   }

@@ -78,8 +78,8 @@ template <int D>
 constexpr size_t sparse_dkdv_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
          size_t(kTile) * kDkdvQueries * 2 +                              // dS^T
-         2 * (size_t(2) * kDkdvQueries * D * 2 + 4 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
-                                                                         // delta, 2 x tokens
+         2 * (size_t(2) * kDkdvQueries * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
+                                                                         // delta, tokens
 }
 
 // Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
@@ -123,16 +123,16 @@ __device__ __forceinline__ void tiles_landed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rows kernel: forward (O, lse), backward dQ, or a sparse tile pass (kTileList: the KV tiles are
-// the 128-row tile's list of blocks, in pairs for the forward, keys masked by each row's list;
-// it leaves f32 sums for the block-major pass to add to: the forward's a.sums, dQ in a.dq_acc).
+// Rows kernel: forward (O, lse), backward dQ, or the sparse forward's tile pass (kTileList: the KV
+// tiles are the 128-row tile's list of blocks in pairs, keys masked by each row's list; it leaves
+// f32 sums in a.sums for the block-major far pass to add to).
 // At D = 64 the tile pass fits two CTAs per SM in 128 registers (76 bytes spilled), which hides
 // its list lookups and masks better: 8.0 -> 7.6 ms at 64K, Hq = 16, Hkv = 2 on an H100.
 template <int D, bool kBackward, bool kTileList = false>
 __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
     dense_rows_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  static_assert(kRows == kTileRows);
+  static_assert(kRows == kTileRows && !(kBackward && kTileList));
   constexpr int kKeys = rows_keys<kBackward>(), kHalves = kKeys / kTile;
   extern __shared__ unsigned char smem_raw[];
   bf16* q_tile = aligned_smem(smem_raw);                    // [128][D]
@@ -171,8 +171,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
           token[r] < p.T ? a.sums.row_masks[(size_t(b) * p.T + token[r]) * p.Hkv + kvh] : 0;
     if constexpr (kBackward) {
       const bool valid = token[r] < p.T;
-      const size_t idx = kTileList ? (size_t(b) * p.T + token[r]) * p.Hq + h
-                                   : (size_t(b) * p.Hq + h) * p.T + token[r];
+      const size_t idx = (size_t(b) * p.Hq + h) * p.T + token[r];
       row_lse2[r] = valid ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
       row_delta[r] = valid ? a.delta[idx] : 0.f;
     }
@@ -298,15 +297,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
       row_scale = 1.f / row_sum[r];  // every row sees key 0 (tile list: its own): sum >= 1
     }
     if (token[r] >= p.T) continue;
-    if constexpr (kTileList) {  // f32 sums, unnormalized or unscaled, for the far pass to add to
+    if constexpr (kTileList) {  // f32 sums, unnormalized, for the far pass to add to
       const int row = (b * p.T + token[r]) * p.Hq + h;
-      float* sum_ptr =
-          (kBackward ? a.dq_acc : a.sums.o_sum) + query_sums_offset(row, 2 * (lane % 4), p.G, D);
+      float* sum_ptr = a.sums.o_sum + query_sums_offset(row, 2 * (lane % 4), p.G, D);
 #pragma unroll
       for (int c = 0; c < D / 8; ++c)
         *reinterpret_cast<float2*>(sum_ptr + c * p.G * 8) =
             make_float2(acc[4 * c + 2 * r], acc[4 * c + 2 * r + 1]);
-      if (!kBackward && lane % 4 == 0) {
+      if (lane % 4 == 0) {
         const size_t stat = (size_t(b) * p.T + token[r]) * p.Hq + h;
         a.sums.row_max[stat] = row_max[r];
         a.sums.row_sum[stat] = row_sum[r];
@@ -544,12 +542,12 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
 
 // Sparse: one warpgroup per CTA, one 64-key block; it walks query tiles of 64/G tokens x G heads
 // gathered from the tokens that selected the block (SparseKeyWalk), two tiles in flight. It also
-// adds each tile's dQ share into a.dq_acc, of the far rows only when the index marks tile pairs
-// (their dQ came from backward_dq_tiles): block-major, every (token, block) pair costs a gather
-// of the token's Q and dO rows and an atomic add of its f32 dQ rows instead of the K/V copy of a
-// token-major dQ pass, several times the bytes with per-token block lists. The atomics' data
-// keeps the crossbar into L2 ~83% busy (64K, D = 64), so taking the tile pairs' (~half of
-// InfLLM-V2's: the local window) saves ~20% here (sparse_dq_by_tiles).
+// adds each tile's dQ share into the f32 query sums a.dq_acc: block-major, every (token, block)
+// pair costs a gather of the token's Q and dO rows and an atomic add of its f32 dQ rows instead
+// of the K/V copy of a token-major dQ pass, several times the bytes with per-token block lists.
+// Taking the dQ of the pairs in each 128-token tile's list (the local window) to a token-major
+// pass without atomics paid at D = 128 until the sums took whole lines (query_sums_offset); since
+// then the one fused pass is faster (docs/attention_kernels.md v22).
 // At D = 64 three CTAs fit per SM (168 registers, no spills): more gathers and atomics in
 // flight, 13.7 -> 12.2 ms at 64K, Hq = 16, Hkv = 2 on an H100 (the far forward: 4 CTAs).
 template <int D>
@@ -563,13 +561,12 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
   bf16* stages = v_tile + kTile * D;                                  // 2 x (q [64][D], dO [64][D])
   bf16* ds_tile = stages + 2 * 2 * kQ * D;                            // dS^T [64][64]
   float* row_stats = reinterpret_cast<float*>(ds_tile + kTile * kQ);  // 2 x (lse, delta) [64]
-  int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);   // 2 x 2 x [64], -1 = padding
+  int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);   // 2 x [64], -1 = padding
   auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
   auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
   auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
-  auto tokens_of = [&](int i) { return row_tokens + (i & 1) * 2 * kQ; };
-  auto far_tokens_of = [&](int i) { return tokens_of(i) + kQ; };  // -1 also for tile pairs
+  auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
 
   const SparseKeyWalk walk(a.index, p, blockIdx.x);
   if (walk.idle) return;
@@ -588,7 +585,6 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
       tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
-      far_tokens_of(i)[threadIdx.x] = r.valid && !r.tile_pair ? r.token : -1;
     }
     cp_async_commit();
   };
@@ -605,11 +601,10 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
         dk, dv, k_tile, v_tile, 0, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p, lane,
         [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile);
     wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
-    const int* far_tokens = far_tokens_of(i);
-    if (__syncthreads_or(threadIdx.x < kQ && far_tokens[threadIdx.x] >= 0))
-      add_dq<D>(
-          a.dq_acc, ds_tile, k_tile,
-          [&](int row) { return walk.query_row(p, far_tokens[row], row); }, p.G, lane);
+    __syncthreads();
+    add_dq<D>(
+        a.dq_acc, ds_tile, k_tile, [&](int row) { return walk.query_row(p, tokens[row], row); },
+        p.G, lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif
@@ -751,14 +746,6 @@ void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream
 
 void forward_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   launch_rows<false, true>(D, a, p, stream);
-}
-
-bool sparse_dq_by_tiles(int D) {
-  return D == 128;
-}
-
-void backward_dq_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
-  launch_rows<true, true>(D, a, p, stream);
 }
 
 void forward_far(int D, const FarArgs& a, const Problem& p, cudaStream_t stream) {

@@ -27,14 +27,6 @@ void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream
 // score exceeds the first pass's maximum by more than kFarExponentLimit.
 void forward_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 void forward_far(int D, const FarArgs& a, const Problem& p, cudaStream_t stream);
-// The sparse backward's dQ over the tile lists (a.sums.tile_blocks, row_masks, as the forward):
-// writes a.dq_acc (unscaled f32) for every row; backward_dkdv_sparse then adds the far blocks'.
-// Used where it pays (sparse_dq_by_tiles): it takes the tile pairs' dQ atomics off the dK/dV
-// pass, whose time they bound with G x D = 16 x 128 (128K: 159.3 -> 151.5 ms fwd+bwd on an
-// H100); with 8 x 64 the pass costs what it saves there (64K, bench200m's shape: 11.1 ms of
-// dK/dV -> 9.1 + 2.2).
-bool sparse_dq_by_tiles(int D);
-void backward_dq_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
@@ -42,9 +34,8 @@ void backward_dq_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t 
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 // The sparse schedule's dK/dV pass (p.blocks set, a.index of every selected block): bf16 to
-// a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks. It also adds dS K into
-// a.dq_acc for the pairs that a.index marks far (SparseIndex::marks_tile_pairs), after
-// backward_dq_tiles wrote the rest.
+// a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks. It also adds dS K
+// (unscaled) into the zeroed f32 query sums a.dq_acc.
 void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 
 }  // namespace infllm::attention::cuda::sm90
