@@ -232,9 +232,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
           s[i] = -INFINITY;
     }
     if constexpr (kTileList) {
+      // A row's list holds or skips whole blocks (one bit per row and block); most tiles (the
+      // window's inner blocks) are held by every row of a warp and need no mask.
+      const uint64_t tile_bits = uint64_t((1u << kHalves) - 1) << (kHalves * j);
+      if (!__all_sync(0xffffffffu, (row_mask[0] & row_mask[1] & tile_bits) == tile_bits)) {
 #pragma unroll
-      for (int i = 0; i < kKeys / 2; ++i)
-        if (((row_mask[(i % 4) / 2] >> (kHalves * j + i / 32)) & 1) == 0) s[i] = -INFINITY;
+        for (int i = 0; i < kKeys / 2; ++i)
+          if (((row_mask[(i % 4) / 2] >> (kHalves * j + i / 32)) & 1) == 0) s[i] = -INFINITY;
+      }
     }
 
     uint32_t a_frag[kKeys / 16][4];  // P (forward) or dS (backward) as A fragments
@@ -340,7 +345,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
                                           const bf16* k_tile, const bf16* v_tile, int key_row0,
                                           const bf16* qt, const bf16* dot, const float* lse,
                                           const float* delta, const Problem& p, int lane,
-                                          Visible visible, bf16* ds_tile = nullptr) {
+                                          Visible visible, bf16* ds_tile = nullptr,
+                                          bool all_visible = false) {
   constexpr int kQ = kDkdvQueries;
   float st[32] = {}, dpt[32] = {};
   wgmma::hold(st);
@@ -358,14 +364,20 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
   wgmma::hold(st);
   wgmma::hold(dpt);
 
+  auto probabilities = [&](auto seen) {
 #pragma unroll
-  for (int i = 0; i < 32; ++i) {
-    const int col = 8 * (i / 4) + 2 * (lane % 4) + (i & 1);
-    const float prob =
-        visible(col, (i % 4) / 2) ? fast_exp2(fmaf(st[i], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
-    st[i] = prob;
-    dpt[i] = prob * (dpt[i] - delta[col]);
-  }
+    for (int i = 0; i < 32; ++i) {
+      const int col = 8 * (i / 4) + 2 * (lane % 4) + (i & 1);
+      const float prob =
+          seen(col, (i % 4) / 2) ? fast_exp2(fmaf(st[i], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
+      st[i] = prob;
+      dpt[i] = prob * (dpt[i] - delta[col]);
+    }
+  };
+  if (all_visible)
+    probabilities([](int, int) { return true; });
+  else
+    probabilities(visible);
   uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
 #pragma unroll
   for (int ks = 0; ks < kQ / 16; ++ks) {
@@ -597,9 +609,12 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
     tiles_landed();
     if (i + 1 < walk.n_qtiles) load_step(i + 1);
     const int* tokens = tokens_of(i);
+    // Tokens ascend and padding (-1) ends a tile: past the block, with no padding, every key is
+    // seen.
+    const bool all_visible = tokens[0] >= (block + 1) * kTile - 1 && tokens[kQ - 1] >= 0;
     dkdv_tile<D, kTile>(
         dk, dv, k_tile, v_tile, 0, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p, lane,
-        [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile);
+        [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile, all_visible);
     wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
     __syncthreads();
     add_dq<D>(

@@ -401,10 +401,10 @@ void gpu_run(const Case& c, const std::vector<int32_t>& blocks, const std::vecto
 
 // The GPU forward and backward against the CPU reference in f64 on the same bf16-rounded random
 // inputs (q and k then changed by `edit`, if given), with the default and the portable kernels,
-// separate and packed layouts.
+// separate and packed layouts. dq_dk_tol: the bound on dQ and dK (bf16: 1e-2).
 using InputEdit = std::function<void(std::vector<double>& q, std::vector<double>& k)>;
 void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blocks,
-                                  const InputEdit& edit = nullptr) {
+                                  const InputEdit& edit = nullptr, double dq_dk_tol = 1e-2) {
   const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
   const size_t nl = size_t(c.B) * c.Hq * c.T;
   auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
@@ -432,8 +432,8 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
       ASSERT_NO_FATAL_FAILURE(gpu_run(c, blocks, qb, kb, vb, db, packed, r));
       EXPECT_LT(rel_err(r.out, out), 1e-2);
       EXPECT_LT(rel_err(r.lse, lse), 1e-3);
-      EXPECT_LT(rel_err(r.dq, dq), 1e-2);
-      EXPECT_LT(rel_err(r.dk, dk), 1e-2);
+      EXPECT_LT(rel_err(r.dq, dq), dq_dk_tol);
+      EXPECT_LT(rel_err(r.dk, dk), dq_dk_tol);
       EXPECT_LT(rel_err(r.dv, dv), 1e-2);
     }
   }
@@ -484,12 +484,20 @@ TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
     if (list / c.Hkv % 20 != 0 && list / c.Hkv >= size_t(c.block_size))
       std::fill(std::remove(first, last, 0), last, -1);
   }
-  expect_gpu_matches_reference(c, blocks, [&](auto& q, auto& k) {
-    for (int t = c.T - 200; t < c.T; ++t)
-      for (int h = 0; h < G; ++h)
-        for (int d = 0; d < c.D; ++d)
-          q[(size_t(t) * c.Hq + h) * c.D + d] = 8.0 * k[size_t(key) * c.Hkv * c.D + d];
-  });
+  // Those rows' attention is one-hot (scores ~90 nats apart), so their dS = P (dP - delta) is a
+  // difference of nearly equal terms, and delta = rowsum(dO * O) comes from the bf16 output (as
+  // in FlashAttention): both GPU backward paths give the same dQ and dK, 1-1.6% (relative L2)
+  // from the f64 reference for some draws. The forward, the point of the case, keeps 1e-2.
+  const double dq_dk_tol = 3e-2;
+  expect_gpu_matches_reference(
+      c, blocks,
+      [&](auto& q, auto& k) {
+        for (int t = c.T - 200; t < c.T; ++t)
+          for (int h = 0; h < G; ++h)
+            for (int d = 0; d < c.D; ++d)
+              q[(size_t(t) * c.Hq + h) * c.D + d] = 8.0 * k[size_t(key) * c.Hkv * c.D + d];
+      },
+      dq_dk_tol);
 }
 
 const Case kGpuCases[] = {
