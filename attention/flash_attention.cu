@@ -1025,8 +1025,8 @@ __global__ void __launch_bounds__(kTileThreads) tile_blocks_kernel(Problem p, Sp
 
 // Columns [8c, 8c + 8) of query row `row` of f32 query sums (contiguous there), times `scale`, as
 // 8 bf16 (16 bytes).
-__device__ __forceinline__ uint4 query_sums_chunk(const float* sums, int row, int c, int G, int D,
-                                                  float scale) {
+__device__ __forceinline__ uint4 query_sums_chunk(const float* sums, int row, int c,
+                                                  const Divisor& G, int D, float scale) {
   const float4* src = reinterpret_cast<const float4*>(sums + query_sums_offset(row, 8 * c, G, D));
   const float4 x = src[0], y = src[1];
   return make_uint4(pack_bf16(x.x * scale, x.y * scale), pack_bf16(x.z * scale, x.w * scale),
@@ -1043,7 +1043,8 @@ __global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, 
        i += size_t(gridDim.x) * blockDim.x) {
     const int row = int(i / chunks), c = int(i % chunks);  // row: (b, t, h), as the statistics
     const float sum = sums.row_sum[row];  // >= 1: the tile list holds the row's own key
-    reinterpret_cast<uint4*>(out)[i] = query_sums_chunk(sums.o_sum, row, c, p.G, D, 1.f / sum);
+    reinterpret_cast<uint4*>(out)[i] =
+        query_sums_chunk(sums.o_sum, row, c, p.G_divisor, D, 1.f / sum);
     if (c == 0) {
       const int h = row % p.Hq, t = row / p.Hq % p.T, b = row / p.Hq / p.T;
       lse[(size_t(b) * p.Hq + h) * p.T + t] = (sums.row_max[row] + log2f(sum)) * kLn2;
@@ -1061,7 +1062,7 @@ __global__ void dq_from_sums_kernel(const float* dq_acc, Problem p, int D, bf16*
     const int row = int(i / chunks), c = int(i % chunks);
     const size_t token = size_t(row / p.Hq), head = size_t(row % p.Hq);
     *reinterpret_cast<uint4*>(dq + (token * p.q_heads + head) * D + 8 * c) =
-        query_sums_chunk(dq_acc, row, c, p.G, D, p.scale);
+        query_sums_chunk(dq_acc, row, c, p.G_divisor, D, p.scale);
   }
 }
 
@@ -1078,6 +1079,7 @@ Problem make_problem(const char* op, const AttentionShape& s, const BlockList& b
   p.Hq = s.Hq;
   p.Hkv = s.Hkv;
   p.G = s.Hq / s.Hkv;
+  p.G_divisor = Divisor(p.G);
   p.nblocks = (s.T + kTile - 1) / kTile;
   p.scale = s.scale;
   p.scale_log2 = s.scale * kLog2e;

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "core/cuda_check.h"
+#include "core/divisor.h"
 
 namespace infllm::attention::cuda {
 
@@ -28,6 +29,7 @@ struct Problem {
   // addresses stay ((b T + t) heads + h) D: with an int64 element stride instead, the sparse
   // forward's K/V copies measured 25% slower (84 -> 104 ms at 128K).
   int q_heads, kv_heads, o_heads;
+  Divisor G_divisor;  // G, for the per-row index math of the sparse passes
 };
 
 // A block's token list is walked in chunks of query tiles, one CTA each (SparseIndex::chunk_tiles).
@@ -76,8 +78,10 @@ struct SparseSums {
 // columns) then covers 256 contiguous bytes at G = 8 instead of a 32-byte sector in each of 8
 // rows; into random tokens, as the far pairs add, an H100 takes 1180 instead of 920 GB/s of such
 // sums (microbenchmark, docs/attention_kernels.md v22).
-__host__ __device__ __forceinline__ size_t query_sums_offset(int row, int col, int G, int D) {
-  return size_t(row / G) * G * D + size_t(col / 8 * G + row % G) * 8 + col % 8;
+__host__ __device__ __forceinline__ size_t query_sums_offset(int row, int col, const Divisor& G,
+                                                             int D) {
+  const int token_group = G.quotient(row), head = row - token_group * G.value;
+  return size_t(token_group) * G.value * D + size_t(col / 8 * G.value + head) * 8 + col % 8;
 }
 
 struct RowsArgs {
@@ -203,13 +207,16 @@ struct SparseKeyWalk {
   // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
   __device__ QueryTileRow row(const SparseIndex& index, const Problem& p, int n, int row) const {
     QueryTileRow r;
-    const int entry = (first_qtile + n) * tokens_per_tile + row / p.G;
+    const int tile_token = p.G_divisor.quotient(row),
+              entry = (first_qtile + n) * tokens_per_tile + tile_token;
     r.valid = row < tokens_per_tile * p.G && entry < seg_count;
     r.token = r.valid ? index.tokens[seg_begin + entry] : 0;
-    r.head = head(p, row);
+    r.head = kvh * p.G + row - tile_token * p.G;
     return r;
   }
-  __device__ int head(const Problem& p, int row) const { return kvh * p.G + row % p.G; }
+  __device__ int head(const Problem& p, int row) const {
+    return kvh * p.G + p.G_divisor.remainder(row);
+  }
   // The [B, T, Hq] row index of tile row `row`, whose token is `token` (-1 for padding: -1).
   __device__ int query_row(const Problem& p, int token, int row) const {
     return token < 0 ? -1 : (b * p.T + token) * p.Hq + head(p, row);

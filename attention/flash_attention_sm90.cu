@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 && kTileList ? 2 : 1)
     if (token[r] >= p.T) continue;
     if constexpr (kTileList) {  // f32 sums, unnormalized, for the far pass to add to
       const int row = (b * p.T + token[r]) * p.Hq + h;
-      float* sum_ptr = a.sums.o_sum + query_sums_offset(row, 2 * (lane % 4), p.G, D);
+      float* sum_ptr = a.sums.o_sum + query_sums_offset(row, 2 * (lane % 4), p.G_divisor, D);
 #pragma unroll
       for (int c = 0; c < D / 8; ++c)
         *reinterpret_cast<float2*>(sum_ptr + c * p.G * 8) =
@@ -434,7 +434,7 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
 // with atomics: tile row `row` to sums row row_index(row), nowhere if that is -1.
 template <int D, class RowIndex>
 __device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[D / 2],
-                                               RowIndex row_index, int G, int lane) {
+                                               RowIndex row_index, const Divisor& G, int lane) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * r);
@@ -442,7 +442,7 @@ __device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[D /
     float* base = sums + query_sums_offset(row, 2 * (lane % 4), G, D);
 #pragma unroll
     for (int c = 0; c < D / 8; ++c)
-      atomicAdd(reinterpret_cast<float2*>(base + c * G * 8),
+      atomicAdd(reinterpret_cast<float2*>(base + c * G.value * 8),
                 make_float2(x[4 * c + 2 * r], x[4 * c + 2 * r + 1]));
   }
 }
@@ -453,7 +453,7 @@ __device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[D /
 // so the sums go through atomics.
 template <int D, class DqRow>
 __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
-                                       DqRow dq_row, int G, int lane) {
+                                       DqRow dq_row, const Divisor& G, int lane) {
   float dq[D / 2] = {};
   wgmma::hold(dq);
   wgmma::fence();
@@ -619,7 +619,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
     __syncthreads();
     add_dq<D>(
         a.dq_acc, ds_tile, k_tile, [&](int row) { return walk.query_row(p, tokens[row], row); },
-        p.G, lane);
+        p.G_divisor, lane);
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, walk.chunked, dk, dv);
 #endif
@@ -708,7 +708,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
     float o[D / 2] = {};  // P V, m64 x D
     wgmma::hold(o);
     wgmma::registers_times_tile<D, kTile>(o, pa, v_tile);
-    add_query_sums<D>(a.sums.o_sum, o, sums_row, p.G, lane);
+    add_query_sums<D>(a.sums.o_sum, o, sums_row, p.G_divisor, lane);
   }
   if (__any_sync(0xffffffffu, overflow) && lane == 0) *a.sums.overflow = 1;
 #endif
