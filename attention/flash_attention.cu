@@ -685,7 +685,7 @@ __global__ void __launch_bounds__(kKeyThreads, dkdv_ctas_per_sm<D>())
     n_qtiles = heads * qtiles_per_head;
   }
   auto query_row = [&](int n, int row) {
-    if constexpr (kSparse) return walk.row(a.index, p, n, row);
+    if constexpr (kSparse) return walk.row(walk.tile_entries(a.index, n), p, n, row);
     QueryTileRow r;
     r.head = head_begin + n / qtiles_per_head;
     r.token = (tile + n % qtiles_per_head) * kTile + row;
@@ -1249,8 +1249,9 @@ void free_sparse_index(const SparseIndex& index, cudaStream_t stream) {
 }
 
 void check_rows_fit_int(const char* op, const Problem& p) {
-  const size_t rows = size_t(p.B) * p.T * p.Hq;
-  INFLLM_CHECK(rows <= size_t(INT32_MAX), op, ": B*T*Hq = ", rows,
+  // The row strides of q (q_heads) and dO (o_heads) may exceed Hq (a fused QKV projection).
+  const size_t rows = size_t(p.B) * p.T * std::max({p.Hq, p.q_heads, p.o_heads});
+  INFLLM_CHECK(rows <= size_t(INT32_MAX), op, ": B*T*heads = ", rows,
                " query rows; the Hopper sparse kernels number them in 32 bits: lower B or T");
 }
 

@@ -45,7 +45,7 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
                "r"(valid ? 16 : 0));
 }
 // The 4-byte version (lse and delta values).
-__device__ __forceinline__ void cp_async_4(void* dst, const float* src, bool valid) {
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
                "r"(valid ? 4 : 0));
 }

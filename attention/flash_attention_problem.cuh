@@ -204,13 +204,18 @@ struct SparseKeyWalk {
     n_qtiles = max(0, min(seg_tiles - first_qtile, index.chunk_tiles));
     chunked = sparse_chunks(seg_tiles, index.chunk_tiles) > 1;
   }
-  // Row `row` of the walk's query tile n (n counts from the chunk's first tile).
-  __device__ QueryTileRow row(const SparseIndex& index, const Problem& p, int n, int row) const {
+  // The index entries (tokens) of query tile n (n counts from the chunk's first tile): the first
+  // tokens_per_tile of them, those at or past seg_count are not the walk's.
+  __device__ const int* tile_entries(const SparseIndex& index, int n) const {
+    return index.tokens + seg_begin + (first_qtile + n) * tokens_per_tile;
+  }
+  // Row `row` of query tile n, given that tile's entries (tile_entries or a copy of them).
+  __device__ QueryTileRow row(const int* entries, const Problem& p, int n, int row) const {
     QueryTileRow r;
-    const int tile_token = p.G_divisor.quotient(row),
-              entry = (first_qtile + n) * tokens_per_tile + tile_token;
-    r.valid = row < tokens_per_tile * p.G && entry < seg_count;
-    r.token = r.valid ? index.tokens[seg_begin + entry] : 0;
+    const int tile_token = p.G_divisor.quotient(row);
+    r.valid =
+        row < tokens_per_tile * p.G && (first_qtile + n) * tokens_per_tile + tile_token < seg_count;
+    r.token = r.valid ? entries[tile_token] : 0;
     r.head = kvh * p.G + row - tile_token * p.G;
     return r;
   }

@@ -71,15 +71,16 @@ constexpr size_t dkdv_smem() {
 template <int D>
 constexpr size_t sparse_far_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                          // K, V of the block
-         2 * (size_t(kDkdvQueries) * D * 2 + 2 * kDkdvQueries * 4);  // 2 stages: q, max, tokens
+         2 * (size_t(kDkdvQueries) * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, max, tokens,
+                                                                     // entries
 }
 
 template <int D>
 constexpr size_t sparse_dkdv_smem() {
   return 1024 + size_t(2) * kTile * D * 2 +                              // K, V of the block
          size_t(kTile) * kDkdvQueries * 2 +                              // dS^T
-         2 * (size_t(2) * kDkdvQueries * D * 2 + 3 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
-                                                                         // delta, tokens
+         2 * (size_t(2) * kDkdvQueries * D * 2 + 4 * kDkdvQueries * 4);  // 2 stages: q, dO, lse,
+                                                                         // delta, tokens, entries
 }
 
 // Dynamic shared memory starts at a 1024-byte boundary (the 128B swizzle needs it); the extra
@@ -468,28 +469,42 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
 }
 #endif
 
-// The rows of query tile n of a block-major walk (SparseKeyWalk), gathered from each source's
-// [B, T, heads, D] tensor into its swizzled [64][D] tile by the CTA's one warpgroup: a 16-byte
-// column chunk of every 128 / (D / 8)-th row per thread; rows the walk marks invalid are zeroed.
+// The index entries (tokens) of query tile n of a block-major walk into entries[0 .. 64/G), with
+// cp.async, one tile ahead of the gather that reads them: a token lookup in global memory before
+// each row's copy stalled the walk (a tenth of the dK/dV pass's stall samples at D = 64).
+__device__ __forceinline__ void prefetch_tile_entries(const SparseKeyWalk& walk,
+                                                      const SparseIndex& index, int n,
+                                                      int* entries) {
+  const int e = threadIdx.x, entry = (walk.first_qtile + n) * walk.tokens_per_tile + e;
+  if (e < walk.tokens_per_tile)
+    cp_async_4(entries + e, entry < walk.seg_count ? walk.tile_entries(index, n) + e : index.tokens,
+               entry < walk.seg_count);
+}
+
+// The rows of query tile n of a block-major walk (SparseKeyWalk), given the tile's entries in
+// shared memory, gathered from each source's [B, T, heads, D] tensor into its swizzled [64][D]
+// tile by the CTA's one warpgroup: a 16-byte column chunk of every 128 / (D / 8)-th row per
+// thread; rows the walk marks invalid are zeroed. Row numbers fit 32 bits (check_rows_fit_int).
 struct QuerySource {
   bf16* tile;
   const bf16* src;
   int heads;
 };
 template <int D, int N>
-__device__ __forceinline__ void gather_query_tile(const SparseKeyWalk& walk,
-                                                  const SparseIndex& index, const Problem& p, int n,
+__device__ __forceinline__ void gather_query_tile(const SparseKeyWalk& walk, const int* entries,
+                                                  const Problem& p, int n,
                                                   const QuerySource (&sources)[N]) {
   constexpr int kChunks = D / 8, kRowsPerStep = kSparseDkdvThreads / kChunks;
   const int chunk = threadIdx.x % kChunks;
 #pragma unroll
   for (int row = threadIdx.x / kChunks; row < kDkdvQueries; row += kRowsPerStep) {
-    const QueryTileRow r = walk.row(index, p, n, row);
-    const size_t token = size_t(walk.b) * p.T + r.token;
+    const QueryTileRow r = walk.row(entries, p, n, row);
+    const int token = walk.b * p.T + r.token;
 #pragma unroll
     for (const QuerySource& s : sources)
       cp_async_16(mma::smem_u32(s.tile + tile_offset<kDkdvQueries>(row, chunk * 8)),
-                  s.src + (r.valid ? (token * s.heads + r.head) * D + chunk * 8 : 0), r.valid);
+                  s.src + (r.valid ? size_t(token * s.heads + r.head) * D + chunk * 8 : 0),
+                  r.valid);
   }
 }
 
@@ -574,11 +589,13 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
   bf16* ds_tile = stages + 2 * 2 * kQ * D;                            // dS^T [64][64]
   float* row_stats = reinterpret_cast<float*>(ds_tile + kTile * kQ);  // 2 x (lse, delta) [64]
   int* row_tokens = reinterpret_cast<int*>(row_stats + 2 * 2 * kQ);   // 2 x [64], -1 = padding
+  int* entry_stages = row_tokens + 2 * kQ;                            // 2 x [64]: tile entries
   auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
   auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
   auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
   auto delta_of = [&](int i) { return lse_of(i) + kQ; };
   auto tokens_of = [&](int i) { return row_tokens + (i & 1) * kQ; };
+  auto entries_of = [&](int i) { return entry_stages + (i & 1) * kQ; };
 
   const SparseKeyWalk walk(a.index, p, blockIdx.x);
   if (walk.idle) return;
@@ -588,26 +605,28 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
 #pragma unroll
   for (int r = 0; r < 2; ++r) key[r] = block * kTile + warp * 16 + lane / 4 + 8 * r;
 
-  auto load_step = [&](int i) {
-    gather_query_tile<D>(walk, a.index, p, i,
+  // Tile i > 0's entries landed with tile i - 1's rows (tile 0 reads them from the index).
+  auto load_step = [&](int i, const int* entries) {
+    gather_query_tile<D>(walk, entries, p, i,
                          {{q_tile(i), a.q, p.q_heads}, {do_tile(i), a.dout, p.o_heads}});
     if (threadIdx.x < kQ) {
-      const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
-      const size_t idx = r.valid ? (size_t(b) * p.T + r.token) * p.Hq + r.head : 0;  // token-major
+      const QueryTileRow r = walk.row(entries, p, i, threadIdx.x);
+      const int idx = r.valid ? (b * p.T + r.token) * p.Hq + r.head : 0;  // token-major
       cp_async_4(lse_of(i) + threadIdx.x, a.lse + idx, r.valid);
       cp_async_4(delta_of(i) + threadIdx.x, a.delta + idx, r.valid);
       tokens_of(i)[threadIdx.x] = r.valid ? r.token : -1;  // -1 sees no key
     }
+    if (i + 1 < walk.n_qtiles) prefetch_tile_entries(walk, a.index, i + 1, entries_of(i + 1));
     cp_async_commit();
   };
   load_tile<D, kTile, kCopyThreads>(k_tile, a.k, b, kvh, p.kv_heads, block * kTile, p.T);
   load_tile<D, kTile, kCopyThreads>(v_tile, a.v, b, kvh, p.kv_heads, block * kTile, p.T);
-  if (walk.n_qtiles > 0) load_step(0);
+  if (walk.n_qtiles > 0) load_step(0, walk.tile_entries(a.index, 0));
 
   float dk[D / 2] = {}, dv[D / 2] = {};
   for (int i = 0; i < walk.n_qtiles; ++i) {
     tiles_landed();
-    if (i + 1 < walk.n_qtiles) load_step(i + 1);
+    if (i + 1 < walk.n_qtiles) load_step(i + 1, entries_of(i + 1));
     const int* tokens = tokens_of(i);
     // Tokens ascend and padding (-1) ends a tile: past the block, with no padding, every key is
     // seen.
@@ -642,30 +661,34 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 4 : 3)
   bf16* q_stages = v_tile + kTile * D;                                  // 2 x [64][D]
   float* max_stages = reinterpret_cast<float*>(q_stages + 2 * kQ * D);  // 2 x [64]
   int* token_stages = reinterpret_cast<int*>(max_stages + 2 * kQ);      // 2 x [64], -1 = padding
+  int* entry_stages = token_stages + 2 * kQ;                            // 2 x [64]: tile entries
   auto q_tile = [&](int i) { return q_stages + (i & 1) * kQ * D; };
+  auto entries_of = [&](int i) { return entry_stages + (i & 1) * kQ; };
 
   const SparseKeyWalk walk(a.index, p, blockIdx.x);
   if (walk.idle) return;
   const int b = walk.b, kvh = walk.kvh, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  auto load_step = [&](int i) {
-    gather_query_tile<D>(walk, a.index, p, i, {{q_tile(i), a.q, p.q_heads}});
+  // Tile i > 0's entries landed with tile i - 1's rows (tile 0 reads them from the index).
+  auto load_step = [&](int i, const int* entries) {
+    gather_query_tile<D>(walk, entries, p, i, {{q_tile(i), a.q, p.q_heads}});
     if (threadIdx.x < kQ) {
-      const QueryTileRow r = walk.row(a.index, p, i, threadIdx.x);
-      const size_t stat = r.valid ? (size_t(b) * p.T + r.token) * p.Hq + r.head : 0;
+      const QueryTileRow r = walk.row(entries, p, i, threadIdx.x);
+      const int stat = r.valid ? (b * p.T + r.token) * p.Hq + r.head : 0;
       cp_async_4(max_stages + (i & 1) * kQ + threadIdx.x, a.sums.row_max + stat, r.valid);
       token_stages[(i & 1) * kQ + threadIdx.x] = r.valid ? r.token : -1;
     }
+    if (i + 1 < walk.n_qtiles) prefetch_tile_entries(walk, a.index, i + 1, entries_of(i + 1));
     cp_async_commit();
   };
   load_tile<D, kTile, kCopyThreads>(k_tile, a.k, b, kvh, p.kv_heads, walk.block * kTile, p.T);
   load_tile<D, kTile, kCopyThreads>(v_tile, a.v, b, kvh, p.kv_heads, walk.block * kTile, p.T);
-  if (walk.n_qtiles > 0) load_step(0);
+  if (walk.n_qtiles > 0) load_step(0, walk.tile_entries(a.index, 0));
 
   bool overflow = false;
   for (int i = 0; i < walk.n_qtiles; ++i) {
     tiles_landed();
-    if (i + 1 < walk.n_qtiles) load_step(i + 1);
+    if (i + 1 < walk.n_qtiles) load_step(i + 1, entries_of(i + 1));
     const int* tokens = token_stages + (i & 1) * kQ;
     const float* row_max = max_stages + (i & 1) * kQ;
 
