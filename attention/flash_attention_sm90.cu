@@ -483,8 +483,10 @@ __device__ __forceinline__ void prefetch_tile_entries(const SparseKeyWalk& walk,
 
 // The rows of query tile n of a block-major walk (SparseKeyWalk), given the tile's entries in
 // shared memory, gathered from each source's [B, T, heads, D] tensor into its swizzled [64][D]
-// tile by the CTA's one warpgroup: a 16-byte column chunk of every 128 / (D / 8)-th row per
-// thread; rows the walk marks invalid are zeroed. Row numbers fit 32 bits (check_rows_fit_int).
+// tile by the CTA's one warpgroup: 8 threads per row, each copying D / 64 16-byte chunks of it,
+// so a thread looks up 4 rows at any D (8 at D = 128 with a chunk each took a third of the
+// dK/dV pass's instructions); rows the walk marks invalid are zeroed. Row numbers fit 32 bits
+// (check_rows_fit_int).
 struct QuerySource {
   bf16* tile;
   const bf16* src;
@@ -494,17 +496,23 @@ template <int D, int N>
 __device__ __forceinline__ void gather_query_tile(const SparseKeyWalk& walk, const int* entries,
                                                   const Problem& p, int n,
                                                   const QuerySource (&sources)[N]) {
-  constexpr int kChunks = D / 8, kRowsPerStep = kSparseDkdvThreads / kChunks;
-  const int chunk = threadIdx.x % kChunks;
+  constexpr int kThreadsPerRow = 8, kRowsPerStep = kSparseDkdvThreads / kThreadsPerRow;
+  const int part = threadIdx.x % kThreadsPerRow;
 #pragma unroll
-  for (int row = threadIdx.x / kChunks; row < kDkdvQueries; row += kRowsPerStep) {
+  for (int step = 0; step < kDkdvQueries / kRowsPerStep; ++step) {
+    const int row = threadIdx.x / kThreadsPerRow + step * kRowsPerStep;
     const QueryTileRow r = walk.row(entries, p, n, row);
     const int token = walk.b * p.T + r.token;
 #pragma unroll
-    for (const QuerySource& s : sources)
-      cp_async_16(mma::smem_u32(s.tile + tile_offset<kDkdvQueries>(row, chunk * 8)),
-                  s.src + (r.valid ? size_t(token * s.heads + r.head) * D + chunk * 8 : 0),
-                  r.valid);
+    for (const QuerySource& s : sources) {
+      const bf16* from = s.src + (r.valid ? size_t(token * s.heads + r.head) * D : 0);
+#pragma unroll
+      for (int c = 0; c < D / 64; ++c) {
+        const int col = (part + c * kThreadsPerRow) * 8;
+        cp_async_16(mma::smem_u32(s.tile + tile_offset<kDkdvQueries>(row, col)), from + col,
+                    r.valid);
+      }
+    }
   }
 }
 
