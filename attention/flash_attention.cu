@@ -1278,12 +1278,13 @@ void free_tile_lists(const SparseSums& sums, cudaStream_t stream) {
     CUDA_CHECK(cudaFreeAsync(ptr, stream));
 }
 
-// Query tiles per CTA of the far forward: about 1 MiB of f32 query sums per chunk (64 tokens at
-// Hq = 32, D = 128; 256 at Hq = 16, D = 64), so that the CTAs that run at once add into a stretch
-// of sums that stays in L2. Measured on an H100 (tiles: fwd ms): 128K, Hq = 32, G = 16, D = 128
-// 32: 47.0, 16: 41.2, 8: 41.8; 64K, Hq = 16, G = 8, D = 64 32: 5.8, 16: 6.05, 8: 6.3. The dK/dV
-// pass keeps kSparseChunkTiles: its chunks also flush dK/dV sums, and 16 made it slower at 128K.
-int sparse_far_chunk_tiles(const Problem& p, int D) {
+// Query tiles per CTA of the Hopper block-major passes: about 1 MiB of f32 query sums per chunk
+// (64 tokens at Hq = 32, D = 128; 256 at Hq = 16, D = 64), so that the CTAs that run at once add
+// into a stretch of sums that stays in L2. Measured on an H100 (tiles: ms), far forward: 128K,
+// Hq = 32, G = 16, D = 128 32: 47.0, 16: 41.2, 8: 41.8; 64K, Hq = 16, G = 8, D = 64 32: 5.8, 16:
+// 6.05, 8: 6.3. Fused dK/dV (fwd+bwd): 128K 48: 126.1, 32: 120.7, 16: 116.3; 64K D = 64 48:
+// 14.0, 32: 13.9, 16: 14.3.
+int sparse_chunk_tiles(const Problem& p, int D) {
   const int tokens = (1 << 20) / (p.Hq * D * int(sizeof(float)));
   return std::clamp(tokens / (kTile / p.G), 8, 64);
 }
@@ -1302,8 +1303,8 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   sums.overflow = scratch<int>(1, stream);
   CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
   sm90::forward_tiles(D, a, p, stream);
-  const FarArgs far{a.q, a.k, a.v,
-                    build_sparse_index(p, sums, sparse_far_chunk_tiles(p, D), stream), sums};
+  const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, sparse_chunk_tiles(p, D), stream),
+                    sums};
   sm90::forward_far(D, far, p, stream);
   sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 8 + 255) / 256, 65536)), 256, 0,
                                  stream>>>(sums, p, D, a.out, a.lse_out);
@@ -1397,7 +1398,8 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
         ka.dq_acc = scratch<float>(dq_n, stream);
         CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
       }
-      const SparseIndex index = build_sparse_index(p, SparseSums{}, kSparseChunkTiles, stream);
+      const SparseIndex index = build_sparse_index(
+          p, SparseSums{}, hopper ? sparse_chunk_tiles(p, D) : kSparseChunkTiles, stream);
       ka.index = index;
       ka.dk_acc = scratch<float>(n, stream);
       ka.dv_acc = scratch<float>(n, stream);

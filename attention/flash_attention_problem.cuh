@@ -40,7 +40,7 @@ struct Problem {
 // kernel converts. Short chunks keep the CTAs that run at once (sorted by first token) on a
 // narrow stretch of tokens, so the f32 query sums' atomics stay in L2: backward at 128K on an
 // H100, 32 tiles measured 163.8 ms fwd+bwd, 16: 162.7, 64: 173.2, 256: 210.9 (Flex's mask:
-// 117.0, 123.9, 120.8, 164.4); the far forward's choice is sparse_far_chunk_tiles.
+// 117.0, 123.9, 120.8, 164.4). The Hopper passes size it by bytes (sparse_chunk_tiles).
 constexpr int kSparseChunkTiles = 32;
 
 // The block -> tokens index of the block-major sparse passes: for segment
