@@ -209,12 +209,15 @@ struct SparseKeyWalk {
   __device__ const int* tile_entries(const SparseIndex& index, int n) const {
     return index.tokens + seg_begin + (first_qtile + n) * tokens_per_tile;
   }
+  // Whether entry e (< tokens_per_tile) of query tile n is one of the walk's tokens.
+  __device__ bool has_entry(int n, int e) const {
+    return (first_qtile + n) * tokens_per_tile + e < seg_count;
+  }
   // Row `row` of query tile n, given that tile's entries (tile_entries or a copy of them).
   __device__ QueryTileRow row(const int* entries, const Problem& p, int n, int row) const {
     QueryTileRow r;
     const int tile_token = p.G_divisor.quotient(row);
-    r.valid =
-        row < tokens_per_tile * p.G && (first_qtile + n) * tokens_per_tile + tile_token < seg_count;
+    r.valid = row < tokens_per_tile * p.G && has_entry(n, tile_token);
     r.token = r.valid ? entries[tile_token] : 0;
     r.head = kvh * p.G + row - tile_token * p.G;
     return r;

@@ -475,10 +475,11 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
 __device__ __forceinline__ void prefetch_tile_entries(const SparseKeyWalk& walk,
                                                       const SparseIndex& index, int n,
                                                       int* entries) {
-  const int e = threadIdx.x, entry = (walk.first_qtile + n) * walk.tokens_per_tile + e;
-  if (e < walk.tokens_per_tile)
-    cp_async_4(entries + e, entry < walk.seg_count ? walk.tile_entries(index, n) + e : index.tokens,
-               entry < walk.seg_count);
+  const int e = threadIdx.x;
+  if (e < walk.tokens_per_tile) {
+    const bool valid = walk.has_entry(n, e);
+    cp_async_4(entries + e, valid ? walk.tile_entries(index, n) + e : index.tokens, valid);
+  }
 }
 
 // The rows of query tile n of a block-major walk (SparseKeyWalk), given the tile's entries in
