@@ -1023,49 +1023,6 @@ __global__ void __launch_bounds__(kTileThreads) tile_blocks_kernel(Problem p, Sp
   }
 }
 
-// Columns [8c, 8c + 8) of query row `row` of f32 query sums (contiguous there), times `scale`, as
-// 8 bf16 (16 bytes).
-__device__ __forceinline__ uint4 query_sums_chunk(const float* sums, int row, int c,
-                                                  const Divisor& G, int D, float scale) {
-  const float4* src = reinterpret_cast<const float4*>(sums + query_sums_offset(row, 8 * c, G, D));
-  const float4 x = src[0], y = src[1];
-  return make_uint4(pack_bf16(x.x * scale, x.y * scale), pack_bf16(x.z * scale, x.w * scale),
-                    pack_bf16(y.x * scale, y.y * scale), pack_bf16(y.z * scale, y.w * scale));
-}
-
-// out = o_sum / row_sum (bf16) and lse = (row_max + log2 row_sum) ln 2: the end of the Hopper
-// sparse forward. One thread per 8 columns of a row.
-__global__ void sparse_sums_to_output_kernel(SparseSums sums, Problem p, int D, bf16* out,
-                                             float* lse) {
-  const int chunks = D / 8;
-  const size_t n = size_t(p.B) * p.T * p.Hq * chunks;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    const int row = int(i / chunks), c = int(i % chunks);  // row: (b, t, h), as the statistics
-    const float sum = sums.row_sum[row];  // >= 1: the tile list holds the row's own key
-    reinterpret_cast<uint4*>(out)[i] =
-        query_sums_chunk(sums.o_sum, row, c, p.G_divisor, D, 1.f / sum);
-    if (c == 0) {
-      const int h = row % p.Hq, t = row / p.Hq % p.T, b = row / p.Hq / p.T;
-      lse[(size_t(b) * p.Hq + h) * p.T + t] = (sums.row_max[row] + log2f(sum)) * kLn2;
-    }
-  }
-}
-
-// dq = scale * the f32 sums of the fused sparse backward (query sums -> [B, T, Hq, D] rows
-// q_heads apart). One thread per 8 columns of a row.
-__global__ void dq_from_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
-  const int chunks = D / 8;
-  const size_t n = size_t(p.B) * p.T * p.Hq * chunks;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    const int row = int(i / chunks), c = int(i % chunks);
-    const size_t token = size_t(row / p.Hq), head = size_t(row % p.Hq);
-    *reinterpret_cast<uint4*>(dq + (token * p.q_heads + head) * D + 8 * c) =
-        query_sums_chunk(dq_acc, row, c, p.G_divisor, D, p.scale);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Host side.
 
@@ -1302,13 +1259,11 @@ void sparse_forward_hopper(const char* op, RowsArgs a, const Problem& p, cudaStr
   sums.row_sum = scratch<float>(rows, stream);
   sums.overflow = scratch<int>(1, stream);
   CUDA_CHECK(cudaMemsetAsync(sums.overflow, 0, sizeof(int), stream));
-  sm90::forward_tiles(D, a, p, stream);
+  sm90::sparse_tile_pass(D, a, p, stream);
   const FarArgs far{a.q, a.k, a.v, build_sparse_index(p, sums, sparse_chunk_tiles(p, D), stream),
                     sums};
-  sm90::forward_far(D, far, p, stream);
-  sparse_sums_to_output_kernel<<<int(std::min<size_t>((rows * D / 8 + 255) / 256, 65536)), 256, 0,
-                                 stream>>>(sums, p, D, a.out, a.lse_out);
-  CUDA_CHECK_LAUNCH();
+  sm90::sparse_far_forward(D, far, p, stream);
+  sm90::sums_to_output(D, sums, p, a.out, a.lse_out, stream);
   a.run_if = sums.overflow;
   launch_rows<D, false>(op, a, p, stream);
   free_sparse_index(far.index, stream);
@@ -1406,10 +1361,8 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
       CUDA_CHECK(cudaMemsetAsync(ka.dk_acc, 0, n * sizeof(float), stream));
       CUDA_CHECK(cudaMemsetAsync(ka.dv_acc, 0, n * sizeof(float), stream));
       if (hopper) {
-        sm90::backward_dkdv_sparse(D, ka, p, stream);
-        dq_from_sums_kernel<<<int(std::min<size_t>((dq_n / 8 + 255) / 256, 65536)), 256, 0,
-                              stream>>>(ka.dq_acc, p, D, ra.dq);
-        CUDA_CHECK_LAUNCH();
+        sm90::sparse_backward(D, ka, p, stream);
+        sm90::dq_from_sums(D, ka.dq_acc, p, ra.dq, stream);
         CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
       } else {
         launch_dkdv<D, true>(ka, p, stream);

@@ -1,10 +1,11 @@
 // Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward, dQ and dK/dV
-// passes of flash_attention.cu's dense schedule, the sparse forward in two passes (each 128-row
-// tile's list of shared blocks densely, then the other blocks block-major; SparseSums) and the
-// sparse backward (dK, dV and dQ in one pass). Same arguments, same results up to f32 summation
-// order; flash_attention.cu calls them when available() and keeps its portable kernels for other
-// GPUs, for the rare sparse forward whose far scores would overflow the sums, and when the
-// environment sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of the portable path).
+// passes of the dense schedule (flash_attention_sm90_dense.cu), the sparse forward in two passes
+// (each 128-row tile's list of shared blocks densely, then the other blocks block-major;
+// SparseSums) and the sparse backward (dK, dV and dQ in one pass). Same arguments, same results up
+// to f32 summation order; flash_attention.cu calls them when available() and keeps its portable
+// kernels for other GPUs, for the rare sparse forward whose far scores would overflow the sums, and
+// when the environment sets INFLLM_ATTENTION_KERNELS=portable (A/B comparisons, tests of the
+// portable path).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,21 +22,26 @@ bool available();
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 
-// The sparse forward's two passes (p.blocks set). forward_tiles writes a.sums (o_sum, row_max,
-// row_sum) for every row from the blocks of its tile list that a.sums.row_masks holds;
-// forward_far then adds the far blocks of a.index into them and sets a.sums.overflow where a far
-// score exceeds the first pass's maximum by more than kFarExponentLimit.
-void forward_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
-void forward_far(int D, const FarArgs& a, const Problem& p, cudaStream_t stream);
+// The sparse forward's two passes (p.blocks set). sparse_tile_pass writes a.sums (o_sum,
+// row_max, row_sum) for every row from the blocks of its tile list that a.sums.row_masks holds;
+// sparse_far_forward then adds the far blocks of a.index into them and sets a.sums.overflow where
+// a far score exceeds the first pass's maximum by more than kFarExponentLimit. sums_to_output
+// ends the forward: out = o_sum / row_sum (bf16) and lse.
+void sparse_tile_pass(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+void sparse_far_forward(int D, const FarArgs& a, const Problem& p, cudaStream_t stream);
+void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, float* lse,
+                    cudaStream_t stream);
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
 // ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv.
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
-// The sparse schedule's dK/dV pass (p.blocks set, a.index of every selected block): bf16 to
-// a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks. It also adds dS K
-// (unscaled) into the zeroed f32 query sums a.dq_acc.
-void backward_dkdv_sparse(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+// The sparse backward (p.blocks set, a.index of every selected block) in one block-major pass:
+// dK and dV as bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks, and
+// dS K (unscaled) added into the zeroed f32 query sums a.dq_acc, which dq_from_sums turns into
+// bf16 dq (scaled).
+void sparse_backward(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+void dq_from_sums(int D, const float* dq_acc, const Problem& p, bf16* dq, cudaStream_t stream);
 
 }  // namespace infllm::attention::cuda::sm90

@@ -1,0 +1,145 @@
+// Dense causal attention on Hopper with warpgroup MMAs (flash_attention_sm90.h): the forward and
+// dQ row passes (flash_attention_sm90_rows.cuh) and the dK/dV pass.
+//  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
+//    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
+//    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
+//    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "attention/flash_attention_sm90.h"
+#include "attention/flash_attention_sm90_rows.cuh"
+#include "attention/flash_attention_sm90_tiles.cuh"
+
+namespace infllm::attention::cuda::sm90 {
+
+// Forward (kBackward = false: O, lse) or dQ (kBackward = true) of 128 query rows of one head.
+template <int D, bool kBackward>
+__global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  rows_pass<D, kBackward, false>(a, p);
+#endif
+}
+
+template <int D>
+constexpr size_t dkdv_smem() {
+  return 1024 + size_t(2) * kRows * D * 2 +  // K, V
+         2 * (size_t(2) * kDkdvQueries * D * 2 +
+              2 * kDkdvQueries * 4);  // 2 stages: q, dO, lse, delta
+}
+
+// 128 keys of one KV head per CTA (64 per warpgroup), 64-query tiles from the diagonal to the end
+// for each head of the CTA's share of the group.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kQ = kDkdvQueries;
+  extern __shared__ unsigned char smem_raw[];
+  bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
+  bf16* v_tile = k_tile + kRows * D;      // [128][D]
+  bf16* stages = v_tile + kRows * D;      // 2 x (q [64][D], dO [64][D])
+  float* row_stats = reinterpret_cast<float*>(stages + 2 * 2 * kQ * D);  // 2 x (lse, delta) [64]
+  auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
+  auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
+  auto lse_of = [&](int i) { return row_stats + (i & 1) * 2 * kQ; };
+  auto delta_of = [&](int i) { return lse_of(i) + kQ; };
+
+  const int key0 = blockIdx.x * kRows;
+  const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
+  const int heads = p.G / a.splits, head0 = kvh * p.G + blockIdx.z * heads;
+  const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
+  const int group_key0 = key0 + group * 64;
+  int key[2];  // the thread's rows (keys): accumulator registers 4c + 2r + (0, 1) are key r
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key[r] = group_key0 + warp * 16 + lane / 4 + 8 * r;
+
+  // Step i: head head0 + i / n_tiles, queries (first_tile + i % n_tiles) * 64 .. + 63.
+  const int first_tile = key0 / kQ, n_tiles = (p.T + kQ - 1) / kQ - first_tile;
+  const int n_steps = heads * n_tiles;
+  auto load_step = [&](int i) {
+    const int head = head0 + i / n_tiles, q0 = (first_tile + i % n_tiles) * kQ;
+    load_tile<D, kQ>(q_tile(i), a.q, b, head, p.q_heads, q0, p.T);
+    load_tile<D, kQ>(do_tile(i), a.dout, b, head, p.o_heads, q0, p.T);
+    if (threadIdx.x < 2 * kQ) {
+      const int t = q0 + threadIdx.x % kQ;
+      const float* src = threadIdx.x < kQ ? a.lse : a.delta;
+      cp_async_4(lse_of(i) + threadIdx.x, src + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
+    }
+    cp_async_commit();
+  };
+  load_tile<D, kRows>(k_tile, a.k, b, kvh, p.kv_heads, key0, p.T);
+  load_tile<D, kRows>(v_tile, a.v, b, kvh, p.kv_heads, key0, p.T);
+  load_step(0);
+
+  float dk[D / 2] = {}, dv[D / 2] = {};  // m64 x D accumulators
+  for (int i = 0; i < n_steps; ++i) {
+    tiles_landed();
+    if (i + 1 < n_steps) load_step(i + 1);
+    const int q0 = (first_tile + i % n_tiles) * kQ;
+    if (q0 + kQ - 1 < group_key0) continue;  // every query before every key of this warpgroup
+    dkdv_tile<D, kRows>(dk, dv, k_tile, v_tile, group * 64, q_tile(i), do_tile(i), lse_of(i),
+                        delta_of(i), p, lane, [&](int col, int r) {
+                          const int query = q0 + col;
+                          return query >= key[r] && query < p.T;
+                        });
+  }
+  store_dkdv<D>(a, p, b, kvh, key, lane, false, dk, dv);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers.
+namespace {
+
+template <bool kBackward>
+void launch_dense_rows(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(dense_rows_kernel<kD, kBackward>, grid, rows_smem<kD, kBackward>(), stream, a, p);
+  });
+}
+
+}  // namespace
+
+bool available() {
+  const char* kernels = std::getenv("INFLLM_ATTENTION_KERNELS");
+  if (kernels != nullptr && std::strcmp(kernels, "portable") == 0) return false;
+  // sm_90a machine code only loads on sm_90 GPUs; elsewhere the kernel comes from the portable
+  // PTX, whose body is empty, and reports a lower binary version.
+  static const bool compiled_for_this_gpu = [] {
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, dense_rows_kernel<64, false>) == cudaSuccess &&
+           attr.binaryVersion == 90;
+  }();
+  return compiled_for_this_gpu;
+}
+
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  launch_dense_rows<false>(D, a, p, stream);
+}
+
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+  launch_dense_rows<true>(D, a, p, stream);
+}
+
+int dkdv_splits(const Problem& p) {
+  // Four CTAs' worth per SM (they run one at a time): the causal key tiles differ in length, and
+  // the small ones fill in behind the long ones (docs/attention_kernels.md).
+  const int base = (p.T + kRows - 1) / kRows * p.B * p.Hkv, target = 4 * sm_count();
+  int splits = 1;
+  while (base * splits < target && p.G % (splits * 2) == 0) splits *= 2;
+  return splits;
+}
+
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
+  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
+  with_head_dim(D, [&](auto d) {
+    constexpr int kD = decltype(d)::value;
+    launch(dense_dkdv_kernel<kD>, grid, dkdv_smem<kD>(), stream, a, p);
+  });
+}
+
+}  // namespace infllm::attention::cuda::sm90
