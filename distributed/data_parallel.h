@@ -107,9 +107,9 @@ class BucketReadiness {
 
 #include <cuda_runtime.h>
 
+#include "core/named_parameter.h"
 #include "core/tensor.h"
 #include "distributed/process_group.h"
-#include "layers/module.h"
 
 namespace infllm::distributed {
 

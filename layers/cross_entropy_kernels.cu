@@ -7,9 +7,9 @@
 
 #include <cmath>
 
+#include "core/cuda/vector_io.cuh"
 #include "core/cuda_check.h"
 #include "layers/cross_entropy_kernels.h"
-#include "layers/cuda_vector_io.cuh"
 
 namespace infllm {
 namespace {

@@ -8,11 +8,10 @@
 #include <utility>
 #include <vector>
 
+#include "core/named_parameter.h"
 #include "core/tensor.h"
 
 namespace infllm {
-
-using NamedParameter = std::pair<std::string, Tensor*>;
 
 class Module {
  public:

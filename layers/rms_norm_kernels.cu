@@ -4,8 +4,8 @@
 // four 16-byte loads in flight.
 #include <cuda_runtime.h>
 
+#include "core/cuda/vector_io.cuh"
 #include "core/cuda_check.h"
-#include "layers/cuda_vector_io.cuh"
 #include "layers/rms_norm_kernels.h"
 
 namespace infllm {

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
+#include "core/cuda/vector_io.cuh"
 #include "core/cuda_check.h"
-#include "layers/cuda_vector_io.cuh"
 #include "layers/rope_kernels.h"
 
 namespace infllm {

@@ -2,8 +2,8 @@
 // its gate and up values from the two halves of the gate_up row with 16-byte loads.
 #include <cuda_runtime.h>
 
+#include "core/cuda/vector_io.cuh"
 #include "core/cuda_check.h"
-#include "layers/cuda_vector_io.cuh"
 #include "layers/swiglu_kernels.h"
 
 namespace infllm {

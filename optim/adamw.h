@@ -24,8 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/named_parameter.h"
 #include "core/tensor.h"
-#include "layers/module.h"
 #include "optim/adamw_kernels.h"
 #include "optim/optimizer.h"
 

@@ -6,8 +6,8 @@
 
 #include <cmath>
 
+#include "core/cuda/vector_io.cuh"
 #include "core/cuda_check.h"
-#include "layers/cuda_vector_io.cuh"
 #include "optim/adamw_kernels.h"
 
 namespace infllm {
