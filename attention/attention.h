@@ -1,6 +1,6 @@
 // Causal self-attention as a differentiable tensor op, with InfLLM-V2's dense/sparse switch:
 // the same q, k, v (same weights) go through dense flash attention for short sequences and
-// through block selection + block-sparse flash attention for long ones (DESIGN.md section 3).
+// through block selection + block-sparse flash attention for long ones (docs/infllm_v2.md).
 #pragma once
 
 #include <memory>

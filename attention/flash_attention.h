@@ -1,4 +1,4 @@
-// Causal flash attention with GQA: one kernel family, two schedules (DESIGN.md section 3).
+// Causal flash attention with GQA: one kernel family, two schedules (docs/attention_kernels.md).
 //
 // Layouts (row-major; q/dq and k/v/dk/dv may have a larger token stride, see AttentionShape):
 //   q, out, dq, dout  [B, T, Hq,  D]

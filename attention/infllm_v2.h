@@ -1,4 +1,4 @@
-// InfLLM-V2 stage 1: which KV blocks each query token attends to (DESIGN.md section 3, steps 1-4).
+// InfLLM-V2 stage 1: which KV blocks each query token attends to (docs/infllm_v2.md, steps 1-4).
 //
 // Layouts (row-major; on CUDA q and k may have larger token strides, AttentionShape::q_row and
 // kv_row, e.g. slices of the fused QKV projection), G = Hq / Hkv:

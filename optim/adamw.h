@@ -1,4 +1,4 @@
-// AdamW over a model's named parameters, with f32 master weights (DESIGN.md section 2).
+// AdamW over a model's named parameters, with f32 master weights (docs/architecture.md).
 //
 // Mixed precision: a parameter (a leaf tensor) holds the compute dtype, bf16 or f32; after
 // backward its grad() is f32. Per parameter the optimizer keeps three f32 tensors on the

@@ -32,7 +32,7 @@ inline std::vector<double> as_f64(const Tensor& t) {
   return ops::cast(t.to(Device::cpu()).contiguous(), DType::f64).to_vector<double>();
 }
 
-// |out - ref| / |ref| in the L2 norm (DESIGN.md's measure).
+// |out - ref| / |ref| in the L2 norm: the measure every numerical test bounds.
 inline double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
   EXPECT_EQ(out.size(), ref.size());
   double diff = 0, norm = 0;

@@ -1,5 +1,5 @@
 // InfLLM-V2 block selection: the CPU reference against a brute-force f64 restatement of
-// DESIGN.md section 3 written out below, the selection invariants, the masked attention the
+// docs/infllm_v2.md written out below, the selection invariants, the masked attention the
 // block lists define, the dense/sparse switch, and the CUDA stage 1 against the CPU reference
 // (compressed keys numerically; block choices by agreement rate, >= 99%).
 #include <gtest/gtest.h>
