@@ -7,6 +7,7 @@
 
 #include "attention/attention_policy.h"
 #include "attention/infllm_v2.h"
+#include "attention/nsa.h"
 #include "core/tensor.h"
 
 namespace infllm {
@@ -22,6 +23,8 @@ struct SelectionAgreement {
 struct AttentionOptions {
   attention::AttentionMode mode = attention::AttentionMode::automatic;
   attention::SparseConfig sparse;  // also holds dense_len, the switch point
+  attention::AttentionVariant variant = attention::AttentionVariant::infllm_v2;
+  attention::NsaConfig nsa;  // the nsa variant's window (attention/nsa.h)
   std::shared_ptr<SelectionAgreement> selection_agreement;  // measured when set
 };
 

@@ -642,39 +642,16 @@ int chunk_stripes(const SparseConfig& cfg, const AttentionShape& s) {
   return int(std::clamp<size_t>(kScoreChunkBytes / per_stripe, 1, size_t(stripes(s))));
 }
 
-}  // namespace
-
-void compress_keys(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* k,
-                   bf16_bits* kc, void* stream) {
-  check_sparse_config("infllm_v2 cuda::compress_keys", cfg);
-  check_attention_shape("infllm_v2 cuda::compress_keys", s, BlockList{});
-  const int nk = num_kernels(cfg, s.T);
-  if (nk == 0) return;
-  compress_keys_kernel<<<dim3(nk, s.B), 128, 0, static_cast<cudaStream_t>(stream)>>>(
-      reinterpret_cast<const bf16*>(k), reinterpret_cast<bf16*>(kc), s.T, s.Hkv * s.D,
-      s.kv_row > 0 ? s.kv_row : int64_t(s.Hkv) * s.D, nk, cfg.kernel_size, cfg.kernel_stride);
-  CUDA_CHECK_LAUNCH();
+// Bytes of block scores one chunk of query tokens writes (the part of the workspace after kc).
+size_t score_chunk_bytes(const SparseConfig& cfg, const AttentionShape& s) {
+  return size_t(chunk_stripes(cfg, s)) * kStripe * s.B * s.Hkv * num_blocks(cfg, s.T) *
+         sizeof(float);
 }
 
-size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionShape& s) {
-  check_inputs("infllm_v2 cuda::select_blocks_workspace_bytes", cfg, s);
-  return kc_bytes(cfg, s) + size_t(chunk_stripes(cfg, s)) * kStripe * s.B * s.Hkv *
-                                num_blocks(cfg, s.T) * sizeof(float);
-}
-
-void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
-                   const bf16_bits* k, int32_t* blocks, void* stream_ptr, void* workspace) {
-  check_inputs("infllm_v2 cuda::select_blocks", cfg, s);
-  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  void* owned = nullptr;
-  if (workspace == nullptr) {
-    CUDA_CHECK(cudaMallocAsync(&owned, select_blocks_workspace_bytes(cfg, s), stream));
-    workspace = owned;
-  }
-  bf16* kc = static_cast<bf16*>(workspace);
-  float* scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + kc_bytes(cfg, s));
-  compress_keys(cfg, s, k, reinterpret_cast<bf16_bits*>(kc), stream);
-
+// Steps 2-4 from the compressed keys kc [B, n_kernels, Hkv, D]: per chunk of query tokens, the
+// block scores into `scores` (chunk_stripes' bytes), then the top-k lists.
+void score_and_select(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
+                      const bf16* kc, float* scores, int32_t* blocks, cudaStream_t stream) {
   const int G = s.Hq / s.Hkv, n_blocks = num_blocks(cfg, s.T);
   const int total = stripes(s), count = (total + chunk_stripes(cfg, s) - 1) / chunk_stripes(cfg, s);
   for (int index = 0; index < count; ++index) {
@@ -700,7 +677,52 @@ void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_
     select_topk(TopkArgs{scores, blocks, cfg, chunk, s.T, s.Hkv, n_blocks, s.B * chunk.len * s.Hkv},
                 stream);
   }
+}
+
+}  // namespace
+
+void compress_keys(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* k,
+                   bf16_bits* kc, void* stream) {
+  check_sparse_config("infllm_v2 cuda::compress_keys", cfg);
+  check_attention_shape("infllm_v2 cuda::compress_keys", s, BlockList{});
+  const int nk = num_kernels(cfg, s.T);
+  if (nk == 0) return;
+  compress_keys_kernel<<<dim3(nk, s.B), 128, 0, static_cast<cudaStream_t>(stream)>>>(
+      reinterpret_cast<const bf16*>(k), reinterpret_cast<bf16*>(kc), s.T, s.Hkv * s.D,
+      s.kv_row > 0 ? s.kv_row : int64_t(s.Hkv) * s.D, nk, cfg.kernel_size, cfg.kernel_stride);
+  CUDA_CHECK_LAUNCH();
+}
+
+size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionShape& s) {
+  check_inputs("infllm_v2 cuda::select_blocks_workspace_bytes", cfg, s);
+  return kc_bytes(cfg, s) + score_chunk_bytes(cfg, s);
+}
+
+void select_blocks(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
+                   const bf16_bits* k, int32_t* blocks, void* stream_ptr, void* workspace) {
+  check_inputs("infllm_v2 cuda::select_blocks", cfg, s);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  void* owned = nullptr;
+  if (workspace == nullptr) {
+    CUDA_CHECK(cudaMallocAsync(&owned, select_blocks_workspace_bytes(cfg, s), stream));
+    workspace = owned;
+  }
+  bf16* kc = static_cast<bf16*>(workspace);
+  float* scores = reinterpret_cast<float*>(static_cast<char*>(workspace) + kc_bytes(cfg, s));
+  compress_keys(cfg, s, k, reinterpret_cast<bf16_bits*>(kc), stream);
+  score_and_select(cfg, s, q, kc, scores, blocks, stream);
   if (owned != nullptr) CUDA_CHECK(cudaFreeAsync(owned, stream));
+}
+
+void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, const bf16_bits* q,
+                              const bf16_bits* kc, int32_t* blocks, void* stream_ptr) {
+  check_inputs("infllm_v2 cuda::select_blocks_compressed", cfg, s);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  float* scores = nullptr;
+  CUDA_CHECK(
+      cudaMallocAsync(reinterpret_cast<void**>(&scores), score_chunk_bytes(cfg, s), stream));
+  score_and_select(cfg, s, q, reinterpret_cast<const bf16*>(kc), scores, blocks, stream);
+  CUDA_CHECK(cudaFreeAsync(scores, stream));
 }
 
 }  // namespace infllm::attention::cuda

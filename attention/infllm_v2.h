@@ -102,6 +102,12 @@ template <class T>
 void select_blocks_at(const SparseConfig& cfg, const AttentionShape& shape, const T* q, const T* k,
                       const std::vector<int>& tokens, int32_t* blocks);
 
+// Steps 2-4 on compressed keys the caller made (NSA's learned compression, attention/nsa.h):
+// kc [B, num_kernels(cfg, T), Hkv, D] instead of step 1's means. blocks [B, T, Hkv, cfg.topk].
+template <class T>
+void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& shape, const T* q,
+                              const T* kc, int32_t* blocks);
+
 }  // namespace cpu
 
 namespace cuda {
@@ -123,6 +129,12 @@ size_t select_blocks_workspace_bytes(const SparseConfig& cfg, const AttentionSha
 // device memory, or is nullptr: then it is taken from cudaMallocAsync on `stream` and freed there.
 void select_blocks(const SparseConfig& cfg, const AttentionShape& shape, const bf16_bits* q,
                    const bf16_bits* k, int32_t* blocks, void* stream, void* workspace);
+
+// Steps 2-4 on given compressed keys kc [B, num_kernels(cfg, T), Hkv, D] (contiguous), as
+// cpu::select_blocks_compressed. Scratch (one chunk of block scores) from cudaMallocAsync.
+void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& shape,
+                              const bf16_bits* q, const bf16_bits* kc, int32_t* blocks,
+                              void* stream);
 
 }  // namespace cuda
 

@@ -215,6 +215,26 @@ void select_blocks_at(const SparseConfig& cfg, const AttentionShape& s, const T*
   }
 }
 
+template <class T>
+void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, const T* q,
+                              const T* kc_in, int32_t* blocks) {
+  check_inputs("infllm_v2 select_blocks_compressed", cfg, s);
+  const int nk = num_kernels(cfg, s.T), nb = num_blocks(cfg, s.T);
+  const std::vector<double> kc(kc_in, kc_in + size_t(s.B) * nk * s.Hkv * s.D);
+#pragma omp parallel
+  {
+    std::vector<double> x(nk), sum(nk), S(nb);
+#pragma omp for collapse(2) schedule(dynamic, 16)
+    for (int b = 0; b < s.B; ++b)
+      for (int t = 0; t < s.T; ++t)
+        for (int g = 0; g < s.Hkv; ++g) {
+          score_row(cfg, s, q, kc.data(), nk, b, t, g, x, sum, S.data());
+          select_topk_blocks(cfg, t, S.data(),
+                             blocks + ((size_t(b) * s.T + t) * s.Hkv + g) * cfg.topk);
+        }
+  }
+}
+
 #define INFLLM_INSTANTIATE(T)                                                                    \
   template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);      \
   template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,       \
@@ -222,7 +242,9 @@ void select_blocks_at(const SparseConfig& cfg, const AttentionShape& s, const T*
   template void select_blocks<T>(const SparseConfig&, const AttentionShape&, const T*, const T*, \
                                  int32_t*);                                                      \
   template void select_blocks_at<T>(const SparseConfig&, const AttentionShape&, const T*,        \
-                                    const T*, const std::vector<int>&, int32_t*);
+                                    const T*, const std::vector<int>&, int32_t*);  \
+  template void select_blocks_compressed<T>(const SparseConfig&, const AttentionShape&, const T*, \
+                                            const T*, int32_t*);
 INFLLM_INSTANTIATE(float)
 INFLLM_INSTANTIATE(double)
 #undef INFLLM_INSTANTIATE

@@ -13,8 +13,15 @@ Block::Block(ParameterFactory& factory, const ModelConfig& config)
           "mlp_norm", std::make_unique<RMSNorm>(factory, config.d_model, config.norm_eps))),
       mlp_(register_module("mlp", std::make_unique<MLP>(factory, config))) {}
 
-Tensor Block::qkv(const Tensor& x) const {
-  return attention_.project_qkv(attention_norm_.forward(x));
+std::vector<Tensor> Block::attention_inputs(const Tensor& x) const {
+  Tensor normed = attention_norm_.forward(x);
+  std::vector<Tensor> inputs{attention_.project_qkv(normed)};
+  if (Tensor gates = attention_.project_gates(normed); gates.defined()) inputs.push_back(gates);
+  return inputs;
+}
+
+Tensor Block::attend(const std::vector<Tensor>& inputs) const {
+  return attention_.attend(inputs[0], inputs.size() > 1 ? inputs[1] : Tensor());
 }
 
 Tensor Block::finish(const Tensor& x, const Tensor& attended) const {
@@ -23,15 +30,15 @@ Tensor Block::finish(const Tensor& x, const Tensor& attended) const {
 }
 
 Tensor Block::forward(const Tensor& x) const {
-  return finish(x, attention_.attend(qkv(x)));
+  return finish(x, attend(attention_inputs(x)));
 }
 
 Tensor Block::forward_checkpointed(const Tensor& x, bool recompute_attention) const {
   using Tensors = std::vector<Tensor>;
   if (recompute_attention)
     return checkpoint([this](const Tensors& in) { return Tensors{forward(in[0])}; }, {x})[0];
-  Tensor qkv_rows = checkpoint([this](const Tensors& in) { return Tensors{qkv(in[0])}; }, {x})[0];
-  Tensor attended = attention_.attend(qkv_rows);
+  Tensors inputs = checkpoint([this](const Tensors& in) { return attention_inputs(in[0]); }, {x});
+  Tensor attended = attend(inputs);
   return checkpoint([this](const Tensors& in) { return Tensors{finish(in[0], in[1])}; },
                     {x, attended})[0];
 }

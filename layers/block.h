@@ -1,6 +1,8 @@
 // Pre-norm transformer block: h = x + attention(norm(x)); out = h + mlp(norm(h)).
 #pragma once
 
+#include <vector>
+
 #include "layers/mlp.h"
 #include "layers/rms_norm.h"
 #include "layers/self_attention.h"
@@ -18,7 +20,10 @@ class Block : public Module {
   Tensor forward_checkpointed(const Tensor& x, bool recompute_attention) const;
 
  private:
-  Tensor qkv(const Tensor& x) const;  // attention's input: rotated q, k and v
+  // The attention core's inputs from the block input: {rotated q, k and v} or, for the NSA
+  // variant, {q k v, gate logits}; attend() takes them in that order.
+  std::vector<Tensor> attention_inputs(const Tensor& x) const;
+  Tensor attend(const std::vector<Tensor>& inputs) const;
   Tensor finish(const Tensor& x, const Tensor& attended) const;  // residuals, wo and the MLP
 
   RMSNorm& attention_norm_;

@@ -15,10 +15,14 @@ SelfAttention::SelfAttention(ParameterFactory& factory, const ModelConfig& confi
                                         config.init_std))),
       wo_(register_module("wo", std::make_unique<Linear>(
                                     factory, config.n_heads * config.head_dim, config.d_model,
-                                    config.init_std / std::sqrt(2.0 * double(config.n_layers))))) {}
+                                    config.init_std / std::sqrt(2.0 * double(config.n_layers))))) {
+  // Registered after wo, so models without NSA draw the same initial weights as before.
+  if (config.attention.variant == attention::AttentionVariant::nsa)
+    nsa_ = &register_module("nsa", std::make_unique<NsaParameters>(factory, config));
+}
 
 Tensor SelfAttention::forward(const Tensor& x) const {
-  return project_out(attend(project_qkv(x)));
+  return project_out(attend(project_qkv(x), project_gates(x)));
 }
 
 // The projection's rows stay packed [q heads | k heads | v heads] from the matmul through RoPE
@@ -29,9 +33,25 @@ Tensor SelfAttention::project_qkv(const Tensor& x) const {
   return rope(qkv, config_.rope_theta, 0, Hq + Hkv);
 }
 
-Tensor SelfAttention::attend(const Tensor& qkv) const {
-  Tensor out = causal_attention_packed(qkv, config_.n_heads, config_.n_kv_heads, config_.attention);
-  return reshape(out, {qkv.size(0), qkv.size(1), config_.n_heads * config_.head_dim});
+Tensor SelfAttention::project_gates(const Tensor& x) const {
+  return nsa_ != nullptr ? nsa_->gate_logits(x) : Tensor();
+}
+
+Tensor SelfAttention::attend(const Tensor& qkv, const Tensor& gate_logits) const {
+  const AttentionOptions& options = config_.attention;
+  const int64_t Hq = config_.n_heads, Hkv = config_.n_kv_heads;
+  Tensor out;
+  if (nsa_ != nullptr &&
+      attention::use_sparse(options.mode, int(qkv.size(1)), options.sparse.dense_len)) {
+    INFLLM_CHECK(gate_logits.defined(),
+                 "SelfAttention: the NSA variant needs the gate logits (project_gates)");
+    out = nsa_attention(slice(qkv, 2, 0, Hq), slice(qkv, 2, Hq, Hq + Hkv),
+                        slice(qkv, 2, Hq + Hkv, Hq + 2 * Hkv), gate_logits, nsa_->weights(),
+                        options.sparse, options.nsa);
+  } else {
+    out = causal_attention_packed(qkv, Hq, Hkv, options);
+  }
+  return reshape(out, {qkv.size(0), qkv.size(1), Hq * config_.head_dim});
 }
 
 Tensor SelfAttention::project_out(const Tensor& attended) const {

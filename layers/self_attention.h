@@ -1,9 +1,11 @@
 // Grouped-query self-attention: one fused qkv projection, RoPE on q and k, causal attention
-// (dense or InfLLM-V2 sparse by the switch), output projection.
+// (dense, or sparse by the switch: InfLLM-V2's parameter-free path or the NSA variant with its
+// own parameters), output projection.
 #pragma once
 
 #include "layers/linear.h"
 #include "layers/model_config.h"
+#include "layers/nsa_parameters.h"
 
 namespace infllm {
 
@@ -14,16 +16,20 @@ class SelfAttention : public Module {
   SelfAttention(ParameterFactory& factory, const ModelConfig& config);
   Tensor forward(const Tensor& x) const;  // [B, T, d_model] -> [B, T, d_model]
 
-  // forward = project_out(attend(project_qkv(x))), in three steps so that activation
-  // checkpointing can recompute the projections and keep the attention core.
-  Tensor project_qkv(const Tensor& x) const;         // -> q, k (rotated), v: [B, T, Hq + 2 Hkv, D]
-  Tensor attend(const Tensor& qkv) const;            // -> [B, T, Hq * D]
+  // forward = project_out(attend(project_qkv(x), project_gates(x))), in steps so that
+  // activation checkpointing can recompute the projections and keep the attention core.
+  Tensor project_qkv(const Tensor& x) const;  // -> q, k (rotated), v: [B, T, Hq + 2 Hkv, D]
+  // The NSA variant's gate logits [B, T, Hq, 3]; an undefined tensor for the other variants.
+  Tensor project_gates(const Tensor& x) const;
+  // -> [B, T, Hq * D]; gate_logits are needed when the NSA variant takes its sparse path.
+  Tensor attend(const Tensor& qkv, const Tensor& gate_logits = Tensor()) const;
   Tensor project_out(const Tensor& attended) const;  // -> [B, T, d_model]
 
  private:
   const ModelConfig& config_;
-  Linear& wqkv_;  // [(Hq + 2 Hkv) * head_dim, d_model]
-  Linear& wo_;    // [d_model, Hq * head_dim], init scaled by 1/sqrt(2 n_layers)
+  Linear& wqkv_;                  // [(Hq + 2 Hkv) * head_dim, d_model]
+  Linear& wo_;                    // [d_model, Hq * head_dim], init scaled by 1/sqrt(2 n_layers)
+  NsaParameters* nsa_ = nullptr;  // the NSA variant only (config.attention.variant)
 };
 
 }  // namespace infllm
