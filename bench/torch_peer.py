@@ -229,7 +229,9 @@ def check_flex(flex, args, device):
 def run_flex(args, device):
     from torch.nn.attention.flex_attention import flex_attention
 
-    flex = torch.compile(flex_attention) if args.compile else flex_attention
+    # dynamic=False: every length gets a kernel specialized to its shape (by default a second
+    # length recompiles with dynamic shapes, a shape-generic kernel).
+    flex = torch.compile(flex_attention, dynamic=False) if args.compile else flex_attention
     if args.check:
         check_flex(flex, args, device)
     for L in args.lens:
