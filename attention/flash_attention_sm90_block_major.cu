@@ -74,12 +74,12 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
 }
 #endif
 
-    // The index entries (tokens) of query tile n of a block-major walk into entries[0 .. 64/G),
-    // with cp.async, one tile ahead of the gather that reads them, so that no row's copy waits on a
-    // token lookup in global memory.
-    __device__ __forceinline__ void
-    prefetch_tile_entries(const SparseKeyWalk& walk, const SparseIndex& index, int n,
-                          int* entries) {
+// The index entries (tokens) of query tile n of a block-major walk into entries[0 .. 64/G),
+// with cp.async, one tile ahead of the gather that reads them, so that no row's copy waits on a
+// token lookup in global memory.
+__device__ __forceinline__ void prefetch_tile_entries(const SparseKeyWalk& walk,
+                                                      const SparseIndex& index, int n,
+                                                      int* entries) {
   const int e = threadIdx.x;
   if (e < walk.tokens_per_tile) {
     const bool valid = walk.has_entry(n, e);

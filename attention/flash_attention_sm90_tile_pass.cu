@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1)
 #endif
 }
 
-void forward_tiles(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+void sparse_tile_pass(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
