@@ -1,6 +1,8 @@
 #include "train/batch_source.h"
 
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "core/ops.h"
 
@@ -27,6 +29,18 @@ BatchSource::BatchSource(const Recipe& recipe, Device device, int rank, int worl
   options.seed = recipe.train.seed;
   options.prefetch = recipe.data.prefetch;
   loader_ = std::make_unique<data::Loader>(recipe.data.train, options);
+  if (recipe.data.task_rate > 0) {
+    for (const std::string& kind : recipe.data.task_kinds)
+      task_kinds_.push_back(data::parse_task_kind(kind, "data.task_kinds"));
+    filler_file_ = std::make_unique<data::TokenFile>(recipe.data.train);
+    filler_ = data::FillerText::from_file(*filler_file_);
+    for (data::TaskKind kind : task_kinds_)
+      INFLLM_CHECK(recipe.data.seq_len + 1 >= data::min_task_length(kind, data::TaskSpec{}.needles),
+                   "data.task_kinds: a ", data::to_string(kind), " task needs at least ",
+                   data::min_task_length(kind, data::TaskSpec{}.needles) - 1,
+                   " tokens per sequence, data.seq_len is ", recipe.data.seq_len,
+                   " (raise data.seq_len or set data.task_rate: 0)");
+  }
   INFLLM_CHECK(loader_->vocab_size() <= recipe.model.vocab_size, "data.train: ", recipe.data.train,
                " has vocab_size ", loader_->vocab_size(), " but model.vocab_size is ",
                recipe.model.vocab_size, " (set model.vocab_size to at least ",
@@ -52,14 +66,39 @@ void BatchSource::set_step(int64_t step) {
   if (loader_) loader_->set_step(step);
 }
 
+void BatchSource::mix_tasks(std::vector<int32_t>& inputs, std::vector<int32_t>& targets) {
+  const int64_t B = recipe_.data.batch_size, T = recipe_.data.seq_len;
+  for (int64_t b = 0; b < B; ++b) {
+    // The loader's numbering of global samples (data/loader.h).
+    const uint64_t sample = uint64_t((step_ * world_ + rank_) * B + b);
+    data::TaskSpec spec;
+    if (!data::draw_training_task(recipe_.train.seed, sample, recipe_.data.task_rate, task_kinds_,
+                                  T + 1, spec))
+      continue;
+    const data::TaskSequence task = data::make_task(spec, filler_);
+    for (int64_t t = 0; t < T; ++t) {
+      inputs[size_t(b * T + t)] = int32_t(task.tokens[size_t(t)]);
+      targets[size_t(b * T + t)] = int32_t(task.tokens[size_t(t + 1)]);
+    }
+  }
+}
+
 TokenBatch BatchSource::next() {
   int64_t B = recipe_.data.batch_size, T = recipe_.data.seq_len;
   TokenBatch batch;
   batch.valid_targets = B * T;
   if (loader_) {
     data::Batch b = loader_->next();
-    batch.inputs = upload(b.inputs, B, T, device_);
-    batch.targets = upload(b.targets, B, T, device_);
+    if (task_kinds_.empty()) {
+      batch.inputs = upload(b.inputs, B, T, device_);
+      batch.targets = upload(b.targets, B, T, device_);
+    } else {
+      std::vector<int32_t> inputs(b.inputs.begin(), b.inputs.end());
+      std::vector<int32_t> targets(b.targets.begin(), b.targets.end());
+      mix_tasks(inputs, targets);
+      batch.inputs = upload(inputs, B, T, device_);
+      batch.targets = upload(targets, B, T, device_);
+    }
   } else {
     // Uniform tokens drawn on the device from Philox(seed, step, rank): no host traffic.
     uint64_t offset = (uint64_t(step_) * 1024 + uint64_t(rank_)) * uint64_t(2 * B * (T + 1));

@@ -1,12 +1,16 @@
 // Where training batches come from: the token file through the deterministic loader, or
 // uniform random tokens (data.train: random) for benchmarks. Either way a batch is a function
 // of (seed, step, rank), so a resumed run continues with exactly the batches it would have seen.
+// With data.task_rate > 0, each window of the token file is replaced, with that probability, by
+// a synthetic long-context task (data/synthetic_tasks.h) of the same length whose filler is drawn
+// from the same file; which windows, and the tasks themselves, depend on (seed, global sample).
 #pragma once
 
 #include <memory>
 
 #include "core/tensor.h"
 #include "data/loader.h"
+#include "data/synthetic_tasks.h"
 #include "train/recipe.h"
 
 namespace infllm::train {
@@ -37,7 +41,13 @@ class BatchSource {
   Device device_;
   int rank_;
   int world_;
-  std::unique_ptr<data::Loader> loader_;  // null for random data
+  // Overwrites the rows of [B, T + 1]-shaped inputs/targets that the task mix picks.
+  void mix_tasks(std::vector<int32_t>& inputs, std::vector<int32_t>& targets);
+
+  std::unique_ptr<data::Loader> loader_;          // null for random data
+  std::unique_ptr<data::TokenFile> filler_file_;  // the training file again, when tasks are mixed
+  data::FillerText filler_;
+  std::vector<data::TaskKind> task_kinds_;
   int64_t step_ = 0;
 };
 

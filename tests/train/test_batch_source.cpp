@@ -3,7 +3,10 @@
 // windows the uninterrupted run would have taken next.
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
+
+#include "core/error.h"
 
 #include "train/batch_source.h"
 
@@ -52,6 +55,42 @@ TEST(BatchSource, APositionInsideAGlobalBatchRoundsDown) {
   BatchSource rank0(tiny_recipe(2), Device::cpu(), 0, 2);  // global batch: 4 windows
   EXPECT_FALSE(rank0.seek_global_samples(10));
   EXPECT_EQ(rank0.global_samples(), 8);
+}
+
+// data.task_rate mixes synthetic tasks into the windows: each row is a whole task sequence
+// (targets its inputs shifted by one, the answer last), picked by (seed, sample) alone.
+TEST(BatchSource, TaskRateReplacesWindowsWithTaskSequences) {
+  Recipe recipe = tiny_recipe(4);
+  recipe.data.seq_len = 512;
+  recipe.data.task_rate = 0.5;
+  recipe.data.task_kinds = {"passkey", "needle"};
+  BatchSource mixed(recipe, Device::cpu(), 0, 1), again(recipe, Device::cpu(), 0, 1);
+  int tasks = 0, windows = 0;
+  for (int step = 0; step < 8; ++step) {
+    TokenBatch batch = mixed.next();
+    EXPECT_EQ(batch.inputs.to_vector<int32_t>(), again.next().inputs.to_vector<int32_t>());
+    const std::vector<int32_t> in = batch.inputs.to_vector<int32_t>();
+    const std::vector<int32_t> out = batch.targets.to_vector<int32_t>();
+    for (size_t row = 0; row < 4; ++row) {
+      std::string text;
+      for (size_t t = 0; t < 512; ++t) text.push_back(char(in[row * 512 + t]));
+      const bool task = in[row * 512] == 256 &&
+                        (text.find("What is the pass key?") != std::string::npos ||
+                         text.find("What is the special magic number") != std::string::npos);
+      tasks += task;
+      windows += !task;
+      for (size_t t = 0; t + 1 < 512; ++t) ASSERT_EQ(out[row * 512 + t], in[row * 512 + t + 1]);
+      if (task) {  // the last target is the answer's last digit
+        const int32_t last = out[row * 512 + 511];
+        EXPECT_TRUE(last >= '0' && last <= '9') << last;
+      }
+    }
+  }
+  EXPECT_GT(tasks, 4);
+  EXPECT_GT(windows, 4);
+
+  recipe.data.seq_len = 64;  // too short for a task
+  EXPECT_THROW(BatchSource(recipe, Device::cpu(), 0, 1), Error);
 }
 
 }  // namespace
