@@ -1,18 +1,15 @@
-// Recipes: one YAML file that says everything about a training run, turned into
-// plain structs.
+// Recipes: one YAML file that says everything about a training run, turned into plain structs.
 //
-// A recipe has the sections model, attention, data, optim, schedule, train,
-// checkpoint, log and distributed (docs/recipes.md lists every key). A recipe
-// may start with `extends: other.yaml` (a path relative to its own folder): the
-// parent is loaded first and the child's keys override it. Command-line
-// overrides `section.key=value` come last, then the whole recipe is validated.
-// Every problem is an infllm::Error naming the file (or "command line"), the
-// key, the bad value and how to fix it.
+// A recipe has the sections model, attention, data, optim, schedule, train, checkpoint, log and
+// distributed (docs/recipes.md lists every key). A recipe may start with `extends: other.yaml`
+// (a path relative to its own folder): the parent is loaded first and the child's keys override
+// it. Command-line overrides `section.key=value` come last, then the whole recipe is validated.
+// Every problem is an infllm::Error naming the file (or "command line"), the key, the bad value
+// and how to fix it.
 //
 // Checkpoint convention (shared with the checkpoint writer): a run writes
-// <out_dir>/checkpoints/step_XXXXXXXX.h5 (the step, 8 digits, zero-padded); a
-// path whose last component is `latest` means the newest step_*.h5 in that
-// folder.
+// <out_dir>/checkpoints/step_XXXXXXXX.h5 (the step, 8 digits, zero-padded); a path whose last
+// component is `latest` means the newest step_*.h5 in that folder.
 #pragma once
 
 #include <cstdint>
@@ -23,17 +20,9 @@
 namespace infllm::train {
 
 // Keep the string names in recipe.cpp (enum_choices) in step with these.
-enum class AttentionMode {
-  dense,
-  sparse,
-  automatic
-}; // "auto": dense up to dense_len
+enum class AttentionMode { dense, sparse, automatic };  // "auto": dense up to dense_len
 enum class ScheduleKind { cosine, wsd, constant };
-enum class DeviceChoice {
-  automatic,
-  cpu,
-  cuda
-}; // "auto": cuda when a GPU is present
+enum class DeviceChoice { automatic, cpu, cuda };  // "auto": cuda when a GPU is present
 enum class Precision { bf16, f32 };
 
 std::string_view to_string(AttentionMode mode);
@@ -41,23 +30,22 @@ std::string_view to_string(ScheduleKind kind);
 std::string_view to_string(DeviceChoice device);
 std::string_view to_string(Precision precision);
 
-// The data.train / data.val value that means synthetic uniform tokens (for
-// benchmarks).
+// The data.train / data.val value that means synthetic uniform tokens (for benchmarks).
 inline constexpr std::string_view kRandomData = "random";
 
 struct ModelConfig {
-  int vocab_size = 258; // the byte tokenizer: 256 bytes + BOS + EOS
-  int d_model = 0;      // required
-  int n_layers = 0;     // required
-  int n_heads = 0;      // required
-  int n_kv_heads = 0;   // 0 = n_heads (no grouping); load_recipe resolves it
-  int head_dim = 0;     // 0 = d_model / n_heads; load_recipe resolves it
-  int ffn_hidden = 0;   // required; the SwiGLU hidden width
+  int vocab_size = 258;  // the byte tokenizer: 256 bytes + BOS + EOS
+  int d_model = 0;       // required
+  int n_layers = 0;      // required
+  int n_heads = 0;       // required
+  int n_kv_heads = 0;    // 0 = n_heads (no grouping); load_recipe resolves it
+  int head_dim = 0;      // 0 = d_model / n_heads; load_recipe resolves it
+  int ffn_hidden = 0;    // required; the SwiGLU hidden width
   double rope_theta = 10000.0;
   bool tie_embeddings = false;
   double norm_eps = 1e-5;
   double init_std = 0.02;
-  bool operator==(const ModelConfig &) const = default;
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct AttentionConfig {
@@ -67,26 +55,24 @@ struct AttentionConfig {
   int block_size = 64;
   int init_blocks = 1;
   int window_size = 2048;
-  int topk = 64; // counts the forced init and window blocks
+  int topk = 64;  // counts the forced init and window blocks
   int dense_len = 8192;
-  int lse_stride =
-      1; // block scores' softmax normalizer: 1 exact, n sampled (SparseConfig)
-  bool operator==(const AttentionConfig &) const = default;
+  int lse_stride = 1;  // block scores' softmax normalizer: 1 exact, n sampled (SparseConfig)
+  bool operator==(const AttentionConfig&) const = default;
 };
 
 struct DataConfig {
-  std::string train;  // required: token file (.h5), or "random"
-  std::string val;    // optional: empty = no validation data
-  int seq_len = 0;    // required
-  int batch_size = 0; // required: sequences per rank per micro-batch
+  std::string train;   // required: token file (.h5), or "random"
+  std::string val;     // optional: empty = no validation data
+  int seq_len = 0;     // required
+  int batch_size = 0;  // required: sequences per rank per micro-batch
   int grad_accum = 1;
-  int prefetch = 2; // batches prepared ahead by the loader thread
-  // Share of training windows replaced by synthetic long-context tasks of the
-  // same length (data/synthetic_tasks.h), of the kinds listed ("passkey",
-  // "needle").
+  int prefetch = 2;  // batches prepared ahead by the loader thread
+  // Share of training windows replaced by synthetic long-context tasks of the same length
+  // (data/synthetic_tasks.h), of the kinds listed ("passkey", "needle").
   double task_rate = 0;
   std::vector<std::string> task_kinds = {"passkey", "needle"};
-  bool operator==(const DataConfig &) const = default;
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct OptimConfig {
@@ -95,60 +81,54 @@ struct OptimConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double grad_clip = 1.0; // max global grad norm; 0 disables clipping
+  double grad_clip = 1.0;  // max global grad norm; 0 disables clipping
   // Parameters whose name contains one of these get no weight decay.
   std::vector<std::string> no_decay = {"norm", "embedding"};
-  bool operator==(const OptimConfig &) const = default;
+  bool operator==(const OptimConfig&) const = default;
 };
 
 struct ScheduleConfig {
   ScheduleKind kind = ScheduleKind::cosine;
   int64_t warmup_steps = 0;
-  double min_lr_ratio = 0.1; // final lr = lr * min_lr_ratio
-  double decay_fraction =
-      0.2; // wsd: share of train.steps spent decaying at the end
-  bool operator==(const ScheduleConfig &) const = default;
+  double min_lr_ratio = 0.1;    // final lr = lr * min_lr_ratio
+  double decay_fraction = 0.2;  // wsd: share of train.steps spent decaying at the end
+  bool operator==(const ScheduleConfig&) const = default;
 };
 
 struct TrainConfig {
-  int64_t steps = 0;   // required: optimizer steps
-  std::string out_dir; // required: the run folder
+  int64_t steps = 0;    // required: optimizer steps
+  std::string out_dir;  // required: the run folder
   uint64_t seed = 1234;
   DeviceChoice device = DeviceChoice::automatic;
-  Precision precision = Precision::bf16; // the CPU backend always computes f32
+  Precision precision = Precision::bf16;  // the CPU backend always computes f32
   bool activation_checkpointing = false;
-  bool recompute_attention =
-      false; // with checkpointing: recompute the attention core too
-  int64_t eval_every = 0; // steps between evaluations on data.val; 0 = never
+  bool recompute_attention = false;  // with checkpointing: recompute the attention core too
+  int64_t eval_every = 0;            // steps between evaluations on data.val; 0 = never
   int eval_batches = 20;
-  int max_bad_steps =
-      10; // non-finite steps (skipped) tolerated before the run stops
-  std::string init_from; // checkpoint whose weights start the run (finetune);
-                         // empty = none
-  bool operator==(const TrainConfig &) const = default;
+  int max_bad_steps = 10;  // non-finite steps (skipped) tolerated before the run stops
+  std::string init_from;   // checkpoint whose weights start the run (finetune); empty = none
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct CheckpointConfig {
-  int64_t every =
-      1000; // N > 0: every N steps and at the last step; 0 = no checkpoints
+  int64_t every = 1000;  // N > 0: every N steps and at the last step; 0 = no checkpoints
   int keep_last = 3;
-  bool operator==(const CheckpointConfig &) const = default;
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct LogConfig {
   int64_t every = 10;
   bool tensorboard = true;
-  bool progress = true; // the live progress line on a terminal
-  bool operator==(const LogConfig &) const = default;
+  bool progress = true;  // the live progress line on a terminal
+  bool operator==(const LogConfig&) const = default;
 };
 
 struct DistributedConfig {
-  std::string init =
-      "env";          // "env" (launcher variables) or "file:PATH" (shared file)
-  int zero = 0;       // 1 = shard optimizer state across ranks
-  int bucket_mb = 25; // gradient all-reduce bucket size
-  int timeout_s = 300; // a collective slower than this is an error, not a hang
-  bool operator==(const DistributedConfig &) const = default;
+  std::string init = "env";  // "env" (launcher variables) or "file:PATH" (shared file)
+  int zero = 0;              // 1 = shard optimizer state across ranks
+  int bucket_mb = 25;        // gradient all-reduce bucket size
+  int timeout_s = 300;       // a collective slower than this is an error, not a hang
+  bool operator==(const DistributedConfig&) const = default;
 };
 
 struct Recipe {
@@ -161,41 +141,37 @@ struct Recipe {
   CheckpointConfig checkpoint;
   LogConfig log;
   DistributedConfig distributed;
-  bool operator==(const Recipe &) const = default;
+  bool operator==(const Recipe&) const = default;
 };
 
 struct ValidateOptions {
-  // Check that data.train, data.val and train.init_from exist. Off only for
-  // tools that inspect a recipe without running it.
+  // Check that data.train, data.val and train.init_from exist. Off only for tools that inspect
+  // a recipe without running it.
   bool check_files = true;
 };
 
-// Loads `path` (following extends), applies `overrides` ("section.key=value",
-// the value a YAML scalar or flow node such as [a, b]), fills derived defaults
-// (n_kv_heads, head_dim) and validates. Relative data and output paths stay
-// relative: they resolve against the current directory, not the recipe's
-// folder.
-Recipe load_recipe(const std::string &path,
-                   const std::vector<std::string> &overrides,
-                   const ValidateOptions &options = {});
+// Loads `path` (following extends), applies `overrides` ("section.key=value", the value a YAML
+// scalar or flow node such as [a, b]), fills derived defaults (n_kv_heads, head_dim) and
+// validates. Relative data and output paths stay relative: they resolve against the current
+// directory, not the recipe's folder.
+Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides,
+                   const ValidateOptions& options = {});
 
-// A recipe held as text (a checkpoint's resolved recipe): the same checks as
-// load_recipe, with `source` naming it in messages. `extends` is not allowed
-// here.
-Recipe recipe_from_yaml(const std::string &text, const std::string &source,
-                        const ValidateOptions &options = {});
+// A recipe held as text (a checkpoint's resolved recipe): the same checks as load_recipe, with
+// `source` naming it in messages. `extends` is not allowed here.
+Recipe recipe_from_yaml(const std::string& text, const std::string& source,
+                        const ValidateOptions& options = {});
 
-// The fully resolved recipe as YAML; loading that text back gives an equal
-// Recipe.
-std::string recipe_to_yaml(const Recipe &recipe);
+// The fully resolved recipe as YAML; loading that text back gives an equal Recipe.
+std::string recipe_to_yaml(const Recipe& recipe);
 
-// Checks every value and every relation between values; `source` names where
-// the recipe came from in the messages.
-void validate_recipe(const Recipe &recipe, const std::string &source,
-                     const ValidateOptions &options = {});
+// Checks every value and every relation between values; `source` names where the recipe came
+// from in the messages.
+void validate_recipe(const Recipe& recipe, const std::string& source,
+                     const ValidateOptions& options = {});
 
-// The checkpoint file a path names: the path itself, or for .../latest the
-// newest step_XXXXXXXX.h5 in that folder. Throws when there is none.
-std::string resolve_checkpoint_path(const std::string &path);
+// The checkpoint file a path names: the path itself, or for .../latest the newest
+// step_XXXXXXXX.h5 in that folder. Throws when there is none.
+std::string resolve_checkpoint_path(const std::string& path);
 
-} // namespace infllm::train
+}  // namespace infllm::train
