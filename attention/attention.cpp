@@ -81,6 +81,7 @@ Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                    q.device() == k.device() && k.device() == v.device(),
                "attention: v ", v.str(), " must match k ", k.str(), " (and q ", q.str(),
                " in dtype and device)");
+  if (options.observer) options.observer->observe(q, k);
   bool sparse = attention::use_sparse(options.mode, shape.T, options.sparse.dense_len);
   Tensor blocks = sparse ? select_attention_blocks(q, k, options.sparse) : Tensor();
   if (sparse && options.selection_agreement)  // the CPU selection is the exact reference
@@ -129,6 +130,7 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
   Device device = qkv.device();
   void* stream = device_stream(device);
   const uint16_t* q = bf16_bits(qkv);
+  if (options.observer) options.observer->observe(qkv.slice(2, 0, Hq), qkv.slice(2, Hq, Hq + Hkv));
 
   Tensor blocks;
   if (attention::use_sparse(options.mode, shape.T, options.sparse.dense_len)) {

@@ -20,12 +20,21 @@ struct SelectionAgreement {
   double fraction() const { return chosen == 0 ? 1.0 : double(common) / double(chosen); }
 };
 
+// Sees q [B, T, Hq, D] and k [B, T, Hkv, D] (RoPE applied; views on the call's device) of every
+// attention call, in call order: one call per layer and forward pass. A diagnostic
+// (`infllm eval --long`'s attention recall); unset, it costs nothing.
+struct AttentionObserver {
+  virtual ~AttentionObserver() = default;
+  virtual void observe(const Tensor& q, const Tensor& k) = 0;
+};
+
 struct AttentionOptions {
   attention::AttentionMode mode = attention::AttentionMode::automatic;
   attention::SparseConfig sparse;  // also holds dense_len, the switch point
   attention::AttentionVariant variant = attention::AttentionVariant::infllm_v2;
   attention::NsaConfig nsa;  // the nsa variant's window (attention/nsa.h)
   std::shared_ptr<SelectionAgreement> selection_agreement;  // measured when set
+  std::shared_ptr<AttentionObserver> observer;              // called when set
 };
 
 // q [B, T, Hq, D], k and v [B, T, Hkv, D] (RoPE already applied) -> [B, T, Hq, D].

@@ -52,6 +52,13 @@ Tensor TransformerLM::last_logits(const Tensor& tokens) const {
   return matmul(last, head_weight(), false, true);
 }
 
+Tensor TransformerLM::logits(const Tensor& tokens) const {
+  Tensor h = hidden_states(tokens);
+  Tensor flat = cast(h.reshape({-1, config_.d_model}), DType::f32);
+  Tensor logits = matmul(flat, cast(head_weight(), DType::f32), false, true);
+  return logits.reshape({h.size(0), h.size(1), config_.vocab_size});
+}
+
 double TransformerLM::flops_per_token(int64_t T) const {
   // 6 FLOPs per weight per token (forward 2, backward 4), embedding lookups excluded, plus
   // causal attention: 2 matmuls of T/2 keys on average, forward and backward (x3), 2 FLOPs each.

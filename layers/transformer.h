@@ -22,6 +22,9 @@ class TransformerLM : public Module {
   Tensor loss(const Tensor& tokens, const Tensor& targets, int64_t valid_count) const;
   // Logits [B, T, V] of the last position only, for generation: [B, V].
   Tensor last_logits(const Tensor& tokens) const;
+  // Logits of every position in f32 (hidden states and head cast up, f32 matmul), for
+  // evaluation: loss by position, greedy answers. [B, T] -> [B, T, V].
+  Tensor logits(const Tensor& tokens) const;
 
   const ModelConfig& config() const { return config_; }
   // Switches every layer to another attention schedule (same weights): eval --attention.

@@ -7,6 +7,7 @@
 #include "train/commands.h"
 #include "train/evaluate.h"
 #include "train/load_model.h"
+#include "train/long_eval.h"
 #include "train/run_setup.h"
 
 namespace infllm::train {
@@ -26,19 +27,33 @@ Validation loss and perplexity of a checkpoint (a file, or RUN/checkpoints/lates
   --batch B            windows per forward pass (default: the recipe's data.batch_size)
   --windows K          windows scored (default 64)
   --device D           auto | cpu | cuda | cuda:N (default auto)
+Long-context evaluation (docs/experiments.md) instead of the plain loss:
+  --long               loss by position, passkey/needle accuracy over lengths x depths, and
+                       attention recall by layer, as one JSON object
+  --lengths L1,L2,..   sequence lengths (default 4096,8192,16384,32768)
+  --bucket N           positions per loss bucket (default 1024)
+  --loss-windows K     validation windows per length (default 4)
+  --depths D1,D2,..    needle depths in [0, 1] (default 0,0.25,0.5,0.75,1)
+  --task-samples N     sequences per (task, length, depth) (default 4; 0: no tasks)
+  --recall-rows N      query rows sampled per layer for recall (default 256; 0: no recall)
+  --recall-len T       sequence length of the recall pass (default: the longest length)
+  --json FILE          also write the JSON object to FILE
 )";
 
 }  // namespace
 
 int eval_command(int argc, char** argv) {
-  CliArgs args = parse_cli(
-      "eval", argc, argv,
-      {"--data", "--attention", "--lse-stride", "--seq-len", "--batch", "--windows", "--device"},
-      {"--selection-agreement"});
+  CliArgs args =
+      parse_cli("eval", argc, argv,
+                {"--data", "--attention", "--lse-stride", "--seq-len", "--batch", "--windows",
+                 "--device", "--lengths", "--bucket", "--loss-windows", "--depths",
+                 "--task-samples", "--recall-rows", "--recall-len", "--json"},
+                {"--selection-agreement", "--long"});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
+  const LongEvalOptions long_options = long_eval_options(args.options);
   LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
   const Recipe& recipe = loaded.recipe;
   AttentionOptions options = loaded.model->config().attention;
@@ -51,6 +66,8 @@ int eval_command(int argc, char** argv) {
   loaded.model->set_attention(options);
   std::string data = args.get("--data", recipe.data.val);
   INFLLM_CHECK(!data.empty(), "infllm eval: the recipe has no data.val; pass --data FILE");
+  if (args.has("--long"))
+    return long_eval_main(loaded, data, long_options, args.get("--json", ""), args.positionals[0]);
   int64_t T = args.get_int("--seq-len", recipe.data.seq_len);
   int64_t B = args.get_int("--batch", recipe.data.batch_size);
   EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
