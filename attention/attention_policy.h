@@ -1,5 +1,5 @@
-// The dense/sparse switch (DESIGN.md section 3, step 6): one set of weights, two schedules.
-// Short sequences use dense causal attention; long ones the InfLLM-V2 block-sparse path.
+// The dense/sparse switch: one set of weights, two schedules. Short sequences use dense causal
+// attention; long ones the InfLLM-V2 block-sparse path.
 #pragma once
 
 #include <string>
