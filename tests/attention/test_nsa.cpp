@@ -272,19 +272,22 @@ TEST(NsaWindowBranch, MatchesExplicitWindowMask) {
 
 TEST(NsaAttention, GatesWeighTheThreeBranches) {
   const SparseConfig cfg = tiny_config();
-  Tensor q = randn({1, 64, 4, 4}), k = randn({1, 64, 2, 4}), v = randn({1, 64, 2, 4});
-  Tensor gates = randn({1, 64, 4, 3});
-  NsaWeights w{random_compression(2, 8, 4), random_compression(2, 8, 4)};
-  const NsaBranches b = nsa_branches(q, k, v, w, cfg, tiny_nsa());
-  const V g = testing::as_f64(gates), c = testing::as_f64(b.compressed),
-          s = testing::as_f64(b.selected), win = testing::as_f64(b.window);
-  V ref(c.size());
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double* row = &g[i / 4 * 3];  // D = 4: element i belongs to (token, head) i / 4
-    auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
-    ref[i] = sig(row[0]) * c[i] + sig(row[1]) * s[i] + sig(row[2]) * win[i];
+  for (int64_t T : {5, 64}) {  // T = 5: no kernel has ended, the compressed branch is zero
+    SCOPED_TRACE(::testing::Message() << "T = " << T);
+    Tensor q = randn({1, T, 4, 4}), k = randn({1, T, 2, 4}), v = randn({1, T, 2, 4});
+    Tensor gates = randn({1, T, 4, 3});
+    NsaWeights w{random_compression(2, 8, 4), random_compression(2, 8, 4)};
+    const NsaBranches b = nsa_branches(q, k, v, w, cfg, tiny_nsa());
+    const V g = testing::as_f64(gates), c = testing::as_f64(b.compressed),
+            s = testing::as_f64(b.selected), win = testing::as_f64(b.window);
+    V ref(c.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double* row = &g[i / 4 * 3];  // D = 4: element i belongs to (token, head) i / 4
+      auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
+      ref[i] = sig(row[0]) * c[i] + sig(row[1]) * s[i] + sig(row[2]) * win[i];
+    }
+    EXPECT_LT(testing::rel_error(nsa_attention(q, k, v, gates, w, cfg, tiny_nsa()), ref), 1e-12);
   }
-  EXPECT_LT(testing::rel_error(nsa_attention(q, k, v, gates, w, cfg, tiny_nsa()), ref), 1e-12);
 }
 
 TEST(NsaAttention, GradientsMatchFiniteDifferences) {
