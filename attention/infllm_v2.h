@@ -36,8 +36,11 @@ namespace infllm::attention {
 
 // Defaults are the released MiniCPM4 sparse_config. All values are runtime (recipe `attention:`).
 struct SparseConfig {
+  // kernel_size and kernel_stride are the InfLLM-V2 paper's and MiniCPM4's names (a compressed
+  // key is their "semantic kernel"); the CUDA code calls a compressed key a ckey and keeps
+  // "kernel" for CUDA kernels.
   int kernel_size = 32;    // tokens averaged into one compressed key
-  int kernel_stride = 16;  // tokens between the starts of consecutive kernels
+  int kernel_stride = 16;  // tokens between the starts of consecutive compressed keys
   int block_size = 64;     // tokens per selectable KV block
   int init_blocks = 1;     // leading blocks every token sees (attention sinks)
   int window_size = 2048;  // tokens of the local window, a whole number of blocks
