@@ -40,6 +40,8 @@ class H5Handle {
 // HDF5 built without --enable-threadsafe must never be entered by two threads at once, even
 // for different files. Every HDF5 call in this program (token files, checkpoints) holds this
 // lock, so the loader's prefetch thread can read while the trainer writes a checkpoint.
+// The first call on a thread also turns off HDF5's automatic error printing there: failures
+// become one infllm::Error naming the file, never a page of library diagnostics.
 std::recursive_mutex& hdf5_mutex();
 
 }  // namespace infllm::data

@@ -147,10 +147,14 @@ PrepareSummary prepare_corpus(const std::vector<std::string>& inputs, const std:
     TokenFileWriter& writer = is_validation_document(i, val_count, count) ? *val : train;
     tokenize_document(documents[i], options, writer, progress.get(), bytes_done);
   }
-  train.close();
+  // Both splits are complete on disk before either is published: a failure (a full disk)
+  // leaves neither, and no temporary file (the writers delete theirs).
+  train.finish();
+  if (val) val->finish();
+  train.publish();
   summary.train = {train.path(), train.num_documents(), train.num_tokens()};
   if (val) {
-    val->close();
+    val->publish();
     summary.val = {val->path(), val->num_documents(), val->num_tokens()};
   }
   if (progress) progress->finish();

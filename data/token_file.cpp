@@ -128,7 +128,7 @@ TokenFileWriter::~TokenFileWriter() {
 }
 
 void TokenFileWriter::append_tokens(std::span<const uint32_t> tokens) {
-  INFLLM_CHECK(!closed_, "token file '", path_, "': append after close()");
+  INFLLM_CHECK(!finished_, "token file '", path_, "': append after close()");
   if (tokens.empty()) return;
   for (size_t i = 0; i < tokens.size(); ++i) {
     INFLLM_CHECK(tokens[i] < attributes_.vocab_size, "token file '", path_, "': token ", tokens[i],
@@ -181,7 +181,12 @@ void TokenFileWriter::flush_offsets() {
 }
 
 void TokenFileWriter::close() {
-  INFLLM_CHECK(!closed_, "token file '", path_, "': close() called twice");
+  finish();
+  publish();
+}
+
+void TokenFileWriter::finish() {
+  INFLLM_CHECK(!finished_, "token file '", path_, "': finish() or close() called twice");
   INFLLM_CHECK(!document_open_, "token file '", path_,
                "': close() while a document is open; call end_document() first");
   flush_tokens();
@@ -198,6 +203,12 @@ void TokenFileWriter::close() {
     file_.reset();
   }
   fsync_file(temp_path_);
+  finished_ = true;
+}
+
+void TokenFileWriter::publish() {
+  INFLLM_CHECK(finished_ && !closed_, "token file '", path_,
+               "': publish() needs one finish() before it");
   std::error_code error;
   std::filesystem::rename(temp_path_, path_, error);
   INFLLM_CHECK(!error, "token file '", path_, "': renaming '", temp_path_,

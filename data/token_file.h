@@ -37,8 +37,15 @@ class TokenFileWriter {
   // Closes the current document; a document must hold at least one token.
   void end_document();
   void append_document(std::span<const uint32_t> tokens);
-  // Writes the remaining buffer and the attributes, then publishes the file at path().
+  // Writes the remaining buffer and the attributes, then publishes the file at path():
+  // finish() then publish().
   void close();
+  // Writes the remaining buffer and the attributes and fsyncs the temporary file; nothing is
+  // at path() yet. Files that belong together (a training and a validation split) finish
+  // first and publish after, so a failure (a full disk) publishes neither.
+  void finish();
+  // Renames the finished temporary file onto path().
+  void publish();
 
   const std::string& path() const { return path_; }
   int64_t num_tokens() const { return num_tokens_; }
@@ -61,7 +68,8 @@ class TokenFileWriter {
   int64_t num_tokens_ = 0;
   int64_t num_documents_ = 0;
   bool document_open_ = false;
-  bool closed_ = false;
+  bool finished_ = false;
+  bool closed_ = false;  // published: the temporary file is gone
 };
 
 // An open, validated token file. Reads are thread-safe (they hold hdf5_mutex()).
