@@ -1,6 +1,6 @@
-// What the attention kernels of flash_attention.cu and flash_attention_sm90.cu share: the
-// problem description, the argument blocks of the row (forward, dQ) and key (dK/dV) passes, and
-// two host helpers.
+// What every flash attention kernel file shares (the portable flash_attention_*.cu and the Hopper
+// flash_attention_sm90_*.cu): the problem description, the argument blocks of the row (forward,
+// dQ), far and key (dK/dV) passes, the block-sparse index structures, and two host helpers.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -25,9 +25,9 @@ struct Problem {
   float scale, scale_log2;        // scale_log2 = scale * log2(e): softmax in base 2
   const int32_t* blocks;          // sparse: [B, T, Hkv, max_blocks]; dense: nullptr
   int max_blocks;
-  // Token strides in heads of D elements: q/dq, k/v/dk/dv, out/dout. Kept as head counts so the
-  // addresses stay ((b T + t) heads + h) D: with an int64 element stride instead, the sparse
-  // forward's K/V copies measured 25% slower (84 -> 104 ms at 128K).
+  // Token strides in heads of D elements: q/dq, k/v/dk/dv, out/dout. Kept as 32-bit head counts so
+  // the addresses stay ((b T + t) heads + h) D: an int64 element stride made the sparse forward's
+  // K/V copies measurably slower (docs/attention_kernels.md).
   int q_heads, kv_heads, o_heads;
   Divisor G_divisor;  // G, for the per-row index math of the sparse passes
 };
@@ -38,9 +38,9 @@ struct Problem {
 // one chunk writes bf16 directly (deterministic); longer ones add their chunks' sums into f32
 // accumulators with atomics (rounding then depends on the order chunks finish) and a finalize
 // kernel converts. Short chunks keep the CTAs that run at once (sorted by first token) on a
-// narrow stretch of tokens, so the f32 query sums' atomics stay in L2: backward at 128K on an
-// H100, 32 tiles measured 163.8 ms fwd+bwd, 16: 162.7, 64: 173.2, 256: 210.9 (Flex's mask:
-// 117.0, 123.9, 120.8, 164.4). The Hopper passes size it by bytes (sparse_chunk_tiles).
+// narrow stretch of tokens, so the f32 query sums' atomics stay in L2; 32 tiles was the fastest
+// fixed length (docs/attention_kernels.md has the sweep). The Hopper passes size it by bytes
+// (sparse_chunk_tiles).
 constexpr int kSparseChunkTiles = 32;
 
 // The block -> tokens index of the block-major sparse passes: for segment
@@ -76,8 +76,8 @@ struct SparseSums {
 // stay together as in [B, T, Hq, D], but column-chunk-major: columns [8c, 8c + 8) of its G heads
 // are contiguous. A warp's reduction of one chunk of an MMA accumulator (8 rows x 4 lanes x 2
 // columns) then covers 256 contiguous bytes at G = 8 instead of a 32-byte sector in each of 8
-// rows; into random tokens, as the far pairs add, an H100 takes 1180 instead of 920 GB/s of such
-// sums (microbenchmark, docs/attention_kernels.md v22).
+// rows: reductions into random tokens, as the far pairs add them, run at the speed of their
+// contiguity, not of their instruction width (docs/attention_kernels.md).
 __host__ __device__ __forceinline__ size_t query_sums_offset(int row, int col, const Divisor& G,
                                                              int D) {
   const int token_group = G.quotient(row), head = row - token_group * G.value;
@@ -118,10 +118,10 @@ struct KvArgs {
 // Tile blocks of the sparse forward (SparseSums): a block joins its 128-token tile's list when
 // at least kTileBlockMinTokens of the tile's tokens selected it. Walking it densely costs the
 // tile's 128 rows x 64 keys for each of the G heads; block-major costs each selecting token a
-// gather of its G query rows and an atomic add of its G x D sums, and the two meet near 16-20
-// tokens for G x D from 8 x 64 to 16 x 128 on an H100. Beyond kMaxTileBlocks (one bit each in a
-// token's mask) the most selected ones win; the tile's own two blocks always join (only they
-// need the causal mask, which the far pass does not apply).
+// gather of its G query rows and an atomic add of its G x D sums, and the two cost the same near
+// 16-20 tokens for G x D from 8 x 64 to 16 x 128 (docs/attention_kernels.md). Beyond
+// kMaxTileBlocks (one bit each in a token's mask) the most selected ones win; the tile's own two
+// blocks always join (only they need the causal mask, which the far pass does not apply).
 constexpr int kTileRows = 128;
 constexpr int kMaxTileBlocks = 64;
 constexpr int kTileBlockMinTokens = 16;

@@ -2,12 +2,8 @@
 // gradient sum of squares) at realistic sizes, against the device's own copy bandwidth.
 // Bytes counted = the fewest the kernel must move: each input read once, each output written
 // once. Times: median of kIters event-timed launches after warm-up, on random data.
-// Usage: bench_fused (no arguments); prints one table. Built and run by scripts/fused-check.
-// Measured 2026-11-23 (scripts/fused-check on the device machine; GB/s, % of the copy):
-//   H100 80GB HBM3, copy ~3000 GB/s: rms_norm fwd 1958 (66%), +residual 2536 (85%), bwd 1765
-//   (59%), bwd+dsum 2407 (81%); rope D=128 fwd 2464 (83%); swiglu fwd 2971 (99%), bwd 2983
-//   (100%); cross_entropy V=32000 fwd+bwd 2911 (97%), loss only 2871 (96%), V=50304 fwd+bwd
-//   2800 (94%); adamw 3014 (101%); grad sum of squares 2461 (82%).
+// Usage: bench_fused (no arguments); prints one table. Built and run by scripts/fused-check;
+// docs/benchmarks.md has the figures.
 #include <cuda_runtime.h>
 
 #include <algorithm>
