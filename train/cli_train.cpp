@@ -15,7 +15,10 @@ constexpr const char* kHelp =
 
 Trains the model a YAML recipe describes; the run folder is train.out_dir.
   section.key=value  override a recipe value, e.g. train.steps=100 train.out_dir=runs/q
-  --resume           continue from the newest checkpoint in <out_dir>/checkpoints
+  --resume           continue from the newest checkpoint in <out_dir>/checkpoints; a
+                     damaged one (checksum mismatch, truncated) is an error naming it
+  --resume-last-good --resume, from the newest checkpoint that verifies when the newest is
+                     damaged (damaged files are kept, renamed to *.damaged)
   --nproc N          start N processes on this node, one per GPU (data parallel)
 Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; a second one stops at once.
 )";
@@ -23,7 +26,7 @@ Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; a second one stops at o
 }  // namespace
 
 int train_command(int argc, char** argv) {
-  CliArgs args = parse_cli("train", argc, argv, {"--nproc"}, {"--resume"});
+  CliArgs args = parse_cli("train", argc, argv, {"--nproc"}, {"--resume", "--resume-last-good"});
   if (args.has("--help")) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -36,7 +39,10 @@ int train_command(int argc, char** argv) {
   if (nproc > 0) return launch_local_ranks("train", argc, argv, int(nproc));
   std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
   Recipe recipe = load_recipe(args.positionals[0], overrides);
-  return train(recipe, {args.has("--resume")});
+  TrainOptions options;
+  options.resume_last_good = args.has("--resume-last-good");
+  options.resume = args.has("--resume") || options.resume_last_good;
+  return train(recipe, options);
 }
 
 }  // namespace infllm::train

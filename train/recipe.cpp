@@ -141,6 +141,7 @@ void visit_fields(R& r, Visit&& visit) {
   visit(FieldKey{"train", "eval_batches"}, r.train.eval_batches);
   visit(FieldKey{"train", "max_bad_steps"}, r.train.max_bad_steps);
   visit(FieldKey{"train", "init_from"}, r.train.init_from);
+  visit(FieldKey{"train", "init_partial"}, r.train.init_partial);
 
   visit(FieldKey{"checkpoint", "every"}, r.checkpoint.every);
   visit(FieldKey{"checkpoint", "keep_last"}, r.checkpoint.keep_last);

@@ -105,8 +105,9 @@ struct TrainConfig {
   bool recompute_attention = false;  // with checkpointing: recompute the attention core too
   int64_t eval_every = 0;            // steps between evaluations on data.val; 0 = never
   int eval_batches = 20;
-  int max_bad_steps = 10;  // non-finite steps (skipped) tolerated before the run stops
-  std::string init_from;   // checkpoint whose weights start the run (finetune); empty = none
+  int max_bad_steps = 10;     // non-finite steps (skipped) tolerated before the run stops
+  std::string init_from;      // checkpoint whose weights start the run (finetune); empty = none
+  bool init_partial = false;  // init_from loads only the matching weights (else: all or error)
   bool operator==(const TrainConfig&) const = default;
 };
 

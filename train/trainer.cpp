@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -70,7 +71,7 @@ class Run {
     }
     if (!recipe.train.init_from.empty())
       load_weights(resolve_checkpoint_path(recipe.train.init_from));
-    if (options.resume) resume();
+    if (options.resume) resume(options.resume_last_good);
     log_ = std::make_unique<RunLog>(recipe, start_step_, replicas_.writer());
   }
 
@@ -197,44 +198,113 @@ class Run {
     return state;
   }
 
-  // Every rank gathers the state (collective under ZeRO); rank 0 writes it.
+  // Every rank gathers the state (collective under ZeRO) and refuses a non-finite one, so all
+  // ranks stop together; rank 0 writes it. Pruning verifies the new file before it deletes
+  // anything, so the newest verified checkpoint is never lost.
   void save(int64_t step) {
     CheckpointState state = state_at(step);
-    if (!replicas_.writer()) return;
-    save_checkpoint(checkpoint_path(recipe_.train.out_dir, step), state);
-    prune_checkpoints(checkpoint_dir_, recipe_.checkpoint.keep_last);
-  }
-
-  // Weights only (finetune): optimizer state, step and data position start fresh.
-  void load_weights(const std::string& path) {
-    std::map<std::string, Tensor> masters =
-        master_weights(load_checkpoint(path, device_, kMasterPrefix));
-    for (auto& [name, param] : model_.named_parameters()) {
-      auto it = masters.find(name);
-      INFLLM_CHECK(it != masters.end(), "train.init_from: ", path, " has no weights for ", name,
-                   " (was it written by a model with this recipe's model section?)");
-      INFLLM_CHECK(it->second.shape() == param->shape(), "train.init_from: ", path, ": ", name,
-                   " has shape ", shape_str(it->second.shape()), " but the model expects ",
-                   shape_str(param->shape()), " (model sections differ)");
-      optimizer_->set_master(name, it->second);
+    const std::string path = checkpoint_path(recipe_.train.out_dir, step);
+    try {
+      require_finite(state, path);
+    } catch (const Error& error) {
+      fail(error.what(), ". The run stops at step ", step,
+           ": the training diverged (lower optim.lr, set optim.grad_clip); continue from the "
+           "newest checkpoint in ",
+           checkpoint_dir_, " with --resume");
     }
-    if (replicas_.writer())
-      std::fprintf(stderr, "infllm: initialized weights from %s\n", path.c_str());
+    if (!replicas_.writer()) return;
+    save_checkpoint(path, state);
+    const std::optional<std::string> newest_good =
+        prune_checkpoints(checkpoint_dir_, recipe_.checkpoint.keep_last);
+    if (newest_good == path) return;
+    fail("checkpoint '", path, "' was written but does not read back as written: ",
+         verify_checkpoint(path).value_or("(it verifies now)"),
+         ". No older checkpoint was deleted; check the disk (dmesg, SMART) and continue with "
+         "--resume-last-good");
   }
 
-  void resume() {
+  // Weights only (finetune): optimizer state, step and data position start fresh. Strict
+  // unless train.init_partial.
+  void load_weights(const std::string& path) {
+    const CheckpointState state = load_checkpoint(path, device_, kMasterPrefix);
+    const WeightMatch match = load_master_weights(
+        state, model_.named_parameters(), recipe_.train.init_partial, "train.init_from",
+        "Make this recipe's model section match the one that wrote the checkpoint (its 'recipe' "
+        "attribute: h5dump -a recipe " +
+            path + "), or set train.init_partial=true to load only the weights that match.",
+        [&](const std::string& name, const Tensor& weights) {
+          optimizer_->set_master(name, weights);
+        });
+    if (!replicas_.writer()) return;
+    std::fprintf(stderr, "infllm: initialized weights from %s\n", path.c_str());
+    if (!match.exact())
+      std::fprintf(stderr,
+                   "infllm: train.init_partial: loaded %zu weights; missing and mismatched "
+                   "ones keep their initialization, unexpected ones are not used: %s\n",
+                   match.matched.size(), match.differences(kMasterPrefix).c_str());
+  }
+
+  // The newest checkpoint, or - when it is damaged and `last_good` - the newest that verifies;
+  // `damaged` gets the damaged files newer than it.
+  CheckpointState load_resume_state(const std::string& newest, bool last_good,
+                                    std::vector<std::string>& damaged) {
+    try {
+      return load_checkpoint(newest, device_);
+    } catch (const CheckpointDamaged&) {
+    }
+    const CheckpointScan scan = scan_checkpoints(checkpoint_dir_);
+    std::string problems;
+    for (const auto& [path, problem] : scan.damaged) problems += "\n  " + problem;
+    if (!scan.newest_good)
+      fail("--resume: no checkpoint in ", checkpoint_dir_, " verifies:", problems,
+           "\nThe files are left as they are. Start the run over (--overwrite), or put a good "
+           "checkpoint into the folder.");
+    INFLLM_CHECK(last_good, "--resume: the newest checkpoint is damaged:", problems,
+                 "\nThe newest checkpoint that verifies is ", *scan.newest_good,
+                 "; continue from it by running the same command with --resume-last-good "
+                 "(the damaged files are kept, renamed to *.damaged). Nothing in the run folder "
+                 "was changed.");
+    for (const auto& [path, problem] : scan.damaged) {
+      damaged.push_back(path);
+      if (replicas_.writer())
+        std::fprintf(stderr, "infllm: --resume-last-good: skipping %s\n", problem.c_str());
+    }
+    return load_checkpoint(*scan.newest_good, device_);
+  }
+
+  // Every tensor of the state must be one of the optimizer's, with its parameter's shape.
+  void require_optimizer_state_fits(const CheckpointState& state) {
+    const std::vector<NamedParameter> params = model_.named_parameters();
+    const char* const prefixes[] = {"optim/master/", "optim/exp_avg/", "optim/exp_avg_sq/"};
+    std::string differences;
+    for (const char* prefix : prefixes) {
+      const WeightMatch match = match_weights(state, prefix, params);
+      if (!match.exact()) differences += "\n" + match.differences(prefix);
+    }
+    for (const auto& [name, tensor] : state.tensors) {
+      if (std::none_of(std::begin(prefixes), std::end(prefixes),
+                       [&](const char* prefix) { return name.starts_with(prefix); }))
+        differences += "\nunexpected tensor " + name;
+    }
+    INFLLM_CHECK(differences.empty(), "--resume: checkpoint '", state.source,
+                 "' does not fit this recipe's model and optimizer:", differences,
+                 "\nResume with the model section of the run that wrote it (its 'recipe' "
+                 "attribute), or start a new run from its weights with train.init_from=",
+                 state.source, " train.init_partial=true.");
+  }
+
+  void resume(bool last_good) {
     std::optional<std::string> latest = latest_checkpoint(checkpoint_dir_);
     if (!latest) {
       std::fprintf(stderr, "infllm: --resume: no checkpoint in %s yet; starting fresh\n",
                    checkpoint_dir_.c_str());
       return;
     }
-    CheckpointState state = load_checkpoint(*latest, device_);
+    std::vector<std::string> damaged;
+    CheckpointState state = load_resume_state(*latest, last_good, damaged);
+    require_optimizer_state_fits(state);
     std::map<std::string, Tensor> optim;
-    for (auto& [name, tensor] : state.tensors) {
-      if (name.rfind("optim/", 0) == 0)
-        optim[name.substr(6)] = tensor;  // "master/..", "exp_avg/.."
-    }
+    for (auto& [name, tensor] : state.tensors) optim[name.substr(6)] = tensor;  // "master/.."
     optimizer_->load_state(optim);
     optimizer_->set_steps_taken(state.require_integer("optimizer_steps"));
     const int64_t saved_world = state.require_integer("world_size");
@@ -247,8 +317,18 @@ class Run {
     const bool exact = batches_.seek_global_samples(data_samples);
     bad_steps_ = int(state.require_integer("bad_steps"));
     start_step_ = state.step;
+    if (!damaged.empty()) {
+      // Out of the way of listing, pruning and the new checkpoints of the same steps, kept for
+      // inspection. Only once every rank has loaded (the barrier), by rank 0 alone.
+      replicas_.mean({0.0});
+      for (const std::string& path : damaged) {
+        if (!replicas_.writer()) continue;
+        std::fprintf(stderr, "infllm: --resume-last-good: renamed the damaged %s to %s\n",
+                     path.c_str(), set_aside_damaged(path).c_str());
+      }
+    }
     if (!replicas_.writer()) return;
-    std::fprintf(stderr, "infllm: resumed from %s at step %lld\n", latest->c_str(),
+    std::fprintf(stderr, "infllm: resumed from %s at step %lld\n", state.source.c_str(),
                  (long long)start_step_);
     if (saved_world != replicas_.world_size())
       std::fprintf(stderr,

@@ -13,6 +13,9 @@ namespace infllm::train {
 
 struct TrainOptions {
   bool resume = false;  // continue from the newest checkpoint in <out_dir>/checkpoints
+  // With resume: when the newest checkpoint is damaged, continue from the newest that verifies
+  // (the damaged ones are renamed to *.damaged); without it that is an error naming both.
+  bool resume_last_good = false;
 };
 
 // Runs the whole training; returns the process exit code (0 also after a signal-triggered
