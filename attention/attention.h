@@ -35,6 +35,7 @@ struct AttentionOptions {
   attention::NsaConfig nsa;  // the nsa variant's window (attention/nsa.h)
   std::shared_ptr<SelectionAgreement> selection_agreement;  // measured when set
   std::shared_ptr<AttentionObserver> observer;              // called when set
+  bool operator==(const AttentionOptions&) const = default;
 };
 
 // q [B, T, Hq, D], k and v [B, T, Hkv, D] (RoPE already applied) -> [B, T, Hq, D].

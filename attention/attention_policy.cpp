@@ -4,23 +4,15 @@
 
 namespace infllm::attention {
 
-AttentionMode parse_attention_mode(std::string_view text, std::string_view where) {
-  if (text == "dense") return AttentionMode::dense;
-  if (text == "sparse") return AttentionMode::sparse;
-  if (text == "auto") return AttentionMode::automatic;
-  fail(where, ": attention mode '", text, "' is not one of dense, sparse, auto");
+std::span<const EnumName<AttentionMode>> enum_names(AttentionMode) {
+  static constexpr EnumName<AttentionMode> names[] = {{AttentionMode::dense, "dense"},
+                                                      {AttentionMode::sparse, "sparse"},
+                                                      {AttentionMode::automatic, "auto"}};
+  return names;
 }
 
-std::string to_string(AttentionMode mode) {
-  switch (mode) {
-    case AttentionMode::dense:
-      return "dense";
-    case AttentionMode::sparse:
-      return "sparse";
-    case AttentionMode::automatic:
-      return "auto";
-  }
-  fail("to_string: invalid AttentionMode value ", int(mode));
+std::string_view to_string(AttentionMode mode) {
+  return enum_to_string(mode);
 }
 
 bool use_sparse(AttentionMode mode, int T, int dense_len) {

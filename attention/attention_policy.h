@@ -2,8 +2,10 @@
 // attention; long ones the InfLLM-V2 block-sparse path.
 #pragma once
 
-#include <string>
+#include <span>
 #include <string_view>
+
+#include "core/enum_names.h"
 
 namespace infllm::attention {
 
@@ -13,9 +15,10 @@ enum class AttentionMode {
   automatic,  // sparse exactly when T > dense_len (recipe value "auto")
 };
 
-// Parses a recipe value ("dense", "sparse", "auto"); `where` names the key and file in the error.
-AttentionMode parse_attention_mode(std::string_view text, std::string_view where);
-std::string to_string(AttentionMode mode);
+// "dense", "sparse", "auto": the names the recipe (attention.mode), `infllm eval --attention`
+// and the logs use. Parse with from_string<AttentionMode>(text, what) (core/enum_names.h).
+std::span<const EnumName<AttentionMode>> enum_names(AttentionMode);
+std::string_view to_string(AttentionMode mode);
 
 // True when a sequence of T tokens takes the sparse path.
 bool use_sparse(AttentionMode mode, int T, int dense_len);

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "attention/flash_attention.h"
-
+#include "core/config_check.h"
 #include "core/host_device.h"
 
 namespace infllm::attention {
@@ -45,7 +45,7 @@ struct SparseConfig {
   int init_blocks = 1;     // leading blocks every token sees (attention sinks)
   int window_size = 2048;  // tokens of the local window, a whole number of blocks
   int topk = 64;           // blocks per (token, group), forced blocks included
-  int dense_len = 8192;    // sequences up to this length use dense attention (attention_policy.h)
+  int dense_len = 8192;    // auto mode: dense up to this length, sparse above (0: always sparse)
   // Softmax normalizer of step 2 on the GPU: 1 = exact; n > 1 = estimated, far from the token,
   // from every n-th kernel weighted by n (the first 64 kernels and the local window stay exact;
   // docs/infllm_v2.md has its agreement with the exact choice). The CPU reference is exact.
@@ -55,9 +55,15 @@ struct SparseConfig {
   // Kernels whose span starts in one block: the pooling window of block j is [r*j - 1, r*j + r -
   // 1].
   INFLLM_HOST_DEVICE int kernels_per_block() const { return block_size / kernel_stride; }
+
+  bool operator==(const SparseConfig&) const = default;
 };
 
-// Throws infllm::Error naming `op` and the offending field when the configuration is unusable.
+// The one validator of a SparseConfig (the recipe's `attention:` keys, the attention op and the
+// CUDA entry points all call it): throws infllm::Error naming the offending field in the words
+// of `check` (a recipe key such as attention.topk, or the op's field name) and the fix.
+void check_sparse_config(const SparseConfig& cfg, const ConfigCheck& check);
+// The same for a direct call of `op`: "op: topk: 16 is less than ...".
 void check_sparse_config(const char* op, const SparseConfig& cfg);
 
 // Full kernels inside the first n tokens; num_kernels(cfg, t + 1) are causal for token t.

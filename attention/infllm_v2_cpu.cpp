@@ -11,26 +11,6 @@
 
 namespace infllm::attention {
 
-void check_sparse_config(const char* op, const SparseConfig& c) {
-  INFLLM_CHECK(c.kernel_size > 0 && c.kernel_stride > 0, op, ": kernel_size=", c.kernel_size,
-               " and kernel_stride=", c.kernel_stride, " must be positive");
-  INFLLM_CHECK(c.block_size > 0 && c.block_size % c.kernel_stride == 0, op,
-               ": block_size=", c.block_size,
-               " must be a positive multiple of kernel_stride=", c.kernel_stride,
-               " (each block pools a whole number of kernels)");
-  INFLLM_CHECK(c.window_size >= c.block_size && c.window_size % c.block_size == 0, op,
-               ": window_size=", c.window_size,
-               " must be a positive multiple of block_size=", c.block_size,
-               " (the local window is whole blocks and holds the token's own block)");
-  INFLLM_CHECK(c.init_blocks >= 0, op, ": init_blocks=", c.init_blocks, " must be >= 0");
-  INFLLM_CHECK(c.topk >= c.init_blocks + c.local_blocks(), op, ": topk=", c.topk,
-               " must cover the forced blocks, init_blocks + window_size/block_size = ",
-               c.init_blocks + c.local_blocks(), "; raise topk or shrink the window");
-  INFLLM_CHECK(c.dense_len >= 0, op, ": dense_len=", c.dense_len, " must be >= 0");
-  INFLLM_CHECK(c.lse_stride >= 1, op, ": lse_stride=", c.lse_stride,
-               " must be >= 1 (1 = exact normalizer)");
-}
-
 BlockOverlap block_overlap(const int32_t* a, const int32_t* b, size_t rows, int max_blocks) {
   BlockOverlap o;
   for (size_t r = 0; r < rows; ++r) {

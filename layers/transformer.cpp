@@ -6,7 +6,7 @@
 namespace infllm {
 
 TransformerLM::TransformerLM(const ModelConfig& config, uint64_t seed, Device device, DType dtype)
-    : config_(config),
+    : config_(with_derived_sizes(config)),
       factory_(seed, device, dtype),
       embedding_(register_module(
           "embedding", std::make_unique<Embedding>(factory_, config.vocab_size, config.d_model,

@@ -45,6 +45,10 @@ void check_adamw_options(const AdamWOptions& o, const char* who) {
                ": weight_decay=", o.weight_decay, " must be finite and >= 0 (optim.weight_decay)");
 }
 
+double grad_clip_scale(const AdamWOptions& o, double grad_norm) {
+  return o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / grad_norm : 1.0;
+}
+
 float adamw_weight_decay(const std::string& name, const AdamWOptions& o) {
   for (const std::string& s : o.no_decay) {
     if (name.find(s) != std::string::npos) return 0.0f;

@@ -10,8 +10,8 @@
 // per-parameter pointers kept in device memory; the table is uploaded again only when a pointer
 // changes (the autograd engine allocates fresh grads each step unless they are preallocated).
 //
-// Gradient clipping belongs to the caller: norm = grad_norm(); scale = min(1, clip / norm);
-// step(lr, scale). The update for each element (t = steps_taken() + 1, g = grad * grad_scale):
+// Gradient clipping belongs to the caller: step(lr, grad_clip_scale(options, grad_norm())).
+// The update for each element (t = steps_taken() + 1, g = grad * grad_scale):
 //   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
 //   p = p (1 - lr wd) - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // t counts the optimizer's steps, not each parameter's: a parameter skipped in some step (its
@@ -41,10 +41,16 @@ struct AdamWOptions {
   // and embedding tables, as in most LM recipes). Matching is plain substring search on the
   // dotted name from Module::named_parameters(), e.g. "blocks.0.attn_norm.weight".
   std::vector<std::string> no_decay = {"norm", "embedding"};
+  // Max global grad norm; 0 = no clipping. The caller clips: step(lr, grad_clip_scale(...)).
+  double grad_clip = 1.0;
+  bool operator==(const AdamWOptions&) const = default;
 };
 
 // Throws infllm::Error naming `who` and the recipe key when an option is out of range.
 void check_adamw_options(const AdamWOptions& options, const char* who);
+// The grad_scale that clips grads of global norm `grad_norm` to options.grad_clip: 1 when the
+// norm is within it or clipping is off.
+double grad_clip_scale(const AdamWOptions& options, double grad_norm);
 // Parameter `name`'s weight decay: 0 when its name contains one of options.no_decay.
 float adamw_weight_decay(const std::string& name, const AdamWOptions& options);
 

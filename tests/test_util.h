@@ -1,12 +1,19 @@
-// Shared helpers for the test suites: fresh random inputs, f64 comparisons, GPU detection.
+// Shared helpers for the test suites: fresh random inputs, f64 comparisons, GPU detection,
+// expected errors. Folder-specific helpers (tests/data/test_util.h, tests/layers/
+// kernel_test_support.h) build on this header rather than repeat it.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cmath>
+#include <initializer_list>
+#include <string>
+#include <string_view>
 #include <vector>
 
+#include "core/device.h"
+#include "core/error.h"
 #include "core/ops.h"
 #include "core/tensor.h"
 
@@ -48,13 +55,40 @@ inline double rel_error(const Tensor& out, const std::vector<double>& ref) {
   return rel_error(as_f64(out), ref);
 }
 
+// True when this build has the CUDA backend and the machine a usable GPU (no driver: false).
 inline bool has_gpu() {
   return cuda_device_count() > 0;
 }
 
-#define INFLLM_REQUIRE_GPU()                                 \
-  if (!::infllm::testing::has_gpu())                         \
-  GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
-                  "one)"
+#define INFLLM_REQUIRE_GPU()                                                                    \
+  if (!::infllm::testing::has_gpu()) GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
+                                                     "one)"
+
+// Fails the test when a CUDA runtime call does not return cudaSuccess (core/cuda_check.h's
+// CUDA_CHECK throws instead). Usable where the file includes <cuda_runtime.h>.
+#define CHECK_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+// The message of the infllm::Error that `action` throws; fails the test (and returns "") when it
+// throws none.
+template <class Action>
+std::string error_of(Action&& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  ADD_FAILURE() << "expected an infllm::Error";
+  return "";
+}
+
+// Runs `action`, which must throw an infllm::Error whose message contains every one of `parts`.
+template <class Action>
+void expect_error(Action&& action, std::initializer_list<std::string_view> parts) {
+  const std::string message = error_of(action);
+  for (std::string_view part : parts) {
+    EXPECT_NE(message.find(part), std::string::npos)
+        << "message lacks \"" << part << "\":\n  " << message;
+  }
+}
 
 }  // namespace infllm::testing

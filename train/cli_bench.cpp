@@ -45,9 +45,9 @@ int bench_command(int argc, char** argv) {
   recipe.train.steps = std::max<int64_t>(recipe.train.steps, steps + warmup);
   Replicas replicas(recipe);
   Device device = replicas.device();
-  TransformerLM model(model_config(recipe), recipe.train.seed, device,
+  TransformerLM model(recipe.model, recipe.train.seed, device,
                       compute_dtype(recipe, device));
-  std::unique_ptr<Optimizer> optimizer = replicas.make_optimizer(model, adamw_options(recipe));
+  std::unique_ptr<Optimizer> optimizer = replicas.make_optimizer(model, recipe.optim);
   BatchSource batches(recipe, device, replicas.rank(), replicas.world_size());
   std::vector<double> times, exposed;
   for (int64_t step = 0; step < warmup + steps; ++step) {
@@ -72,8 +72,8 @@ int bench_command(int argc, char** argv) {
 #if INFLLM_WITH_CUDA
   if (device.is_cuda()) memory_gb = double(cuda::memory_stats(device.index).peak) / 1e9;
 #endif
-  const char* checkpointing = !recipe.train.activation_checkpointing ? "off"
-                              : recipe.train.recompute_attention     ? "whole blocks"
+  const char* checkpointing = !recipe.model.activation_checkpointing ? "off"
+                              : recipe.model.recompute_attention     ? "whole blocks"
                                                                      : "keeps attention";
   std::printf(
       "{\"bench\": \"infllm_train_step\", \"recipe\": \"%s\", \"device\": \"%s\", "
@@ -84,7 +84,7 @@ int bench_command(int argc, char** argv) {
       "\"comm_exposed_ms\": %.2f}\n",
       args.positionals[0].c_str(), device.str().c_str(), double(model.num_parameters()) / 1e6,
       recipe.data.batch_size, recipe.data.seq_len,
-      std::string(to_string(recipe.attention.mode)).c_str(), checkpointing, world,
+      std::string(to_string(recipe.model.attention.mode)).c_str(), checkpointing, world,
       replicas.distributed() && recipe.distributed.zero ? "zero1" : "adamw", median_ms,
       tokens_per_s,
       peak > 0 ? tokens_per_s / world * model.flops_per_token(recipe.data.seq_len) / peak : 0.0,

@@ -58,7 +58,8 @@ int eval_command(int argc, char** argv) {
   const Recipe& recipe = loaded.recipe;
   AttentionOptions options = loaded.model->config().attention;
   if (args.has("--attention"))
-    options.mode = attention::parse_attention_mode(args.get("--attention", ""), "--attention");
+    options.mode =
+        from_string<attention::AttentionMode>(args.get("--attention", ""), "--attention");
   options.sparse.lse_stride = int(args.get_int("--lse-stride", options.sparse.lse_stride));
   attention::check_sparse_config("infllm eval --lse-stride", options.sparse);
   if (args.has("--selection-agreement"))
@@ -71,7 +72,7 @@ int eval_command(int argc, char** argv) {
   int64_t T = args.get_int("--seq-len", recipe.data.seq_len);
   int64_t B = args.get_int("--batch", recipe.data.batch_size);
   EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
-  std::string mode = attention::to_string(options.mode);
+  const std::string mode(attention::to_string(options.mode));
   std::string agreement;  // only when measured: sparse calls chose blocks
   if (options.selection_agreement && options.selection_agreement->chosen > 0)
     agreement =

@@ -90,7 +90,7 @@ LoadedModel load_model(const std::string& path_spec, const std::string& device) 
   loaded.step = state.step;
   DType dtype = compute_dtype(loaded.recipe, loaded.device);
   loaded.model =
-      std::make_unique<TransformerLM>(model_config(loaded.recipe), 0, loaded.device, dtype);
+      std::make_unique<TransformerLM>(loaded.recipe.model, 0, loaded.device, dtype);
   const std::vector<NamedParameter> params = loaded.model->named_parameters();
   const std::map<std::string, Tensor*> by_name(params.begin(), params.end());
   load_master_weights(state, params, /*partial=*/false, "loading " + path,

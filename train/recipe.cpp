@@ -12,61 +12,15 @@
 #include <span>
 #include <type_traits>
 
+#include "attention/infllm_v2.h"
+#include "core/config_check.h"
 #include "core/error.h"
+#include "train/checkpoint.h"
 
 namespace infllm::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-// ---- Enum names: the strings a recipe uses for each choice ----
-
-template <class E>
-struct EnumName {
-  E value;
-  std::string_view name;
-};
-
-constexpr EnumName<AttentionMode> kAttentionModes[] = {{AttentionMode::dense, "dense"},
-                                                       {AttentionMode::sparse, "sparse"},
-                                                       {AttentionMode::automatic, "auto"}};
-constexpr EnumName<ScheduleKind> kScheduleKinds[] = {{ScheduleKind::cosine, "cosine"},
-                                                     {ScheduleKind::wsd, "wsd"},
-                                                     {ScheduleKind::constant, "constant"}};
-constexpr EnumName<DeviceChoice> kDeviceChoices[] = {
-    {DeviceChoice::automatic, "auto"}, {DeviceChoice::cpu, "cpu"}, {DeviceChoice::cuda, "cuda"}};
-constexpr EnumName<Precision> kPrecisions[] = {{Precision::bf16, "bf16"}, {Precision::f32, "f32"}};
-
-std::span<const EnumName<AttentionMode>> enum_choices(AttentionMode) {
-  return kAttentionModes;
-}
-std::span<const EnumName<ScheduleKind>> enum_choices(ScheduleKind) {
-  return kScheduleKinds;
-}
-std::span<const EnumName<DeviceChoice>> enum_choices(DeviceChoice) {
-  return kDeviceChoices;
-}
-std::span<const EnumName<Precision>> enum_choices(Precision) {
-  return kPrecisions;
-}
-
-template <class E>
-std::string_view enum_to_string(E value) {
-  for (const auto& choice : enum_choices(value)) {
-    if (choice.value == value) return choice.name;
-  }
-  fail("recipe: enum value ", static_cast<int>(value), " has no name");
-}
-
-template <class E>
-std::string enum_choice_list(E value) {
-  std::string list;
-  for (const auto& choice : enum_choices(value)) {
-    if (!list.empty()) list += ", ";
-    list += choice.name;
-  }
-  return list;
-}
 
 // ---- The schema: every key of every section, in the order recipe_to_yaml writes them ----
 
@@ -78,35 +32,52 @@ struct FieldKey {
 
 constexpr bool kRequired = true;
 
+// A model size that ModelConfig holds as int64_t but the kernels take as int: read as an int,
+// so an absurd value is an out-of-range error naming the key.
+template <class I>
+struct IntSized {
+  I& value;
+};
+template <class I>
+IntSized<I> int_sized(I& value) {
+  return {value};
+}
+template <class T>
+constexpr bool kIsIntSized = false;
+template <class I>
+constexpr bool kIsIntSized<IntSized<I>> = true;
+
 std::string key_path(const FieldKey& key) {
   return std::string(key.section) + "." + key.name;
 }
 
 // Calls visit(FieldKey, field) for each field; R is Recipe or const Recipe. This one list drives
-// parsing, writing and the unknown-key check, so a new key is added here and in the struct.
+// parsing, writing and the unknown-key check, so a new key is added here and in the struct. It
+// is also the map from keys to the libraries' structs: attention.topk is
+// r.model.attention.sparse.topk, the SparseConfig the attention op and its kernels read.
 template <class R, class Visit>
 void visit_fields(R& r, Visit&& visit) {
-  visit(FieldKey{"model", "vocab_size"}, r.model.vocab_size);
-  visit(FieldKey{"model", "d_model", kRequired}, r.model.d_model);
-  visit(FieldKey{"model", "n_layers", kRequired}, r.model.n_layers);
-  visit(FieldKey{"model", "n_heads", kRequired}, r.model.n_heads);
-  visit(FieldKey{"model", "n_kv_heads"}, r.model.n_kv_heads);
-  visit(FieldKey{"model", "head_dim"}, r.model.head_dim);
-  visit(FieldKey{"model", "ffn_hidden", kRequired}, r.model.ffn_hidden);
+  visit(FieldKey{"model", "vocab_size"}, int_sized(r.model.vocab_size));
+  visit(FieldKey{"model", "d_model", kRequired}, int_sized(r.model.d_model));
+  visit(FieldKey{"model", "n_layers", kRequired}, int_sized(r.model.n_layers));
+  visit(FieldKey{"model", "n_heads", kRequired}, int_sized(r.model.n_heads));
+  visit(FieldKey{"model", "n_kv_heads"}, int_sized(r.model.n_kv_heads));
+  visit(FieldKey{"model", "head_dim"}, int_sized(r.model.head_dim));
+  visit(FieldKey{"model", "ffn_hidden", kRequired}, int_sized(r.model.ffn_hidden));
   visit(FieldKey{"model", "rope_theta"}, r.model.rope_theta);
   visit(FieldKey{"model", "tie_embeddings"}, r.model.tie_embeddings);
   visit(FieldKey{"model", "norm_eps"}, r.model.norm_eps);
   visit(FieldKey{"model", "init_std"}, r.model.init_std);
 
-  visit(FieldKey{"attention", "mode"}, r.attention.mode);
-  visit(FieldKey{"attention", "kernel_size"}, r.attention.kernel_size);
-  visit(FieldKey{"attention", "kernel_stride"}, r.attention.kernel_stride);
-  visit(FieldKey{"attention", "block_size"}, r.attention.block_size);
-  visit(FieldKey{"attention", "init_blocks"}, r.attention.init_blocks);
-  visit(FieldKey{"attention", "window_size"}, r.attention.window_size);
-  visit(FieldKey{"attention", "topk"}, r.attention.topk);
-  visit(FieldKey{"attention", "dense_len"}, r.attention.dense_len);
-  visit(FieldKey{"attention", "lse_stride"}, r.attention.lse_stride);
+  visit(FieldKey{"attention", "mode"}, r.model.attention.mode);
+  visit(FieldKey{"attention", "kernel_size"}, r.model.attention.sparse.kernel_size);
+  visit(FieldKey{"attention", "kernel_stride"}, r.model.attention.sparse.kernel_stride);
+  visit(FieldKey{"attention", "block_size"}, r.model.attention.sparse.block_size);
+  visit(FieldKey{"attention", "init_blocks"}, r.model.attention.sparse.init_blocks);
+  visit(FieldKey{"attention", "window_size"}, r.model.attention.sparse.window_size);
+  visit(FieldKey{"attention", "topk"}, r.model.attention.sparse.topk);
+  visit(FieldKey{"attention", "dense_len"}, r.model.attention.sparse.dense_len);
+  visit(FieldKey{"attention", "lse_stride"}, r.model.attention.sparse.lse_stride);
 
   visit(FieldKey{"data", "train", kRequired}, r.data.train);
   visit(FieldKey{"data", "val"}, r.data.val);
@@ -135,8 +106,8 @@ void visit_fields(R& r, Visit&& visit) {
   visit(FieldKey{"train", "seed"}, r.train.seed);
   visit(FieldKey{"train", "device"}, r.train.device);
   visit(FieldKey{"train", "precision"}, r.train.precision);
-  visit(FieldKey{"train", "activation_checkpointing"}, r.train.activation_checkpointing);
-  visit(FieldKey{"train", "recompute_attention"}, r.train.recompute_attention);
+  visit(FieldKey{"train", "activation_checkpointing"}, r.model.activation_checkpointing);
+  visit(FieldKey{"train", "recompute_attention"}, r.model.recompute_attention);
   visit(FieldKey{"train", "eval_every"}, r.train.eval_every);
   visit(FieldKey{"train", "eval_batches"}, r.train.eval_batches);
   visit(FieldKey{"train", "max_bad_steps"}, r.train.max_bad_steps);
@@ -375,7 +346,11 @@ void apply_override(const std::string& text, Entries& entries) {
 template <class T>
 void decode(const std::string& key, const Entry& entry, T& field) {
   const YAML::Node& node = entry.value;
-  if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (kIsIntSized<T>) {
+    int value = 0;
+    decode(key, entry, value);
+    field.value = value;
+  } else if constexpr (std::is_same_v<T, bool>) {
     if (!node.IsScalar() || !YAML::convert<bool>::decode(node, field))
       wrong_type(key, entry, "true or false", "true");
   } else if constexpr (std::is_integral_v<T>) {
@@ -403,22 +378,21 @@ void decode(const std::string& key, const Entry& entry, T& field) {
       field.push_back(item.Scalar());
     }
   } else {
-    static_assert(std::is_enum_v<T>);
-    for (const auto& choice : enum_choices(field)) {
-      if (node.IsScalar() && node.Scalar() == choice.name) {
-        field = choice.value;
+    static_assert(NamedEnum<T>);
+    if (node.IsScalar()) {
+      if (const std::optional<T> value = enum_from_string<T>(node.Scalar())) {
+        field = *value;
         return;
       }
     }
-    fail(key, ": ", show(node), " is not one of ", enum_choice_list(field), " ",
-         where(entry.source), "; pick one of them, e.g. ", key, "=",
-         enum_choices(field).front().name);
+    fail(key, ": ", show(node), " is not one of ", enum_choices<T>(), " ", where(entry.source),
+         "; pick one of them, e.g. ", key, "=", enum_names(field).front().name);
   }
 }
 
 Recipe decode_recipe(const Entries& entries, const std::string& main_source) {
   Recipe recipe;
-  visit_fields(recipe, [&](const FieldKey& key, auto& field) {
+  visit_fields(recipe, [&](const FieldKey& key, auto&& field) {
     const std::string path = key_path(key);
     const auto it = entries.find(path);
     if (it != entries.end() && !it->second.value.IsNull()) {
@@ -435,20 +409,11 @@ Recipe decode_recipe(const Entries& entries, const std::string& main_source) {
 
 // ---- Writing ----
 
-// The shortest text that reads back as exactly `value`: 0.0003 rather than 3e-04, but 1e-08
-// rather than 0.00000001.
-std::string shortest_double(double value) {
-  char buffer[400];  // fixed notation of the largest double needs 309 digits
-  const double size = std::fabs(value);
-  const auto format = size == 0 || (size >= 1e-4 && size < 1e15) ? std::chars_format::fixed
-                                                                 : std::chars_format::scientific;
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value, format);
-  return std::string(buffer, result.ptr);
-}
-
 template <class T>
 void emit_value(YAML::Emitter& out, const T& field) {
-  if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (kIsIntSized<T>) {
+    out << field.value;
+  } else if constexpr (std::is_same_v<T, bool>) {
     out << field;
   } else if constexpr (std::is_floating_point_v<T>) {
     out << shortest_double(field);
@@ -470,12 +435,16 @@ struct Origins {
 
   // Where the first of `keys` that was set explicitly came from: a rule between several keys is
   // blamed on the file that set one of them, the key the message names first.
-  std::string of(std::initializer_list<std::string_view> keys) const {
+  template <class Keys>
+  std::string of(const Keys& keys) const {
     for (std::string_view key : keys) {
       const auto it = by_key.find(std::string(key));
       if (it != by_key.end()) return where(it->second);
     }
     return where(fallback);
+  }
+  std::string of(std::initializer_list<std::string_view> keys) const {
+    return of<std::initializer_list<std::string_view>>(keys);
   }
 };
 
@@ -551,52 +520,29 @@ class Validator {
                           std::to_string(m.d_model) + " (head_dim is 0, meaning d_model / n_heads)",
                       "pick n_heads that divides d_model, or set model.head_dim");
     }
-    const int head_dim = m.head_dim ? m.head_dim : m.d_model / m.n_heads;
+    const int64_t head_dim = m.head_dim ? m.head_dim : m.d_model / m.n_heads;
     require_related(
         head_dim % 2 == 0, {"model.head_dim", "model.d_model", "model.n_heads"},
         m.head_dim ? std::to_string(head_dim) + " is odd"
                    : "is 0, so d_model / n_heads = " + std::to_string(head_dim) + ", which is odd",
         "RoPE rotates pairs of features: make head_dim even");
-    const int kv_heads = m.n_kv_heads ? m.n_kv_heads : m.n_heads;
+    const int64_t kv_heads = m.n_kv_heads ? m.n_kv_heads : m.n_heads;
     require_related(
         m.n_heads % kv_heads == 0, {"model.n_kv_heads", "model.n_heads"},
         std::to_string(kv_heads) + " does not divide model.n_heads = " + std::to_string(m.n_heads),
         "each group of query heads shares one KV head: pick n_kv_heads dividing n_heads");
   }
 
+  // A library's config rules (check_sparse_config, check_schedule) reported with recipe keys:
+  // `key_of` maps a struct field to its key, and the origin is the file that set one of them.
+  ConfigCheck recipe_check(std::function<std::string(std::string_view)> key_of) const {
+    return ConfigCheck(std::move(key_of),
+                       [this](const std::vector<std::string>& keys) { return origins_.of(keys); });
+  }
+
   void check_attention() {
-    const AttentionConfig& a = r_.attention;
-    positive("attention.kernel_size", a.kernel_size);
-    positive("attention.kernel_stride", a.kernel_stride);
-    positive("attention.block_size", a.block_size);
-    non_negative("attention.init_blocks", a.init_blocks);
-    positive("attention.window_size", a.window_size);
-    positive("attention.topk", a.topk);
-    positive("attention.dense_len", a.dense_len);
-    positive("attention.lse_stride", a.lse_stride);
-    require_related(
-        a.kernel_size % a.kernel_stride == 0, {"attention.kernel_size", "attention.kernel_stride"},
-        std::to_string(a.kernel_size) +
-            " is not a multiple of attention.kernel_stride = " + std::to_string(a.kernel_stride),
-        "use e.g. kernel_size 32 with kernel_stride 16");
-    require_related(
-        a.block_size % a.kernel_stride == 0, {"attention.block_size", "attention.kernel_stride"},
-        std::to_string(a.block_size) +
-            " is not a multiple of attention.kernel_stride = " + std::to_string(a.kernel_stride),
-        "block scores max-pool whole kernels: use e.g. block_size 64 with kernel_stride 16");
-    require_related(
-        a.window_size % a.block_size == 0, {"attention.window_size", "attention.block_size"},
-        std::to_string(a.window_size) +
-            " is not a multiple of attention.block_size = " + std::to_string(a.block_size),
-        "the local window is whole blocks: use e.g. window_size 2048 with block_size 64");
-    const int forced = a.init_blocks + a.window_size / a.block_size;
-    require_related(
-        a.topk >= forced,
-        {"attention.topk", "attention.window_size", "attention.block_size",
-         "attention.init_blocks"},
-        std::to_string(a.topk) + " is less than init_blocks + window_size / block_size = " +
-            std::to_string(forced) + " (topk counts the forced blocks)",
-        "raise attention.topk to at least ", forced, " or shrink attention.window_size");
+    auto key_of = [](std::string_view field) { return "attention." + std::string(field); };
+    attention::check_sparse_config(r_.model.attention.sparse, recipe_check(key_of));
   }
 
   void check_data() {
@@ -632,31 +578,19 @@ class Validator {
   }
 
   void check_optim_and_schedule() {
-    const OptimConfig& o = r_.optim;
-    const ScheduleConfig& s = r_.schedule;
+    const AdamWOptions& o = r_.optim;
+    const LrSchedule& s = r_.schedule;
     positive("optim.lr", o.lr);
     non_negative("optim.weight_decay", o.weight_decay);
     in_range("optim.beta1", o.beta1, 0, 1, true);
     in_range("optim.beta2", o.beta2, 0, 1, true);
     positive("optim.eps", o.eps);
     non_negative("optim.grad_clip", o.grad_clip);
-    non_negative("schedule.warmup_steps", s.warmup_steps);
-    in_range("schedule.min_lr_ratio", s.min_lr_ratio, 0, 1, false);
-    in_range("schedule.decay_fraction", s.decay_fraction, 0, 1, false);
-    require_related(s.warmup_steps <= r_.train.steps, {"schedule.warmup_steps", "train.steps"},
-                    std::to_string(s.warmup_steps) +
-                        " is more than train.steps = " + std::to_string(r_.train.steps),
-                    "lower schedule.warmup_steps or raise train.steps");
-    if (s.kind == ScheduleKind::wsd) {
-      const auto decay = static_cast<int64_t>(std::llround(s.decay_fraction * r_.train.steps));
-      require_related(
-          s.warmup_steps + decay <= r_.train.steps,
-          {"schedule.decay_fraction", "schedule.warmup_steps", "schedule.kind", "train.steps"},
-          "leaves no room: warmup_steps " + std::to_string(s.warmup_steps) + " + decay " +
-              std::to_string(decay) +
-              " steps exceed train.steps = " + std::to_string(r_.train.steps),
-          "lower schedule.warmup_steps or schedule.decay_fraction");
-    }
+    check_schedule(s, o.lr, r_.train.steps, recipe_check([](std::string_view field) {
+                     if (field == "peak_lr") return std::string("optim.lr");
+                     if (field == "total_steps") return std::string("train.steps");
+                     return "schedule." + std::string(field);
+                   }));
   }
 
   void check_train() {
@@ -707,20 +641,23 @@ Recipe build_recipe(const Entries& entries, const std::string& main_source,
   Origins origins{main_source, {}};
   for (const auto& [key, entry] : entries) origins.by_key[key] = entry.source;
   Validator(recipe, origins, options).run();
-  ModelConfig& m = recipe.model;
-  if (m.n_kv_heads == 0) m.n_kv_heads = m.n_heads;
-  if (m.head_dim == 0) m.head_dim = m.d_model / m.n_heads;
+  recipe.model = with_derived_sizes(recipe.model);
   return recipe;
 }
 
 }  // namespace
 
-std::string_view to_string(AttentionMode mode) {
-  return enum_to_string(mode);
+std::span<const EnumName<DeviceChoice>> enum_names(DeviceChoice) {
+  static constexpr EnumName<DeviceChoice> names[] = {
+      {DeviceChoice::automatic, "auto"}, {DeviceChoice::cpu, "cpu"}, {DeviceChoice::cuda, "cuda"}};
+  return names;
 }
-std::string_view to_string(ScheduleKind kind) {
-  return enum_to_string(kind);
+std::span<const EnumName<Precision>> enum_names(Precision) {
+  static constexpr EnumName<Precision> names[] = {{Precision::bf16, "bf16"},
+                                                  {Precision::f32, "f32"}};
+  return names;
 }
+
 std::string_view to_string(DeviceChoice device) {
   return enum_to_string(device);
 }
@@ -785,13 +722,9 @@ std::string resolve_checkpoint_path(const std::string& path) {
   fs::path newest;
   int64_t newest_step = -1;
   for (const auto& item : fs::directory_iterator(folder)) {
-    const std::string name = item.path().filename().string();
-    if (!item.is_regular_file() || !name.starts_with("step_") || !name.ends_with(".h5")) continue;
-    const std::string digits = name.substr(5, name.size() - 8);
-    int64_t step = -1;
-    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
-    if (digits.empty() || error != std::errc() || end != digits.data() + digits.size()) continue;
-    if (step > newest_step) newest_step = step, newest = item.path();
+    const std::optional<int64_t> step = checkpoint_step(item.path().filename().string());
+    if (!item.is_regular_file() || !step) continue;
+    if (*step > newest_step) newest_step = *step, newest = item.path();
   }
   INFLLM_CHECK(newest_step >= 0, "no step_XXXXXXXX.h5 checkpoint in ", folder.string(),
                " (named by ", path, ")");

@@ -7,59 +7,40 @@
 // Every problem is an infllm::Error naming the file (or "command line"), the key, the bad value
 // and how to fix it.
 //
-// Checkpoint convention (shared with the checkpoint writer): a run writes
-// <out_dir>/checkpoints/step_XXXXXXXX.h5 (the step, 8 digits, zero-padded); a path whose last
-// component is `latest` means the newest step_*.h5 in that folder.
+// The parser fills the libraries' own config structs: the model's shape, its attention options
+// and the checkpointing switches go straight into layers' ModelConfig, optim: into AdamWOptions,
+// schedule: into LrSchedule; only the training run's own settings are defined here. recipe.cpp's
+// field table says which key lands in which field.
+//
+// Checkpoint convention (shared with the checkpoint writer, train/checkpoint.h): a run writes
+// <out_dir>/checkpoints/step_XXXXXXXX.h5; a path whose last component is `latest` means the
+// newest step_*.h5 in that folder.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/enum_names.h"
+#include "layers/model_config.h"
+#include "optim/adamw.h"
+#include "optim/lr_schedule.h"
+
 namespace infllm::train {
 
-// Keep the string names in recipe.cpp (enum_choices) in step with these.
-enum class AttentionMode { dense, sparse, automatic };  // "auto": dense up to dense_len
-enum class ScheduleKind { cosine, wsd, constant };
 enum class DeviceChoice { automatic, cpu, cuda };  // "auto": cuda when a GPU is present
 enum class Precision { bf16, f32 };
 
-std::string_view to_string(AttentionMode mode);
-std::string_view to_string(ScheduleKind kind);
+// The names recipes use: "auto", "cpu", "cuda" (train.device); "bf16", "f32" (train.precision).
+std::span<const EnumName<DeviceChoice>> enum_names(DeviceChoice);
+std::span<const EnumName<Precision>> enum_names(Precision);
 std::string_view to_string(DeviceChoice device);
 std::string_view to_string(Precision precision);
 
 // The data.train / data.val value that means synthetic uniform tokens (for benchmarks).
 inline constexpr std::string_view kRandomData = "random";
-
-struct ModelConfig {
-  int vocab_size = 258;  // the byte tokenizer: 256 bytes + BOS + EOS
-  int d_model = 0;       // required
-  int n_layers = 0;      // required
-  int n_heads = 0;       // required
-  int n_kv_heads = 0;    // 0 = n_heads (no grouping); load_recipe resolves it
-  int head_dim = 0;      // 0 = d_model / n_heads; load_recipe resolves it
-  int ffn_hidden = 0;    // required; the SwiGLU hidden width
-  double rope_theta = 10000.0;
-  bool tie_embeddings = false;
-  double norm_eps = 1e-5;
-  double init_std = 0.02;
-  bool operator==(const ModelConfig&) const = default;
-};
-
-struct AttentionConfig {
-  AttentionMode mode = AttentionMode::automatic;
-  int kernel_size = 32;
-  int kernel_stride = 16;
-  int block_size = 64;
-  int init_blocks = 1;
-  int window_size = 2048;
-  int topk = 64;  // counts the forced init and window blocks
-  int dense_len = 8192;
-  int lse_stride = 1;  // block scores' softmax normalizer: 1 exact, n sampled (SparseConfig)
-  bool operator==(const AttentionConfig&) const = default;
-};
 
 struct DataConfig {
   std::string train;   // required: token file (.h5), or "random"
@@ -75,35 +56,14 @@ struct DataConfig {
   bool operator==(const DataConfig&) const = default;
 };
 
-struct OptimConfig {
-  double lr = 3e-4;
-  double weight_decay = 0.1;
-  double beta1 = 0.9;
-  double beta2 = 0.95;
-  double eps = 1e-8;
-  double grad_clip = 1.0;  // max global grad norm; 0 disables clipping
-  // Parameters whose name contains one of these get no weight decay.
-  std::vector<std::string> no_decay = {"norm", "embedding"};
-  bool operator==(const OptimConfig&) const = default;
-};
-
-struct ScheduleConfig {
-  ScheduleKind kind = ScheduleKind::cosine;
-  int64_t warmup_steps = 0;
-  double min_lr_ratio = 0.1;    // final lr = lr * min_lr_ratio
-  double decay_fraction = 0.2;  // wsd: share of train.steps spent decaying at the end
-  bool operator==(const ScheduleConfig&) const = default;
-};
-
 struct TrainConfig {
   int64_t steps = 0;    // required: optimizer steps
   std::string out_dir;  // required: the run folder
   uint64_t seed = 1234;
   DeviceChoice device = DeviceChoice::automatic;
   Precision precision = Precision::bf16;  // the CPU backend always computes f32
-  bool activation_checkpointing = false;
-  bool recompute_attention = false;  // with checkpointing: recompute the attention core too
-  int64_t eval_every = 0;            // steps between evaluations on data.val; 0 = never
+  // train.activation_checkpointing and train.recompute_attention live in model (ModelConfig).
+  int64_t eval_every = 0;  // steps between evaluations on data.val; 0 = never
   int eval_batches = 20;
   int max_bad_steps = 10;     // non-finite steps (skipped) tolerated before the run stops
   std::string init_from;      // checkpoint whose weights start the run (finetune); empty = none
@@ -133,11 +93,13 @@ struct DistributedConfig {
 };
 
 struct Recipe {
+  // model: keys, attention: keys (model.attention.mode and model.attention.sparse), and
+  // train.activation_checkpointing / train.recompute_attention. n_kv_heads and head_dim are
+  // resolved (with_derived_sizes) once the recipe is validated.
   ModelConfig model;
-  AttentionConfig attention;
   DataConfig data;
-  OptimConfig optim;
-  ScheduleConfig schedule;
+  AdamWOptions optim;   // optim: keys; grad_clip is applied by the training step
+  LrSchedule schedule;  // schedule: keys; the peak lr is optim.lr, the length train.steps
   TrainConfig train;
   CheckpointConfig checkpoint;
   LogConfig log;

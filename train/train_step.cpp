@@ -13,7 +13,7 @@ namespace infllm::train {
 StepResult train_step(const TransformerLM& model, Optimizer& optimizer, BatchSource& batches,
                       const Recipe& recipe, int64_t step, Replicas& replicas) {
   StepResult result;
-  result.lr = learning_rate(schedule_spec(recipe), step);
+  result.lr = learning_rate(recipe, step);
   int accum = recipe.data.grad_accum;
   Tensor loss_sum;
   for (int micro = 0; micro < accum; ++micro) {
@@ -42,9 +42,7 @@ StepResult train_step(const TransformerLM& model, Optimizer& optimizer, BatchSou
     result.applied = false;
     return result;
   }
-  double clip = recipe.optim.grad_clip;
-  double scale = clip > 0 && result.grad_norm > clip ? clip / result.grad_norm : 1.0;
-  optimizer.step(result.lr, scale);
+  optimizer.step(result.lr, grad_clip_scale(recipe.optim, result.grad_norm));
   optimizer.clear_grads();
   return result;
 }

@@ -60,8 +60,8 @@ class Run {
         replicas_(recipe),
         device_(replicas_.device()),
         dtype_(compute_dtype(recipe, device_)),
-        model_(model_config(recipe), recipe.train.seed, device_, dtype_),
-        optimizer_(replicas_.make_optimizer(model_, adamw_options(recipe))),
+        model_(recipe.model, recipe.train.seed, device_, dtype_),
+        optimizer_(replicas_.make_optimizer(model_, recipe.optim)),
         batches_(recipe, device_, replicas_.rank(), replicas_.world_size()),
         checkpoint_dir_((fs::path(recipe.train.out_dir) / "checkpoints").string()) {
     if (replicas_.writer()) {
@@ -151,8 +151,8 @@ class Run {
     last_loss_ = result.loss;
     StepMetrics m;
     m.step_seconds = step_seconds;
-    m.attention = attention::use_sparse(attention_mode(recipe_.attention.mode),
-                                        recipe_.data.seq_len, recipe_.attention.dense_len)
+    m.attention = attention::use_sparse(recipe_.model.attention.mode, recipe_.data.seq_len,
+                                        recipe_.model.attention.sparse.dense_len)
                       ? "sparse"
                       : "dense";
     m.step = step;

@@ -16,6 +16,7 @@
 #include "attention/flash_attention.h"
 #include "core/bf16.h"
 #include "core/error.h"
+#include "tests/test_util.h"
 
 #if INFLLM_WITH_CUDA
 #include <cuda_runtime.h>
@@ -306,13 +307,6 @@ std::vector<int32_t> tile_shared_blocks(const Case& c) {
   return blocks;
 }
 
-bool have_gpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
-#define CHECK_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
-
 template <class T>
 struct DeviceBuffer {
   T* ptr = nullptr;
@@ -442,7 +436,7 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
 class GpuAttention : public ::testing::TestWithParam<Case> {};
 
 TEST_P(GpuAttention, Bf16MatchesF64Reference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  INFLLM_REQUIRE_GPU();
   const Case c = GetParam();
   const bool every_block = c.max_blocks < 0;  // sparse with all causal blocks
   Case sc = c;
@@ -457,7 +451,7 @@ TEST_P(GpuAttention, Bf16MatchesF64Reference) {
 // tokens chose densely and the rest block by block. Both head dims, a G with padding rows; the
 // last case shares more blocks per tile than a tile list holds.
 TEST(GpuAttention, WindowedAndTileSharedListsMatchF64Reference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  INFLLM_REQUIRE_GPU();
   const std::tuple<Case, int> cases[] = {{Case{1, 1500, 16, 1, 128, 64, 9}, 4},
                                          {Case{2, 1300, 24, 2, 64, 64, 8}, 3},
                                          {Case{1, 1400, 16, 2, 128, 64, 12}, 0},
@@ -475,7 +469,7 @@ TEST(GpuAttention, WindowedAndTileSharedListsMatchF64Reference) {
 // the Hopper forward's f32 sums take relative to that maximum, which sends the forward to the
 // exact portable kernel. The results must not show it.
 TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  INFLLM_REQUIRE_GPU();
   const Case c{1, 1200, 16, 2, 128, 64, 8};
   const int G = c.Hq / c.Hkv, key = 5;
   auto blocks = windowed_blocks(c, 3);
@@ -518,7 +512,7 @@ const Case kGpuCases[] = {
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
 
 TEST(GpuAttention, RejectsUnsupportedHeadDim) {
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA GPU available";
+  INFLLM_REQUIRE_GPU();
   EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 96, 0.1f}, nullptr, nullptr, nullptr, {},
                                        nullptr, nullptr, nullptr),
                Error);

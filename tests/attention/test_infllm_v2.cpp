@@ -17,6 +17,7 @@
 #include "attention/infllm_v2.h"
 #include "core/bf16.h"
 #include "core/error.h"
+#include "tests/test_util.h"
 
 #if INFLLM_WITH_CUDA
 #include <cuda_runtime.h>
@@ -197,26 +198,17 @@ std::vector<double> brute_masked_attention(const AttentionShape& s, const std::v
   return out;
 }
 
-double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (out[i] - ref[i]) * (out[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / den);
-}
+using testing::rel_error;
 
 // Small configuration with the defaults' proportions (r = 4, overlapping kernels).
 SparseConfig small_config() {
-  SparseConfig c;
-  c.kernel_size = 8;
-  c.kernel_stride = 4;
-  c.block_size = 16;
-  c.init_blocks = 1;
-  c.window_size = 32;  // 2 local blocks
-  c.topk = 6;
-  c.dense_len = 64;
-  return c;
+  return {.kernel_size = 8,
+          .kernel_stride = 4,
+          .block_size = 16,
+          .init_blocks = 1,
+          .window_size = 32,  // 2 local blocks
+          .topk = 6,
+          .dense_len = 64};
 }
 
 // Invariants of a block list [B, T, Hkv, topk] produced under config c.
@@ -392,16 +384,16 @@ TEST(InfllmV2Cpu, BadConfigurationsNameTheField) {
   };
   SparseConfig c;
   c.block_size = 40;  // not a multiple of the stride 16
-  EXPECT_NE(message(c).find("block_size=40"), std::string::npos);
+  EXPECT_NE(message(c).find("block_size: 40 is not a multiple"), std::string::npos);
   c = SparseConfig{};
   c.topk = 16;  // fewer than 1 + 32 forced blocks
-  EXPECT_NE(message(c).find("topk=16"), std::string::npos);
+  EXPECT_NE(message(c).find("topk: 16 is less than"), std::string::npos);
   c = SparseConfig{};
   c.window_size = 100;
-  EXPECT_NE(message(c).find("window_size=100"), std::string::npos);
+  EXPECT_NE(message(c).find("window_size: 100 is not a multiple"), std::string::npos);
   c = SparseConfig{};
   c.lse_stride = 0;
-  EXPECT_NE(message(c).find("lse_stride=0"), std::string::npos);
+  EXPECT_NE(message(c).find("lse_stride: must be positive, got 0"), std::string::npos);
   EXPECT_EQ(message(SparseConfig{}), "");
 }
 
@@ -417,10 +409,11 @@ TEST(AttentionPolicy, SwitchesOnDenseLen) {
   EXPECT_TRUE(use_sparse(AttentionMode::automatic, 8193, 8192));
   EXPECT_FALSE(use_sparse(AttentionMode::dense, 1 << 17, 8192));
   EXPECT_TRUE(use_sparse(AttentionMode::sparse, 16, 8192));
-  EXPECT_EQ(parse_attention_mode("auto", "recipe.yaml attention.mode"), AttentionMode::automatic);
-  EXPECT_EQ(parse_attention_mode(to_string(AttentionMode::dense), "x"), AttentionMode::dense);
+  EXPECT_EQ(from_string<AttentionMode>("auto", "recipe.yaml attention.mode"),
+            AttentionMode::automatic);
+  EXPECT_EQ(from_string<AttentionMode>(to_string(AttentionMode::dense), "x"), AttentionMode::dense);
   try {
-    parse_attention_mode("sometimes", "recipe.yaml attention.mode");
+    from_string<AttentionMode>("sometimes", "recipe.yaml attention.mode");
     ADD_FAILURE() << "no error for an unknown mode";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("attention.mode"), std::string::npos);
@@ -432,16 +425,6 @@ TEST(AttentionPolicy, SwitchesOnDenseLen) {
 // ---- CUDA stage 1 against the CPU reference ---------------------------------------------
 
 #if INFLLM_WITH_CUDA
-
-bool have_gpu() {
-  int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-}
-
-#define SKIP_WITHOUT_GPU() \
-  if (!have_gpu()) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or found none)"
-
-#define CHECK_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
 
 template <class T>
 T* to_device(const std::vector<T>& host) {
@@ -474,7 +457,7 @@ std::vector<int32_t> cuda_select(const SparseConfig& c, const AttentionShape& s,
 }
 
 TEST(InfllmV2Cuda, CompressMatchesCpu) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const SparseConfig c;
   const AttentionShape s = make_shape(2, 1000, 8, 2, 128);
   const std::vector<float> k = randn(size_t(s.B) * s.T * s.Hkv * s.D);
@@ -496,7 +479,7 @@ TEST(InfllmV2Cuda, CompressMatchesCpu) {
 // Reading q and k as head ranges of the fused QKV rows [B, T, Hq + 2 Hkv, D] (token strides
 // q_row = kv_row = (Hq + 2 Hkv) D) must select exactly the blocks of the contiguous tensors.
 TEST(InfllmV2Cuda, PackedRowsSelectTheSameBlocks) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const SparseConfig c;
   const AttentionShape s = make_shape(2, 3000, 16, 2, 64);
   const size_t rows = size_t(s.B) * s.T, q_width = size_t(s.Hq) * s.D,
@@ -528,10 +511,10 @@ struct AgreementCase {
   int kernels_per_block = 4;  // block_size / kernel_stride: how many kernels are pooled per block
 };
 
-class InfllmV2CudaAgreement : public testing::TestWithParam<AgreementCase> {};
+class InfllmV2CudaAgreement : public ::testing::TestWithParam<AgreementCase> {};
 
 TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const AgreementCase p = GetParam();
   SparseConfig c;
   c.lse_stride = p.lse_stride;
@@ -552,28 +535,28 @@ TEST_P(InfllmV2CudaAgreement, SelectionAgreesWithCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, InfllmV2CudaAgreement,
-                         testing::Values(AgreementCase{4096, 32, 2, 128, false},
-                                         AgreementCase{4096, 32, 2, 128, true},
-                                         AgreementCase{16384, 32, 2, 128, false},
-                                         AgreementCase{16384, 32, 2, 128, true},
-                                         AgreementCase{4096, 4, 4, 128, false},  // G = 1
-                                         AgreementCase{16384, 2, 2, 64, true},   // G = 1, D = 64
-                                         AgreementCase{4096, 16, 2, 64, false},  // D = 64
-                                         AgreementCase{16384, 12, 4, 64, true},  // G = 3
-                                         AgreementCase{4096, 8, 2, 64, false},   // G = 4
-                                         // Blocks of 32, 128 and 512 tokens (2, 8, 32 kernels).
-                                         AgreementCase{4096, 16, 2, 64, false, 1, 2},
-                                         AgreementCase{4096, 16, 2, 64, true, 1, 8},
-                                         AgreementCase{4096, 12, 4, 128, false, 1, 32},
-                                         // The sampled normalizer on synthetic inputs (on
-                                         // real-text activations it agrees less: 0.956).
-                                         AgreementCase{32768, 32, 2, 128, false, 4},
-                                         AgreementCase{32768, 32, 2, 128, true, 4}));
+                         ::testing::Values(AgreementCase{4096, 32, 2, 128, false},
+                                           AgreementCase{4096, 32, 2, 128, true},
+                                           AgreementCase{16384, 32, 2, 128, false},
+                                           AgreementCase{16384, 32, 2, 128, true},
+                                           AgreementCase{4096, 4, 4, 128, false},  // G = 1
+                                           AgreementCase{16384, 2, 2, 64, true},   // G = 1, D = 64
+                                           AgreementCase{4096, 16, 2, 64, false},  // D = 64
+                                           AgreementCase{16384, 12, 4, 64, true},  // G = 3
+                                           AgreementCase{4096, 8, 2, 64, false},   // G = 4
+                                           // Blocks of 32, 128 and 512 tokens (2, 8, 32 kernels).
+                                           AgreementCase{4096, 16, 2, 64, false, 1, 2},
+                                           AgreementCase{4096, 16, 2, 64, true, 1, 8},
+                                           AgreementCase{4096, 12, 4, 128, false, 1, 32},
+                                           // The sampled normalizer on synthetic inputs (on
+                                           // real-text activations it agrees less: 0.956).
+                                           AgreementCase{32768, 32, 2, 128, false, 4},
+                                           AgreementCase{32768, 32, 2, 128, true, 4}));
 
 // 128K tokens: several score chunks and the widest top-k kernel. The full reference would take
 // hours, so 96 tokens spread over the sequence (chunk edges included) are checked.
 TEST(InfllmV2Cuda, LongSequenceAgreesWithCpuOnSpotChecks) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const SparseConfig c;
   const AttentionShape s = make_shape(1, 131072, 4, 2, 64);
   const QK x{randn(size_t(s.T) * s.Hq * s.D), randn(size_t(s.T) * s.Hkv * s.D)};
@@ -595,7 +578,7 @@ TEST(InfllmV2Cuda, LongSequenceAgreesWithCpuOnSpotChecks) {
 // Every score ties. Up to 128 blocks (t < 8192) the top-k kernel searches them as filtered
 // candidates, beyond that it falls back to searching every key.
 TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const SparseConfig c;
   const AttentionShape s = make_shape(1, 10000, 16, 1, 128);
   const std::vector<float> q = randn(size_t(s.T) * s.Hq * s.D), key = randn(s.D);
@@ -612,7 +595,7 @@ TEST(InfllmV2Cuda, EqualScoresPickTheLowerBlocksLikeCpu) {
 // and f32): u in "hot" blocks, u / 2 in "warm" ones, v orthogonal to u elsewhere, and every
 // query is u / 4, so a block's score is fixed by which tiers its kernels mix.
 TEST(InfllmV2Cuda, TiedTiersAfterTheCandidateFilterPickTheLowerBlocksLikeCpu) {
-  SKIP_WITHOUT_GPU();
+  INFLLM_REQUIRE_GPU();
   const SparseConfig c;
   const AttentionShape s = make_shape(1, 20000, 16, 1, 64);
   std::vector<float> q(size_t(s.T) * s.Hq * s.D, 0.25f), k(size_t(s.T) * s.D);

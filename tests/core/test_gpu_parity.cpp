@@ -44,17 +44,7 @@ std::vector<uint8_t> bytes(const Tensor& x) {
   return out;
 }
 
-// Runs fn, expecting an infllm::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "\"" << part << "\" not in: " << e.what();
-  }
-}
+using testing::expect_error;
 
 // Views that exercise both elementwise paths: the vectorized contiguous one (with a tail), and
 // the strided one (transposes, misaligned slices, size-1 dims).

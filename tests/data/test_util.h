@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "data/hdf5_handle.h"
+#include "tests/test_util.h"
 
 namespace infllm::data::testing {
 
@@ -138,19 +139,6 @@ inline RawTokenFile random_raw_file(std::mt19937_64& rng, int docs, int64_t voca
   return spec;
 }
 
-// Runs `body`, which must throw infllm::Error whose message contains every one of `parts`.
-template <class Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "expected an infllm::Error mentioning " << *parts.begin();
-  } catch (const infllm::Error& error) {
-    const std::string message = error.what();
-    for (const std::string& part : parts) {
-      EXPECT_NE(message.find(part), std::string::npos)
-          << "message lacks \"" << part << "\": " << message;
-    }
-  }
-}
+using ::infllm::testing::expect_error;  // tests/test_util.h
 
 }  // namespace infllm::data::testing

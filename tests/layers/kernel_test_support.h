@@ -14,6 +14,7 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "tests/test_util.h"
 
 #if INFLLM_WITH_CUDA
 #include <cuda_runtime.h>
@@ -45,17 +46,7 @@ inline std::vector<double> random_normal(size_t n, double std, uint64_t seed) {
   return out;
 }
 
-// |out - ref| / |ref| in the L2 norm; infinite when out holds a NaN or Inf.
-inline double rel_error(const std::vector<double>& out, const std::vector<double>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return INFINITY;
-    diff += (out[i] - ref[i]) * (out[i] - ref[i]);
-    norm += ref[i] * ref[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-300);
-}
+using testing::rel_error;  // |out - ref| / |ref| in the L2 norm; infinite for a NaN or Inf
 
 template <class To, class From>
 std::vector<To> convert(const std::vector<From>& in) {
@@ -103,12 +94,6 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 #if INFLLM_WITH_CUDA
-// Any error from cudaGetDeviceCount (no driver, driver too old) means "no GPU".
-inline bool has_gpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
-
 // A device array filled from and read back to host vectors.
 template <class T>
 class DeviceBuffer {
@@ -136,9 +121,6 @@ class DeviceBuffer {
   size_t n_;
   T* ptr_ = nullptr;
 };
-
-#define INFLLM_KERNEL_REQUIRE_GPU() \
-  if (!::infllm::kernel_test::has_gpu()) GTEST_SKIP() << "no CUDA GPU on this machine"
 #endif
 
 }  // namespace infllm::kernel_test

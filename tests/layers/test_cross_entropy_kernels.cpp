@@ -26,7 +26,7 @@ std::vector<int32_t> random_targets(int64_t N, int64_t V, uint64_t seed, int ign
 
 TEST(CrossEntropyKernels, CpuMatchesFormula) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t N = 6, V = 37;
   const double scale = 0.25;
   const std::vector<double> logits = random_normal(N * V, 3.0, seed);
@@ -58,7 +58,7 @@ TEST(CrossEntropyKernels, CpuMatchesFormula) {
 
 TEST(CrossEntropyKernels, CpuGradientMatchesFiniteDifferences) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t N = 4, V = 9;
   const double scale = 1.0 / 3.0;
   std::vector<double> logits = random_normal(N * V, 2.0, seed);
@@ -90,7 +90,7 @@ TEST(CrossEntropyKernels, RejectsTargetOutsideVocabulary) {
 // the shared-memory row cache (pass 2 re-reads the logits); 3 and 13: fewer elements than one
 // vector plus edges.
 TEST(CrossEntropyKernels, CudaMatchesCpuAndRepeatsBitwise) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   struct Case {
     int64_t N, V;
   };
@@ -98,7 +98,7 @@ TEST(CrossEntropyKernels, CudaMatchesCpuAndRepeatsBitwise) {
        {Case{7, 32000}, Case{5, 50257}, Case{3, 50304}, Case{2, 110017}, Case{9, 3}, Case{6, 13}}) {
     for (int mode = 0; mode < 3; ++mode) {  // 0: separate dlogits, 1: in place, 2: misaligned
       const uint64_t seed = fresh_seed();
-      SCOPED_TRACE(testing::Message()
+      SCOPED_TRACE(::testing::Message()
                    << "N=" << c.N << " V=" << c.V << " mode=" << mode << " seed=" << seed);
       const int64_t N = c.N, V = c.V;
       const float scale = 1.0f / float(N);
@@ -140,7 +140,7 @@ TEST(CrossEntropyKernels, CudaMatchesCpuAndRepeatsBitwise) {
 }
 
 TEST(CrossEntropyKernels, CudaLossOnly) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   const int64_t N = 4, V = 1001;
   const std::vector<double> logits = round_to_bf16(random_normal(N * V, 1.0, fresh_seed()));
   const std::vector<int32_t> targets = random_targets(N, V, fresh_seed(), 0);

@@ -61,7 +61,13 @@ TEST(LayerGradients, AttentionDenseAndSparse) {
                          {input({1, 7, 4, 4}), input({1, 7, 2, 4}), input({1, 7, 2, 4})});
   AttentionOptions sparse;
   sparse.mode = attention::AttentionMode::sparse;
-  sparse.sparse = {4, 2, 4, 1, 4, 3, 0};  // kernel 4, stride 2, blocks of 4, 1 local block, top 3
+  sparse.sparse = {.kernel_size = 4,
+                   .kernel_stride = 2,
+                   .block_size = 4,
+                   .init_blocks = 1,
+                   .window_size = 4,
+                   .topk = 3,
+                   .dense_len = 0};  // kernel 4, stride 2, blocks of 4, 1 local block, top 3
   expect_gradients_match("sparse attention",
                          [&](auto& v) { return causal_attention(v[0], v[1], v[2], sparse); },
                          {input({1, 23, 4, 4}), input({1, 23, 2, 4}), input({1, 23, 2, 4})});
@@ -71,7 +77,13 @@ TEST(LayerGradients, PackedAttentionIsAttentionOnTheHeadRanges) {
   // qkv [B, T, Hq + 2 Hkv, D] = [q heads | k heads | v heads], Hq = 4, Hkv = 2.
   AttentionOptions sparse;
   sparse.mode = attention::AttentionMode::sparse;
-  sparse.sparse = {4, 2, 4, 1, 4, 3, 0};
+  sparse.sparse = {.kernel_size = 4,
+                   .kernel_stride = 2,
+                   .block_size = 4,
+                   .init_blocks = 1,
+                   .window_size = 4,
+                   .topk = 3,
+                   .dense_len = 0};
   expect_gradients_match("packed sparse attention",
                          [&](auto& v) { return causal_attention_packed(v[0], 4, 2, sparse); },
                          {input({1, 23, 8, 4})});
@@ -118,7 +130,13 @@ TEST(SwitchableAttention, SparseEqualsDenseWhenTopkCoversEveryBlock) {
   AttentionOptions dense, sparse;
   dense.mode = attention::AttentionMode::dense;
   sparse.mode = attention::AttentionMode::sparse;
-  sparse.sparse = {4, 2, 8, 1, 8, 9, 0};  // 9 blocks of 8 cover all 70 tokens
+  sparse.sparse = {.kernel_size = 4,
+                   .kernel_stride = 2,
+                   .block_size = 8,
+                   .init_blocks = 1,
+                   .window_size = 8,
+                   .topk = 9,
+                   .dense_len = 0};  // 9 blocks of 8 cover all 70 tokens
   std::vector<double> ref = testing::as_f64(causal_attention(q, k, v, dense));
   EXPECT_LT(testing::rel_error(causal_attention(q, k, v, sparse), ref), 1e-6);
 }
@@ -127,7 +145,13 @@ TEST(SwitchableAttention, AutoModeSwitchesAtDenseLen) {
   Tensor q = testing::random_normal({1, 48, 2, 8}), k = testing::random_normal({1, 48, 1, 8});
   Tensor v = testing::random_normal({1, 48, 1, 8});
   AttentionOptions options;
-  options.sparse = {4, 2, 8, 1, 8, 2, 0};  // top 2 blocks: sparse differs from dense
+  options.sparse = {.kernel_size = 4,
+                    .kernel_stride = 2,
+                    .block_size = 8,
+                    .init_blocks = 1,
+                    .window_size = 8,
+                    .topk = 2,
+                    .dense_len = 0};  // top 2 blocks: sparse differs from dense
   AttentionOptions dense = options;
   dense.mode = attention::AttentionMode::dense;
   std::vector<double> ref = testing::as_f64(causal_attention(q, k, v, dense));

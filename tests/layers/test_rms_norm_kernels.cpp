@@ -47,7 +47,7 @@ std::vector<double> formula(const std::vector<double>& x, const std::vector<doub
 TEST(RmsNormKernels, CpuForwardMatchesFormula) {
   for (const Shape& s : kShapes) {
     const uint64_t seed = fresh_seed();
-    SCOPED_TRACE(testing::Message() << "N=" << s.N << " C=" << s.C << " seed=" << seed);
+    SCOPED_TRACE(::testing::Message() << "N=" << s.N << " C=" << s.C << " seed=" << seed);
     const Inputs in = make_inputs(s.N, s.C, seed);
     std::vector<double> rstd_ref;
     const std::vector<double> y_ref = formula(in.x, in.w, s.N, s.C, &rstd_ref);
@@ -66,7 +66,7 @@ TEST(RmsNormKernels, CpuForwardMatchesFormula) {
 
 TEST(RmsNormKernels, CpuResidualForwardNormalizesTheSum) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t N = 4, C = 45;
   const Inputs in = make_inputs(N, C, seed);
   std::vector<double> sum_ref(N * C);
@@ -85,7 +85,7 @@ TEST(RmsNormKernels, CpuResidualForwardNormalizesTheSum) {
 TEST(RmsNormKernels, CpuBackwardMatchesFiniteDifferences) {
   for (bool with_residual : {false, true}) {
     const uint64_t seed = fresh_seed();
-    SCOPED_TRACE(testing::Message() << "residual=" << with_residual << " seed=" << seed);
+    SCOPED_TRACE(::testing::Message() << "residual=" << with_residual << " seed=" << seed);
     const int64_t N = 3, C = 11;
     Inputs in = make_inputs(N, C, seed);
     if (!with_residual) std::fill(in.residual.begin(), in.residual.end(), 0.0);
@@ -137,12 +137,12 @@ struct GpuCase {
 const GpuCase kGpuCases[] = {{37, 1024}, {5000, 96}, {5, 77}, {1, 8}};
 
 TEST(RmsNormKernels, CudaForwardMatchesCpu) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   for (bool with_residual : {false, true}) {
     for (const GpuCase& g : kGpuCases) {
       const uint64_t seed = fresh_seed();
-      SCOPED_TRACE(testing::Message() << "N=" << g.N << " C=" << g.C
-                                      << " residual=" << with_residual << " seed=" << seed);
+      SCOPED_TRACE(::testing::Message() << "N=" << g.N << " C=" << g.C
+                                        << " residual=" << with_residual << " seed=" << seed);
       const int64_t N = g.N, C = g.C;
       Inputs in = make_inputs(N, C, seed);
       in.x = round_to_bf16(in.x);
@@ -177,11 +177,11 @@ TEST(RmsNormKernels, CudaForwardMatchesCpu) {
 }
 
 TEST(RmsNormKernels, CudaBackwardMatchesCpuAndRepeatsBitwise) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   for (const GpuCase& g : kGpuCases) {
     for (bool with_dsum : {false, true}) {
       const uint64_t seed = fresh_seed();
-      SCOPED_TRACE(testing::Message()
+      SCOPED_TRACE(::testing::Message()
                    << "N=" << g.N << " C=" << g.C << " dsum=" << with_dsum << " seed=" << seed);
       const int64_t N = g.N, C = g.C;
       Inputs in = make_inputs(N, C, seed);

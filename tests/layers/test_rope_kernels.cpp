@@ -42,7 +42,8 @@ TEST(RopeKernels, CpuForwardMatchesFormula) {
   for (const Case& c : {Case{1, 1, 1, 2, 0, 1}, Case{2, 5, 3, 6, 7, 3}, Case{1, 9, 2, 64, 1000, 2},
                         Case{2, 7, 4, 8, 3, 3}}) {
     const uint64_t seed = fresh_seed();
-    SCOPED_TRACE(testing::Message() << "D=" << c.D << " rotated=" << c.rotated << " seed=" << seed);
+    SCOPED_TRACE(::testing::Message()
+                 << "D=" << c.D << " rotated=" << c.rotated << " seed=" << seed);
     const std::vector<double> x = random_normal(c.B * c.T * c.H * c.D, 1.0, seed);
     const std::vector<double> ref = formula(x, c.B, c.T, c.H, c.D, c.offset, c.rotated);
     std::vector<float> out(x.size());
@@ -57,7 +58,7 @@ TEST(RopeKernels, CpuForwardMatchesFormula) {
 
 TEST(RopeKernels, CpuBackwardMatchesFiniteDifferencesAndInverts) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t B = 2, T = 3, H = 2, D = 10, offset = 5;
   std::vector<double> x = random_normal(B * T * H * D, 1.0, seed);
   const std::vector<double> dout = random_normal(x.size(), 1.0, seed + 1);
@@ -93,9 +94,9 @@ struct GpuCase {
 template <class Elem>
 void check_cuda_against_cpu(const GpuCase& c, double tolerance) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D
-                                  << " offset=" << c.offset << " rotated=" << c.rotated
-                                  << " seed=" << seed);
+  SCOPED_TRACE(::testing::Message()
+               << "B=" << c.B << " T=" << c.T << " H=" << c.H << " D=" << c.D
+               << " offset=" << c.offset << " rotated=" << c.rotated << " seed=" << seed);
   constexpr bool kBf16 = std::is_same_v<Elem, uint16_t>;
   std::vector<double> x = random_normal(c.B * c.T * c.H * c.D, 1.0, seed);
   if (kBf16) x = round_to_bf16(x);
@@ -140,14 +141,14 @@ const GpuCase kGpuCases[] = {{2, 33, 5, 64, 0, 3},
                              {1, 5, 7, 12, 131067, 6}};
 
 TEST(RopeKernels, CudaBf16MatchesCpu) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   for (const GpuCase& c : kGpuCases) check_cuda_against_cpu<uint16_t>(c, 1e-2);
 }
 
 // The f32 path shows the angle's precision: at positions 131008..131071 an angle formed in f32
 // would be off by up to 4e-3 rad; the double-formed, reduced angle keeps this under 1e-5.
 TEST(RopeKernels, CudaF32MatchesCpuAtLongContextPositions) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   for (const GpuCase& c : kGpuCases) check_cuda_against_cpu<float>(c, 1e-5);
 }
 #endif

@@ -27,7 +27,7 @@ std::vector<double> formula(const std::vector<double>& gate_up, int64_t N, int64
 TEST(SwigluKernels, CpuForwardMatchesFormula) {
   for (auto [N, F] : {std::pair<int64_t, int64_t>{1, 1}, {3, 13}, {4, 256}}) {
     const uint64_t seed = fresh_seed();
-    SCOPED_TRACE(testing::Message() << "N=" << N << " F=" << F << " seed=" << seed);
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " F=" << F << " seed=" << seed);
     const std::vector<double> gate_up = random_normal(N * 2 * F, 2.0, seed);
     const std::vector<double> ref = formula(gate_up, N, F);
     std::vector<float> h(N * F);
@@ -41,7 +41,7 @@ TEST(SwigluKernels, CpuForwardMatchesFormula) {
 
 TEST(SwigluKernels, CpuBackwardMatchesFiniteDifferences) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t N = 3, F = 7;
   std::vector<double> gate_up = random_normal(N * 2 * F, 2.0, seed);
   const std::vector<double> dh = random_normal(N * F, 1.0, seed + 1);
@@ -62,11 +62,11 @@ TEST(SwigluKernels, RejectsEmptyShapes) {
 
 #if INFLLM_WITH_CUDA
 TEST(SwigluKernels, CudaMatchesCpu) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   // F = 2816 and 64 take the 16-byte path, 13 and 1 the scalar one.
   for (auto [N, F] : {std::pair<int64_t, int64_t>{37, 2816}, {1000, 64}, {5, 13}, {2, 1}}) {
     const uint64_t seed = fresh_seed();
-    SCOPED_TRACE(testing::Message() << "N=" << N << " F=" << F << " seed=" << seed);
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " F=" << F << " seed=" << seed);
     const std::vector<double> gate_up = round_to_bf16(random_normal(N * 2 * F, 2.0, seed));
     const std::vector<double> dh = round_to_bf16(random_normal(N * F, 1.0, seed + 1));
     std::vector<double> h_ref(N * F), dgate_up_ref(N * 2 * F);

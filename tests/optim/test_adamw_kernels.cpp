@@ -27,7 +27,7 @@ AdamWHyper hyper(int64_t step) {
 
 TEST(AdamWKernels, CpuMatchesFormulaOverSteps) {
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   const int64_t n = 37;
   const float lr_scale = 0.5f, weight_decay = 0.1f;
   std::vector<double> p = random_normal(n, 0.02, seed), m(n, 0.0), v(n, 0.0);
@@ -80,9 +80,9 @@ struct Param {
 };
 
 TEST(AdamWKernels, CudaMultiTensorMatchesCpuAndRepeatsBitwise) {
-  INFLLM_KERNEL_REQUIRE_GPU();
+  INFLLM_REQUIRE_GPU();
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE(testing::Message() << "seed=" << seed);
+  SCOPED_TRACE(::testing::Message() << "seed=" << seed);
   std::vector<Param> params = {
       {1, false, true, 0, 1.0f, 0.0f, {}, {}, {}, {}},
       {7, true, false, 0, 1.0f, 0.1f, {}, {}, {}, {}},
@@ -168,7 +168,7 @@ TEST(AdamWKernels, CudaMultiTensorMatchesCpuAndRepeatsBitwise) {
   CUDA_CHECK(cudaDeviceSynchronize());
   for (size_t k = 0; k < params.size(); ++k) {
     const Param& q = params[k];
-    SCOPED_TRACE(testing::Message() << "tensor " << k << " n=" << q.n);
+    SCOPED_TRACE(::testing::Message() << "tensor " << k << " n=" << q.n);
     auto read_f32 = [&](float* p) {
       std::vector<float> host(q.n);
       CUDA_CHECK(cudaMemcpy(host.data(), p, q.n * sizeof(float), cudaMemcpyDeviceToHost));

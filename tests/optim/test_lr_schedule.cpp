@@ -12,6 +12,16 @@
 namespace infllm {
 namespace {
 
+// A schedule with the run it is evaluated for: peak lr and length.
+struct ScheduleSpec : LrSchedule {
+  double lr = 0;
+  int64_t total_steps = 0;
+};
+
+double learning_rate(const ScheduleSpec& s, int64_t step) {
+  return infllm::learning_rate(s, s.lr, s.total_steps, step);
+}
+
 ScheduleSpec spec(LrScheduleKind kind) {
   ScheduleSpec s;
   s.kind = kind;

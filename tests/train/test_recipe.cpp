@@ -12,6 +12,7 @@
 #include <initializer_list>
 
 #include "core/error.h"
+#include "tests/test_util.h"
 
 namespace infllm::train {
 namespace {
@@ -27,25 +28,8 @@ std::vector<std::string> shipped_recipes() {
 
 const ValidateOptions kNoFileCheck{.check_files = false};
 
-// The message of the infllm::Error that `action` throws; fails the test when it does not throw.
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected an infllm::Error";
-  return "";
-}
-
-void expect_error(const std::function<void()>& action,
-                  std::initializer_list<std::string_view> fragments) {
-  const std::string message = error_of(action);
-  for (std::string_view fragment : fragments) {
-    EXPECT_NE(message.find(fragment), std::string::npos)
-        << "message lacks \"" << fragment << "\":\n  " << message;
-  }
-}
+using testing::error_of;
+using testing::expect_error;
 
 // The smallest valid recipe; tests append or override what they exercise.
 constexpr const char* kMinimal =
@@ -112,13 +96,19 @@ TEST_F(RecipeTest, ShippedRecipeValues) {
 
   const Recipe pretrain = load_recipe("recipes/pretrain_short.yaml", {}, kNoFileCheck);
   const Recipe finetune = load_recipe("recipes/finetune_long.yaml", {}, kNoFileCheck);
-  EXPECT_EQ(finetune.model, pretrain.model);  // same weights, same shapes
-  EXPECT_EQ(pretrain.attention.mode, AttentionMode::dense);
-  EXPECT_EQ(finetune.attention.mode, AttentionMode::sparse);
+  // Same weights, same shapes: the models differ only in how they run (attention path,
+  // activation checkpointing).
+  ModelConfig finetune_shape = finetune.model;
+  finetune_shape.attention = pretrain.model.attention;
+  finetune_shape.activation_checkpointing = pretrain.model.activation_checkpointing;
+  finetune_shape.recompute_attention = pretrain.model.recompute_attention;
+  EXPECT_EQ(finetune_shape, pretrain.model);
+  EXPECT_EQ(pretrain.model.attention.mode, attention::AttentionMode::dense);
+  EXPECT_EQ(finetune.model.attention.mode, attention::AttentionMode::sparse);
   EXPECT_EQ(finetune.data.seq_len, 32768);
   EXPECT_EQ(finetune.data.batch_size, 1);
   EXPECT_EQ(finetune.data.train, pretrain.data.train);
-  EXPECT_TRUE(finetune.train.activation_checkpointing);
+  EXPECT_TRUE(finetune.model.activation_checkpointing);
   EXPECT_EQ(finetune.train.init_from, "runs/pretrain_short/checkpoints/latest");
   EXPECT_NE(finetune.train.out_dir, pretrain.train.out_dir);
   EXPECT_EQ(finetune.optim.weight_decay, pretrain.optim.weight_decay);  // inherited
@@ -177,7 +167,7 @@ TEST_F(RecipeTest, MinimalRecipeGetsTheDefaults) {
   expected.train.out_dir = "runs/test";
   EXPECT_EQ(recipe, expected);
   EXPECT_EQ(recipe.optim.no_decay, (std::vector<std::string>{"norm", "embedding"}));
-  EXPECT_EQ(recipe.attention.mode, AttentionMode::automatic);
+  EXPECT_EQ(recipe.model.attention.mode, attention::AttentionMode::automatic);
 }
 
 TEST_F(RecipeTest, ExtendsMergesDeeplyAcrossFolders) {
@@ -223,11 +213,11 @@ TEST_F(RecipeTest, OverridesApplyAfterExtends) {
        "data.val=random", "train.eval_every=5", "distributed.init=file:/tmp/rdv"});
   EXPECT_EQ(recipe.train.steps, 100);
   EXPECT_EQ(recipe.train.out_dir, "runs/q");
-  EXPECT_EQ(recipe.attention.mode, AttentionMode::sparse);
+  EXPECT_EQ(recipe.model.attention.mode, attention::AttentionMode::sparse);
   EXPECT_EQ(recipe.optim.no_decay, std::vector<std::string>{"norm"});
   EXPECT_EQ(recipe.optim.lr, 1e-3);
-  EXPECT_TRUE(recipe.train.activation_checkpointing);
-  EXPECT_TRUE(recipe.train.recompute_attention);
+  EXPECT_TRUE(recipe.model.activation_checkpointing);
+  EXPECT_TRUE(recipe.model.recompute_attention);
   EXPECT_EQ(recipe.train.eval_every, 5);
   EXPECT_EQ(recipe.distributed.init, "file:/tmp/rdv");
   // The last override of a key wins; an empty value restores the default.
@@ -387,6 +377,7 @@ TEST_F(RecipeTest, ImpossibleValues) {
         "at least 33"}},
       {{"attention.kernel_stride=0"}, {"attention.kernel_stride: must be positive"}},
       {{"attention.lse_stride=0"}, {"attention.lse_stride: must be positive"}},
+      {{"attention.dense_len=-1"}, {"attention.dense_len: must be 0 or more"}},
       {{"schedule.warmup_steps=11"},
        {"schedule.warmup_steps: 11 is more than train.steps = 10", "raise train.steps"}},
       {{"schedule.kind=wsd", "schedule.warmup_steps=9"},
@@ -424,12 +415,14 @@ TEST_F(RecipeTest, ImpossibleValues) {
   EXPECT_EQ(
       load_minimal({"model.n_heads=6", "model.n_kv_heads=3", "model.head_dim=16"}).model.head_dim,
       16);
+  // dense_len 0: auto mode takes the sparse path at every length (check_sparse_config's rule).
+  EXPECT_EQ(load_minimal({"attention.dense_len=0"}).model.attention.sparse.dense_len, 0);
 }
 
 TEST_F(RecipeTest, ValidateRecipeNamesItsSource) {
   Recipe recipe = load_minimal({});
   EXPECT_NO_THROW(validate_recipe(recipe, "checkpoint.h5"));
-  recipe.attention.topk = 2;
+  recipe.model.attention.sparse.topk = 2;
   expect_error([&] { validate_recipe(recipe, "checkpoint.h5"); },
                {"attention.topk: 2 is less than", "in checkpoint.h5"});
 }
@@ -443,7 +436,7 @@ TEST_F(RecipeTest, RoundTripKeepsEveryValue) {
   recipe.optim.lr = 3e-4;
   recipe.optim.eps = 1e-8;
   recipe.optim.no_decay = {"norm", "bias: odd", "#hash", "null", "true", ""};
-  recipe.schedule.kind = ScheduleKind::wsd;
+  recipe.schedule.kind = LrScheduleKind::wsd;
   recipe.schedule.decay_fraction = 1.0 / 3.0;
   recipe.train.seed = 18446744073709551615ull;
   recipe.train.out_dir = "runs/a: b #c";
@@ -478,9 +471,9 @@ TEST_F(RecipeTest, RecipeFromTextChecksLikeAFile) {
 }
 
 TEST_F(RecipeTest, EnumNames) {
-  EXPECT_EQ(to_string(AttentionMode::automatic), "auto");
-  EXPECT_EQ(to_string(AttentionMode::sparse), "sparse");
-  EXPECT_EQ(to_string(ScheduleKind::wsd), "wsd");
+  EXPECT_EQ(to_string(attention::AttentionMode::automatic), "auto");
+  EXPECT_EQ(to_string(attention::AttentionMode::sparse), "sparse");
+  EXPECT_EQ(to_string(LrScheduleKind::wsd), "wsd");
   EXPECT_EQ(to_string(DeviceChoice::cpu), "cpu");
   EXPECT_EQ(to_string(Precision::bf16), "bf16");
 }
