@@ -264,6 +264,32 @@ TEST(CheckpointFaults, NonFiniteStateIsRefusedAndNothingWritten) {
   EXPECT_TRUE(files_in(dir.path()).empty());
 }
 
+TEST(CheckpointFaults, NonFiniteGpuStateIsRefused) {
+  INFLLM_REQUIRE_GPU();  // the GPU check sums x * 0 on the device instead of copying x back
+  TempDir dir;
+  const std::string path = dir.file("step_00000003.h5");
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), -INFINITY}) {
+      std::vector<float> values(1000, 1.5f);
+      values[777] = bad;
+      CheckpointState state;
+      state.tensors.emplace_back("optim/master/ok",
+                                 testing::random_normal({64, 64}).to(Device::cuda()));
+      state.tensors.emplace_back(
+          "optim/master/w",
+          ops::cast(Tensor::from_vector(values, {1000}), dtype).to(Device::cuda()));
+      expect_contains(message_of([&] { save_checkpoint(path, state); }),
+                      {path, "tensor 'optim/master/w'", "NaN or an Inf", "refusing to write"});
+      EXPECT_TRUE(files_in(dir.path()).empty());
+    }
+  }
+  CheckpointState finite;
+  finite.tensors.emplace_back("optim/master/w",
+                              testing::random_normal({64, 64}).to(Device::cuda()));
+  save_checkpoint(path, finite);
+  EXPECT_EQ(verify_checkpoint(path), std::nullopt);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The checkpoints folder: pruning, the newest good file, setting damaged files aside
 
