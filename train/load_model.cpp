@@ -89,8 +89,7 @@ LoadedModel load_model(const std::string& path_spec, const std::string& device) 
   loaded.recipe = recipe_from_yaml(recipe_text->second, path + " (saved recipe)", {false});
   loaded.step = state.step;
   DType dtype = compute_dtype(loaded.recipe, loaded.device);
-  loaded.model =
-      std::make_unique<TransformerLM>(loaded.recipe.model, 0, loaded.device, dtype);
+  loaded.model = std::make_unique<TransformerLM>(loaded.recipe.model, 0, loaded.device, dtype);
   const std::vector<NamedParameter> params = loaded.model->named_parameters();
   const std::map<std::string, Tensor*> by_name(params.begin(), params.end());
   load_master_weights(state, params, /*partial=*/false, "loading " + path,
