@@ -2,22 +2,35 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "attention/attention.h"
 #include "attention/block_list_attention.h"
 #include "autograd/functions.h"
+#include "core/config_check.h"
 #include "core/dispatch.h"
 #include "core/error.h"
 
 namespace infllm::attention {
 
+std::span<const EnumName<AttentionVariant>> enum_names(AttentionVariant) {
+  static constexpr EnumName<AttentionVariant> names[] = {{AttentionVariant::infllm_v2, "infllm_v2"},
+                                                         {AttentionVariant::nsa, "nsa"}};
+  return names;
+}
+
+void check_nsa_config(const NsaConfig& nsa, const SparseConfig& cfg, const ConfigCheck& check) {
+  check.require(nsa.window_size >= cfg.block_size && nsa.window_size % cfg.block_size == 0,
+                {"nsa_window", "block_size"},
+                "must be a positive multiple of " + check.key("block_size") + " = " +
+                    std::to_string(cfg.block_size) + ", got " + std::to_string(nsa.window_size),
+                "the window branch attends to whole blocks: use e.g. 512 with block_size 64");
+}
+
 void check_nsa_config(const char* op, const NsaConfig& nsa, const SparseConfig& cfg) {
   check_sparse_config(op, cfg);
-  INFLLM_CHECK(nsa.window_size >= cfg.block_size && nsa.window_size % cfg.block_size == 0, op,
-               ": the NSA sliding window nsa_window=", nsa.window_size,
-               " must be a positive multiple of block_size=", cfg.block_size,
-               " (the window branch attends to whole blocks); use e.g. 512");
+  check_nsa_config(nsa, cfg, ConfigCheck(op));
 }
 
 }  // namespace infllm::attention

@@ -24,7 +24,11 @@
 // carry none. CPU computes f32/f64 (the reference), CUDA bf16, through the same composition.
 #pragma once
 
+#include <span>
+
 #include "attention/infllm_v2.h"
+#include "core/config_check.h"
+#include "core/enum_names.h"
 #include "core/tensor.h"
 
 namespace infllm::attention {
@@ -34,6 +38,8 @@ enum class AttentionVariant {
   infllm_v2,  // InfLLM-V2's parameter-free block-sparse attention (infllm_v2.h)
   nsa,        // this file's NSA attention, with parameters of its own
 };
+// "infllm_v2", "nsa": the recipe's names. Parse with from_string (core/enum_names.h).
+std::span<const EnumName<AttentionVariant>> enum_names(AttentionVariant);
 
 // The NSA variant's own settings; its compression and selection use the SparseConfig's
 // kernel_size, kernel_stride, block_size, init_blocks, window_size (the selection's forced
@@ -43,7 +49,10 @@ struct NsaConfig {
   bool operator==(const NsaConfig&) const = default;
 };
 
-// Throws infllm::Error naming `op`, the field and the fix when the pair cannot run.
+// The NSA rules beside check_sparse_config's, in the words of `check` (field "nsa_window" for
+// NsaConfig::window_size, as the recipe key attention.nsa_window).
+void check_nsa_config(const NsaConfig& nsa, const SparseConfig& cfg, const ConfigCheck& check);
+// Both configs for a direct call of `op`.
 void check_nsa_config(const char* op, const NsaConfig& nsa, const SparseConfig& cfg);
 
 }  // namespace infllm::attention

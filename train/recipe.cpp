@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "attention/infllm_v2.h"
+#include "attention/nsa.h"
 #include "core/config_check.h"
 #include "core/error.h"
 #include "train/checkpoint.h"
@@ -78,6 +79,8 @@ void visit_fields(R& r, Visit&& visit) {
   visit(FieldKey{"attention", "topk"}, r.model.attention.sparse.topk);
   visit(FieldKey{"attention", "dense_len"}, r.model.attention.sparse.dense_len);
   visit(FieldKey{"attention", "lse_stride"}, r.model.attention.sparse.lse_stride);
+  visit(FieldKey{"attention", "variant"}, r.model.attention.variant);
+  visit(FieldKey{"attention", "nsa_window"}, r.model.attention.nsa.window_size);
 
   visit(FieldKey{"data", "train", kRequired}, r.data.train);
   visit(FieldKey{"data", "val"}, r.data.val);
@@ -543,6 +546,9 @@ class Validator {
   void check_attention() {
     auto key_of = [](std::string_view field) { return "attention." + std::string(field); };
     attention::check_sparse_config(r_.model.attention.sparse, recipe_check(key_of));
+    if (r_.model.attention.variant == attention::AttentionVariant::nsa)
+      attention::check_nsa_config(r_.model.attention.nsa, r_.model.attention.sparse,
+                                  recipe_check(key_of));
   }
 
   void check_data() {

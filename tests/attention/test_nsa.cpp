@@ -18,6 +18,7 @@
 #include "autograd/gradcheck.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
+#include "train/recipe.h"
 
 namespace infllm {
 namespace {
@@ -366,6 +367,30 @@ TEST(NsaLayer, ParametersAreNamedForCheckpointsAndTrainUnderCheckpointing) {
     return all;
   };
   EXPECT_LT(testing::rel_error(grads(true), grads(false)), 1e-5);
+}
+
+// The experiment's recipe selects the variant; its resolved text (what a checkpoint stores, and
+// eval rebuilds the model from) keeps it; a window that is not whole blocks is refused by key.
+TEST(NsaRecipe, ExperimentRecipeSelectsNsaAndKeepsItInTheResolvedText) {
+  const std::string path = "recipes/experiments/short_to_long/nsa.yaml";
+  const train::Recipe r = train::load_recipe(path, {}, {.check_files = false});
+  EXPECT_EQ(r.model.attention.variant, attention::AttentionVariant::nsa);
+  EXPECT_EQ(r.model.attention.mode, attention::AttentionMode::sparse);
+  EXPECT_EQ(r.model.attention.nsa.window_size, 512);
+  EXPECT_TRUE(r.train.init_partial);
+  EXPECT_EQ(train::recipe_from_yaml(train::recipe_to_yaml(r), "resolved", {.check_files = false}),
+            r);
+  const train::Recipe dense = train::load_recipe("recipes/experiments/short_to_long/dense.yaml", {},
+                                                 {.check_files = false});
+  EXPECT_EQ(dense.model.attention.variant, attention::AttentionVariant::infllm_v2);
+
+  try {
+    train::load_recipe(path, {"attention.nsa_window=100"}, {.check_files = false});
+    ADD_FAILURE() << "nsa_window=100 with block_size 64 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attention.nsa_window"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(train::load_recipe(path, {"attention.variant=nsb"}, {.check_files = false}), Error);
 }
 
 // The CUDA path (bf16 kernels) against the CPU reference on the same bf16-rounded inputs.
