@@ -109,12 +109,16 @@ std::vector<int> recall_rows(const attention::SparseConfig& config, int T, int64
 
 namespace {
 
-// Copies q and k of every attention call to the host and keeps the recall of the sampled rows
-// (batch row 0), one value per call.
+// Copies q and k of every attention call over the whole sequence to the host and keeps the recall
+// of the sampled rows (batch row 0), one value per call, i.e. per layer. Calls over other
+// lengths (the NSA variant's compressed branch runs attention over kernels) are not layers'
+// token attention and are left out.
 class RecallObserver : public AttentionObserver {
  public:
-  RecallObserver(attention::SparseConfig config, int64_t rows) : config_(config), rows_(rows) {}
+  RecallObserver(attention::SparseConfig config, int64_t rows, int64_t T)
+      : config_(config), rows_(rows), T_(T) {}
   void observe(const Tensor& q, const Tensor& k) override {
+    if (q.size(1) != T_) return;
     Tensor hq = ops::cast(q.contiguous(), DType::f32).to(Device::cpu());
     Tensor hk = ops::cast(k.contiguous(), DType::f32).to(Device::cpu());
     const int T = int(hq.size(1));
@@ -126,7 +130,7 @@ class RecallObserver : public AttentionObserver {
 
  private:
   attention::SparseConfig config_;
-  int64_t rows_;
+  int64_t rows_, T_;
 };
 
 Tensor host_logits(const TransformerLM& model, const std::vector<int32_t>& tokens, int64_t T,
@@ -251,7 +255,8 @@ LongEvalReport run_long_eval(TransformerLM& model, const std::string& val_path,
                  (long long)report.recall_length, (long long)options.recall_rows);
     // The model's own sparse settings; the probe sees q, k of whichever path this eval runs.
     AttentionOptions attention = model.config().attention;
-    auto observer = std::make_shared<RecallObserver>(attention.sparse, options.recall_rows);
+    auto observer = std::make_shared<RecallObserver>(attention.sparse, options.recall_rows,
+                                                     report.recall_length);
     AttentionOptions with_probe = attention;
     with_probe.observer = observer;
     model.set_attention(with_probe);
