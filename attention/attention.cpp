@@ -49,9 +49,8 @@ Tensor select_attention_blocks(const Tensor& q_in, const Tensor& k_in,
   Tensor blocks =
       Tensor::empty({q.size(0), q.size(1), k.size(2), config.topk}, DType::i32, q.device());
   if (q.device().is_cuda()) {
-    INFLLM_IF_CUDA(attention::cuda::select_blocks(config, shape, bf16_bits(q), bf16_bits(k),
-                                                  blocks.data<int32_t>(), device_stream(q.device()),
-                                                  nullptr));
+    attention::cuda::select_blocks(config, shape, bf16_bits(q), bf16_bits(k),
+                                   blocks.data<int32_t>(), device_stream(q.device()), nullptr);
   } else {
     visit_f32_f64(q.dtype(), "select_attention_blocks", [&]<class T>() {
       attention::cpu::select_blocks<T>(config, shape, q.data<T>(), k.data<T>(),
@@ -111,7 +110,6 @@ Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
   });
 }
 
-#if INFLLM_WITH_CUDA
 // The CUDA kernels on packed rows: q, k, v are head ranges of one [B, T, Hq + 2 Hkv, D] tensor,
 // read in place through the token strides, and the backward writes one packed gradient.
 Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
@@ -170,8 +168,6 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
   });
 }
 
-#endif
-
 }  // namespace
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -188,7 +184,7 @@ Tensor causal_attention_packed(const Tensor& qkv, int64_t Hq, int64_t Hkv,
                "attention: expected packed qkv [B, T, Hq + 2 Hkv, D] with Hq=", Hq, " Hkv=", Hkv,
                ", got ", qkv.str());
   if (qkv.device().is_cuda()) {
-    INFLLM_IF_CUDA(return cuda_packed_attention(qkv, int(Hq), int(Hkv), options));
+    return cuda_packed_attention(qkv, int(Hq), int(Hkv), options);
   }
   return cpu_attention(slice(qkv, 2, 0, Hq), slice(qkv, 2, Hq, Hq + Hkv),
                        slice(qkv, 2, Hq + Hkv, Hq + 2 * Hkv), options);

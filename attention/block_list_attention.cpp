@@ -55,9 +55,8 @@ Tensor block_list_attention(const Tensor& q_in, const Tensor& k_in, const Tensor
   Tensor lse =
       Tensor::empty({q.size(0), q.size(2), q.size(1)}, cuda ? DType::f32 : q.dtype(), device);
   if (cuda) {
-    INFLLM_IF_CUDA(attention::cuda::attention_forward(shape, bf16_bits(q), bf16_bits(k),
-                                                      bf16_bits(v), list, bf16_bits(out),
-                                                      lse.data<float>(), device_stream(device)));
+    attention::cuda::attention_forward(shape, bf16_bits(q), bf16_bits(k), bf16_bits(v), list,
+                                       bf16_bits(out), lse.data<float>(), device_stream(device));
   } else {
     visit_f32_f64(q.dtype(), "block_list_attention", [&]<class T>() {
       attention::cpu::attention_forward<T>(shape, q.data<T>(), k.data<T>(), v.data<T>(), list,
@@ -74,10 +73,10 @@ Tensor block_list_attention(const Tensor& q_in, const Tensor& k_in, const Tensor
         Tensor dv = Tensor::empty(sv.shape(), sv.dtype(), device);
         const BlockList saved{blocks.data<int32_t>(), int(blocks.size(3)), block_size};
         if (cuda) {
-          INFLLM_IF_CUDA(attention::cuda::attention_backward(
-              shape, bf16_bits(sq), bf16_bits(sk), bf16_bits(sv), bf16_bits(so), lse.data<float>(),
-              bf16_bits(dout), saved, bf16_bits(dq), bf16_bits(dk), bf16_bits(dv),
-              device_stream(device)));
+          attention::cuda::attention_backward(shape, bf16_bits(sq), bf16_bits(sk), bf16_bits(sv),
+                                              bf16_bits(so), lse.data<float>(), bf16_bits(dout),
+                                              saved, bf16_bits(dq), bf16_bits(dk), bf16_bits(dv),
+                                              device_stream(device));
         } else {
           visit_f32_f64(sq.dtype(), "block_list_attention_backward", [&]<class T>() {
             attention::cpu::attention_backward<T>(shape, sq.data<T>(), sk.data<T>(), sv.data<T>(),

@@ -127,9 +127,8 @@ Tensor nsa_select_blocks(const Tensor& q_in, const Tensor& kc_in, const SparseCo
   Tensor blocks =
       Tensor::empty({q.size(0), q.size(1), kc.size(2), cfg.topk}, DType::i32, q.device());
   if (q.device().is_cuda()) {
-    INFLLM_IF_CUDA(attention::cuda::select_blocks_compressed(cfg, shape, bf16_bits(q),
-                                                             bf16_bits(kc), blocks.data<int32_t>(),
-                                                             device_stream(q.device())));
+    attention::cuda::select_blocks_compressed(cfg, shape, bf16_bits(q), bf16_bits(kc),
+                                              blocks.data<int32_t>(), device_stream(q.device()));
   } else {
     visit_f32_f64(q.dtype(), "nsa_select_blocks", [&]<class T>() {
       attention::cpu::select_blocks_compressed<T>(cfg, shape, q.data<T>(), kc.data<T>(),

@@ -1,6 +1,10 @@
-# infllm_add_library(<folder> SOURCES ... [CUDA_SOURCES ...] [DEPS ...])
-#   One static library per folder, named infllm_<folder>; CUDA_SOURCES are compiled only when
-#   the CUDA backend is on. Include paths are rooted at the repository: #include "core/tensor.h".
+# infllm_add_library(<folder> SOURCES ... [CUDA_SOURCES ...] [NO_CUDA_SOURCES ...] [DEPS ...])
+#   One static library per folder, named infllm_<folder>. The backend is chosen here and only
+#   here: CUDA_SOURCES (the kernels and every other user of the CUDA runtime) when the CUDA
+#   backend is on, NO_CUDA_SOURCES (the folder's no_cuda.cpp: the same functions, each throwing
+#   "this build has no CUDA backend") when it is off. So code above core calls cuda:: functions
+#   behind `device.is_cuda()` with no #if. Include paths are rooted at the repository:
+#   #include "core/tensor.h".
 # infllm_add_test(<name> SOURCES ... DEPS ... LABELS cpu|gpu|multigpu)
 # infllm_add_executable(<name> SOURCES ... DEPS ...)
 
@@ -28,10 +32,12 @@ function(infllm_compile_options target)
 endfunction()
 
 function(infllm_add_library folder)
-  cmake_parse_arguments(ARG "" "" "SOURCES;CUDA_SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "SOURCES;CUDA_SOURCES;NO_CUDA_SOURCES;DEPS" ${ARGN})
   set(sources ${ARG_SOURCES})
   if(INFLLM_WITH_CUDA)
     list(APPEND sources ${ARG_CUDA_SOURCES})
+  else()
+    list(APPEND sources ${ARG_NO_CUDA_SOURCES})
   endif()
   add_library(infllm_${folder} STATIC ${sources})
   target_include_directories(infllm_${folder} PUBLIC ${PROJECT_SOURCE_DIR})

@@ -1,6 +1,10 @@
-// The one place where a kernel call picks its backend: the device of the output tensor decides.
-// In a CPU-only build a CUDA tensor cannot exist (allocation refuses it), so only cpu:: is
-// referenced and no CUDA symbol is needed at link time.
+// The one place where a core kernel call picks its backend: the device of the output tensor
+// decides. This #if is part of core's backend seam and stays: every kernel of core/kernels/*.h
+// has a cuda:: twin, a CPU-only build compiles none of them, and the macro references cuda:: only
+// when they exist (rather than a stub per core kernel). Everything above core calls its own cuda::
+// functions directly behind `device.is_cuda()`, and a CPU-only build links each folder's
+// no_cuda.cpp stubs instead (cmake/InfllmTargets.cmake). In a CPU-only build a CUDA tensor cannot
+// exist (allocation refuses it), so no stub is reached through a tensor.
 #pragma once
 
 #include "core/device.h"
@@ -12,13 +16,4 @@
 #else
 #define INFLLM_DISPATCH(device, kernel, ...) \
   (::infllm::require_device((device), #kernel), ::infllm::cpu::kernel(__VA_ARGS__))
-#endif
-
-// Guards a call into a CUDA-only kernel (one without a cpu:: twin under the same name): in a
-// CPU-only build the call is replaced by an error, which cannot be reached because no CUDA
-// tensor can exist there.
-#if INFLLM_WITH_CUDA
-#define INFLLM_IF_CUDA(...) __VA_ARGS__
-#else
-#define INFLLM_IF_CUDA(...) ::infllm::fail("this build has no CUDA backend")
 #endif

@@ -2,10 +2,8 @@
 
 #include <cstdlib>
 
-#include "core/error.h"
-#if INFLLM_WITH_CUDA
 #include "core/cuda/allocator.h"
-#endif
+#include "core/error.h"
 
 namespace infllm {
 namespace {
@@ -21,7 +19,6 @@ Storage::Storage(size_t bytes, Device device, bool pinned)
     : bytes_(bytes), device_(device), pinned_(pinned) {
   require_device(device, "allocate");
   size_t rounded = allocation_size(bytes);
-#if INFLLM_WITH_CUDA
   if (device.is_cuda()) {
     data_ = cuda::device_alloc(rounded, device.index);
     return;
@@ -30,14 +27,12 @@ Storage::Storage(size_t bytes, Device device, bool pinned)
     data_ = cuda::pinned_alloc(rounded);
     return;
   }
-#endif
   pinned_ = false;
   data_ = std::aligned_alloc(64, rounded);
   INFLLM_CHECK(data_, "out of host memory: requested ", rounded, " bytes");
 }
 
 Storage::~Storage() {
-#if INFLLM_WITH_CUDA
   if (device_.is_cuda()) {
     cuda::device_free(data_, allocation_size(bytes_), device_.index);
     return;
@@ -46,7 +41,6 @@ Storage::~Storage() {
     cuda::pinned_free(data_);
     return;
   }
-#endif
   std::free(data_);
 }
 

@@ -5,35 +5,15 @@
 
 #include "core/error.h"
 
-#if INFLLM_WITH_CUDA
-#include "core/cuda_check.h"
-#endif
-
 namespace infllm::data {
-
-bool cuda_gpu_present() {
-#if INFLLM_WITH_CUDA
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    cudaGetLastError();  // clear it, so no later launch check reports this probe
-    return false;
-  }
-  return count > 0;
-#else
-  return false;
-#endif
-}
 
 HostBuffer::HostBuffer(size_t bytes, bool want_pinned) : bytes_(bytes) {
   if (bytes == 0) return;
-#if INFLLM_WITH_CUDA
   if (want_pinned && cuda_gpu_present()) {
-    CUDA_CHECK(cudaHostAlloc(&data_, bytes, cudaHostAllocDefault));
+    data_ = pinned_host_alloc(bytes);
     pinned_ = true;
     return;
   }
-#endif
   constexpr size_t kAlignment = 64;
   data_ = std::aligned_alloc(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
   INFLLM_CHECK(data_ != nullptr, "host buffer: out of host memory allocating ", bytes,
@@ -61,13 +41,11 @@ HostBuffer& HostBuffer::operator=(HostBuffer&& other) noexcept {
 
 void HostBuffer::release() {
   if (data_ == nullptr) return;
-#if INFLLM_WITH_CUDA
   if (pinned_) {
-    cudaFreeHost(data_);  // no throw from a destructor; a failure here leaks at most this buffer
+    pinned_host_free(data_);
     data_ = nullptr;
     return;
   }
-#endif
   std::free(data_);
   data_ = nullptr;
 }

@@ -30,7 +30,12 @@ class HostBuffer {
   bool pinned_ = false;
 };
 
+// The CUDA side of host buffers: data/host_buffer_cuda.cpp, or data/no_cuda.cpp in a CPU-only
+// build (no GPU present, nothing pinned).
 // True when CUDA is built in and at least one GPU answers (any CUDA error means no GPU).
 bool cuda_gpu_present();
+// Page-locked memory (cudaHostAlloc), for when cuda_gpu_present(); freed without throwing.
+void* pinned_host_alloc(size_t bytes);
+void pinned_host_free(void* data);
 
 }  // namespace infllm::data

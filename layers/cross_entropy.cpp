@@ -23,9 +23,9 @@ Tensor chunk_loss(Tensor& logits, const Tensor& targets, double grad_scale, bool
   if (device.is_cuda()) {
     INFLLM_CHECK(logits.dtype() == DType::bf16, "cross_entropy: CUDA takes bf16, got ",
                  logits.str());
-    INFLLM_IF_CUDA(cross_entropy_forward_backward_cuda(
-        bf16_bits(logits), targets.data<int32_t>(), loss.data<float>(),
-        with_grad ? bf16_bits(logits) : nullptr, n, V, float(grad_scale), device_stream(device)));
+    cross_entropy_forward_backward_cuda(bf16_bits(logits), targets.data<int32_t>(),
+                                        loss.data<float>(), with_grad ? bf16_bits(logits) : nullptr,
+                                        n, V, float(grad_scale), device_stream(device));
   } else {
     visit_f32_f64(logits.dtype(), "cross_entropy", [&]<class T>() {
       cross_entropy_forward_backward_cpu<T>(logits.data<T>(), targets.data<int32_t>(),

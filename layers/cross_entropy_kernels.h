@@ -20,10 +20,8 @@ template <class Float>
 void cross_entropy_forward_backward_cpu(const Float* logits, const int32_t* targets, Float* loss,
                                         Float* dlogits, int64_t N, int64_t V, double grad_scale);
 
-#if INFLLM_WITH_CUDA
 void cross_entropy_forward_backward_cuda(const uint16_t* logits, const int32_t* targets,
                                          float* loss, uint16_t* dlogits, int64_t N, int64_t V,
                                          float grad_scale, void* stream);
-#endif
 
 }  // namespace infllm

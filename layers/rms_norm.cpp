@@ -27,12 +27,10 @@ std::vector<Tensor> rms_norm_backward(const Tensor& dy_in, const Tensor& dsum_in
   Tensor dx = Tensor::empty(x.shape(), x.dtype(), device);
   Tensor dw = Tensor::empty({C}, device.is_cuda() ? DType::f32 : x.dtype(), device);
   if (device.is_cuda()) {
-    INFLLM_IF_CUDA({
-      Tensor workspace = scratch(rms_norm_backward_cuda_workspace_bytes(N, C), device);
-      rms_norm_backward_cuda(bf16_bits(dy), bf16_bits(x), bf16_bits(weight), rstd.data<float>(),
-                             dsum.defined() ? bf16_bits(dsum) : nullptr, bf16_bits(dx),
-                             dw.data<float>(), workspace.data_ptr(), N, C, device_stream(device));
-    });
+    Tensor workspace = scratch(rms_norm_backward_cuda_workspace_bytes(N, C), device);
+    rms_norm_backward_cuda(bf16_bits(dy), bf16_bits(x), bf16_bits(weight), rstd.data<float>(),
+                           dsum.defined() ? bf16_bits(dsum) : nullptr, bf16_bits(dx),
+                           dw.data<float>(), workspace.data_ptr(), N, C, device_stream(device));
   } else {
     visit_f32_f64(x.dtype(), "rms_norm_backward", [&]<class T>() {
       rms_norm_backward_cpu<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<T>(),
@@ -57,9 +55,8 @@ Tensor rms_norm(const Tensor& x_in, const Tensor& weight, double eps) {
   Device device = x.device();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device), rstd = make_rstd(x);
   if (device.is_cuda()) {
-    INFLLM_IF_CUDA(rms_norm_forward_cuda(bf16_bits(x), bf16_bits(weight), bf16_bits(y),
-                                         rstd.data<float>(), N, C, float(eps),
-                                         device_stream(device)));
+    rms_norm_forward_cuda(bf16_bits(x), bf16_bits(weight), bf16_bits(y), rstd.data<float>(), N, C,
+                          float(eps), device_stream(device));
   } else {
     visit_f32_f64(x.dtype(), "rms_norm", [&]<class T>() {
       rms_norm_forward_cpu<T>(x.data<T>(), weight.data<T>(), y.data<T>(), rstd.data<T>(), N, C,
@@ -84,9 +81,9 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x_in, const Tensor& residua
   Tensor sum = Tensor::empty(x.shape(), x.dtype(), device);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), device), rstd = make_rstd(x);
   if (device.is_cuda()) {
-    INFLLM_IF_CUDA(rms_norm_residual_forward_cuda(
-        bf16_bits(x), bf16_bits(residual), bf16_bits(sum), bf16_bits(weight), bf16_bits(y),
-        rstd.data<float>(), N, C, float(eps), device_stream(device)));
+    rms_norm_residual_forward_cuda(bf16_bits(x), bf16_bits(residual), bf16_bits(sum),
+                                   bf16_bits(weight), bf16_bits(y), rstd.data<float>(), N, C,
+                                   float(eps), device_stream(device));
   } else {
     visit_f32_f64(x.dtype(), "add_rms_norm", [&]<class T>() {
       rms_norm_residual_forward_cpu<T>(x.data<T>(), residual.data<T>(), sum.data<T>(),

@@ -28,7 +28,6 @@ template <class Float>
 void rms_norm_backward_cpu(const Float* dy, const Float* x, const Float* w, const Float* rstd,
                            const Float* dsum, Float* dx, Float* dw, int64_t N, int64_t C);
 
-#if INFLLM_WITH_CUDA
 void rms_norm_forward_cuda(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd,
                            int64_t N, int64_t C, float eps, void* stream);
 // sum = bf16(x + residual); y normalizes the rounded sum, the value the backward reads back.
@@ -42,6 +41,5 @@ size_t rms_norm_backward_cuda_workspace_bytes(int64_t N, int64_t C);
 void rms_norm_backward_cuda(const uint16_t* dy, const uint16_t* x, const uint16_t* w,
                             const float* rstd, const uint16_t* dsum, uint16_t* dx, float* dw,
                             void* workspace, int64_t N, int64_t C, void* stream);
-#endif
 
 }  // namespace infllm

@@ -27,7 +27,6 @@ template <class Float>
 void rope_backward_cpu(const Float* dout, Float* din, int64_t B, int64_t T, int64_t H, int64_t D,
                        double theta, int64_t pos_offset, int64_t rotated_heads);
 
-#if INFLLM_WITH_CUDA
 // bf16 (uint16_t bit patterns) and f32 tensors; math in f32 with the angle as above. D <= 512.
 void rope_forward_cuda(const uint16_t* in, uint16_t* out, int64_t B, int64_t T, int64_t H,
                        int64_t D, double theta, int64_t pos_offset, int64_t rotated_heads,
@@ -39,6 +38,5 @@ void rope_forward_cuda(const float* in, float* out, int64_t B, int64_t T, int64_
                        double theta, int64_t pos_offset, int64_t rotated_heads, void* stream);
 void rope_backward_cuda(const float* dout, float* din, int64_t B, int64_t T, int64_t H, int64_t D,
                         double theta, int64_t pos_offset, int64_t rotated_heads, void* stream);
-#endif
 
 }  // namespace infllm

@@ -17,8 +17,8 @@ Tensor swiglu(const Tensor& gate_up_in) {
   Tensor h = Tensor::empty(out_shape, gate_up.dtype(), device);
   if (device.is_cuda()) {
     INFLLM_CHECK(gate_up.dtype() == DType::bf16, "swiglu: CUDA takes bf16, got ", gate_up.str());
-    INFLLM_IF_CUDA(
-        swiglu_forward_cuda(bf16_bits(gate_up), bf16_bits(h), N, F, device_stream(device)));
+
+    swiglu_forward_cuda(bf16_bits(gate_up), bf16_bits(h), N, F, device_stream(device));
   } else {
     visit_f32_f64(gate_up.dtype(), "swiglu",
                   [&]<class T>() { swiglu_forward_cpu<T>(gate_up.data<T>(), h.data<T>(), N, F); });
@@ -28,8 +28,8 @@ Tensor swiglu(const Tensor& gate_up_in) {
     Tensor dh = g[0].contiguous();
     Tensor dgate_up = Tensor::empty(saved.shape(), saved.dtype(), device);
     if (device.is_cuda()) {
-      INFLLM_IF_CUDA(swiglu_backward_cuda(bf16_bits(dh), bf16_bits(saved), bf16_bits(dgate_up), N,
-                                          F, device_stream(device)));
+      swiglu_backward_cuda(bf16_bits(dh), bf16_bits(saved), bf16_bits(dgate_up), N, F,
+                           device_stream(device));
     } else {
       visit_f32_f64(saved.dtype(), "swiglu_backward", [&]<class T>() {
         swiglu_backward_cpu<T>(dh.data<T>(), saved.data<T>(), dgate_up.data<T>(), N, F);

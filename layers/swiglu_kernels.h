@@ -20,10 +20,8 @@ template <class Float>
 void swiglu_backward_cpu(const Float* dh, const Float* gate_up, Float* dgate_up, int64_t N,
                          int64_t F);
 
-#if INFLLM_WITH_CUDA
 void swiglu_forward_cuda(const uint16_t* gate_up, uint16_t* h, int64_t N, int64_t F, void* stream);
 void swiglu_backward_cuda(const uint16_t* dh, const uint16_t* gate_up, uint16_t* dgate_up,
                           int64_t N, int64_t F, void* stream);
-#endif
 
 }  // namespace infllm

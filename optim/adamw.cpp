@@ -133,7 +133,7 @@ AdamWHyper adamw_hyper(const AdamWOptions& options, double lr, double grad_scale
 void AdamW::step(double lr, double grad_scale) {
   const AdamWHyper hp = adamw_hyper(options_, lr, grad_scale, steps_taken_ + 1, "AdamW::step");
   if (device_.is_cuda()) {
-    INFLLM_IF_CUDA(step_cuda(hp));
+    step_cuda(hp);
   } else {
     step_cpu(hp);
   }
@@ -151,7 +151,6 @@ void AdamW::step_cpu(const AdamWHyper& hp) {
   }
 }
 
-#if INFLLM_WITH_CUDA
 int AdamW::prepare_device_table(const char* where) {
   std::vector<AdamWTensor> table;
   for (AdamWParamState* s : params_with_grad(where)) {
@@ -202,11 +201,10 @@ double AdamW::grad_norm_cuda() {
                         device_stream(device_));
   return std::sqrt(norm_result_.item());
 }
-#endif
 
 double AdamW::grad_norm() {
   if (device_.is_cuda()) {
-    INFLLM_IF_CUDA(return grad_norm_cuda());
+    return grad_norm_cuda();
   }
   double sum_squares = 0.0;
   for (AdamWParamState* s : params_with_grad("AdamW::grad_norm")) {

@@ -116,13 +116,11 @@ class AdamW : public Optimizer {
   // The parameters whose grad is defined, each checked against its parameter.
   std::vector<AdamWParamState*> params_with_grad(const char* where);
   void step_cpu(const AdamWHyper& hp);
-#if INFLLM_WITH_CUDA
   void step_cuda(const AdamWHyper& hp);
   double grad_norm_cuda();
   // Plans the launch table for the parameters with grads and uploads it if it changed; returns
   // the number of tensors in it (0: no grads at all).
   int prepare_device_table(const char* where);
-#endif
 
   AdamWOptions options_;
   std::vector<AdamWParamState> params_;

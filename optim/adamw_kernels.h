@@ -54,7 +54,6 @@ inline constexpr int64_t kAdamWChunk = 16384;
 // number of chunks to pass to the launches below.
 int64_t adamw_plan_chunks(AdamWTensor* tensors, int count);
 
-#if INFLLM_WITH_CUDA
 // Updates every tensor of `device_tensors` (count entries, planned) in one launch.
 void adamw_step_cuda(const AdamWTensor* device_tensors, int count, int64_t total_chunks,
                      const AdamWHyper& hp, void* stream);
@@ -64,6 +63,5 @@ size_t grad_sum_squares_cuda_workspace_bytes(int64_t total_chunks);
 // same bits on every run). Two launches, no atomics.
 void grad_sum_squares_cuda(const AdamWTensor* device_tensors, int count, int64_t total_chunks,
                            void* workspace, float* out_sum_squares, void* stream);
-#endif
 
 }  // namespace infllm

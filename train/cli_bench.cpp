@@ -6,15 +6,13 @@
 #include <memory>
 #include <vector>
 
+#include "core/cuda/allocator.h"
 #include "core/device.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
 #include "train/replicas.h"
 #include "train/run_setup.h"
 #include "train/train_step.h"
-#if INFLLM_WITH_CUDA
-#include "core/cuda/allocator.h"
-#endif
 
 namespace infllm::train {
 namespace {
@@ -69,9 +67,7 @@ int bench_command(int argc, char** argv) {
   double tokens_per_s = tokens / (median_ms / 1e3);
   double peak = peak_flops(device);
   double memory_gb = 0;
-#if INFLLM_WITH_CUDA
   if (device.is_cuda()) memory_gb = double(cuda::memory_stats(device.index).peak) / 1e9;
-#endif
   const char* checkpointing = !recipe.model.activation_checkpointing ? "off"
                               : recipe.model.recompute_attention     ? "whole blocks"
                                                                      : "keeps attention";

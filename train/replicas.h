@@ -9,14 +9,10 @@
 #include <vector>
 
 #include "distributed/launch_env.h"
+#include "distributed/replica_group.h"
 #include "layers/transformer.h"
 #include "optim/adamw.h"
 #include "train/recipe.h"
-
-namespace infllm::distributed {
-class ProcessGroup;
-class DataParallel;
-}  // namespace infllm::distributed
 
 namespace infllm::train {
 
@@ -57,10 +53,7 @@ class Replicas {
   Device device_;
   int zero_ = 0;
   size_t bucket_bytes_ = 0;
-#if INFLLM_WITH_CUDA  // NCCL: a CPU-only build refuses several ranks in the constructor
-  std::unique_ptr<distributed::ProcessGroup> group_;
-  distributed::DataParallel* data_parallel_ = nullptr;  // owned by make_optimizer's result
-#endif
+  std::unique_ptr<distributed::ReplicaGroup> group_;  // null with one process
 };
 
 }  // namespace infllm::train

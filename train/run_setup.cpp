@@ -1,8 +1,6 @@
 #include "train/run_setup.h"
 
-#if INFLLM_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "core/cuda/stream.h"
 
 namespace infllm::train {
 
@@ -41,15 +39,11 @@ double learning_rate(const Recipe& recipe, int64_t step) {
 }
 
 double peak_flops(Device device) {
-#if INFLLM_WITH_CUDA
-  if (device.is_cuda()) {
-    cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, device.index) != cudaSuccess) return 0;
-    // Hopper (H100/H200 SXM): 989 TFLOP/s dense bf16, the figure MFU is quoted against.
-    if (prop.major == 9) return 989e12;
-    if (prop.major == 8) return 312e12;
-  }
-#endif
+  if (!device.is_cuda()) return 0;
+  const int major = cuda::compute_capability(device.index) / 10;
+  // Hopper (H100/H200 SXM): 989 TFLOP/s dense bf16, the figure MFU is quoted against.
+  if (major == 9) return 989e12;
+  if (major == 8) return 312e12;
   return 0;
 }
 

@@ -10,6 +10,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
+#include "core/cuda/allocator.h"
 #include "core/ops.h"
 #include "train/batch_source.h"
 #include "train/checkpoint.h"
@@ -22,8 +23,6 @@
 #include "train/train_step.h"
 #if INFLLM_WITH_CUDA
 #include <cuda_runtime.h>
-
-#include "core/cuda/allocator.h"
 #endif
 
 namespace infllm::train {
@@ -47,9 +46,7 @@ double total_memory_gb(Device device) {
 }
 
 double peak_memory_gb(Device device) {
-#if INFLLM_WITH_CUDA
   if (device.is_cuda()) return double(cuda::memory_stats(device.index).peak) / 1e9;
-#endif
   return 0;
 }
 

@@ -9,5 +9,7 @@ void* compute_stream(int device);
 void set_device(int device);
 int current_device();
 void synchronize(int device);
+// Compute capability as major * 10 + minor (90 for an H100, 80 for an A100).
+int compute_capability(int device);
 
 }  // namespace infllm::cuda
