@@ -54,6 +54,23 @@ void* device_stream(Device device) {
   return nullptr;
 }
 
+DeviceMemory device_memory(Device device) {
+  DeviceMemory memory;
+#if INFLLM_WITH_CUDA
+  if (device.is_cuda() && device.index < cuda_device_count()) {
+    int current = 0;
+    if (cudaGetDevice(&current) == cudaSuccess && cudaSetDevice(device.index) == cudaSuccess) {
+      if (cudaMemGetInfo(&memory.free_bytes, &memory.total_bytes) != cudaSuccess) memory = {};
+      cudaSetDevice(current);
+    }
+    cudaGetLastError();  // a failure above means "unknown", not a sticky error for later calls
+  }
+#else
+  (void)device;
+#endif
+  return memory;
+}
+
 void require_device(Device device, const char* where) {
   if (device.is_cpu()) return;
 #if !INFLLM_WITH_CUDA

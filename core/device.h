@@ -28,6 +28,13 @@ Device best_device();
 Device parse_device(const std::string& text);
 // The compute stream (a cudaStream_t) that kernels on `device` run on; nullptr for the CPU.
 void* device_stream(Device device);
+// Free and total bytes of a GPU's memory now (cudaMemGetInfo on that GPU); both 0 for the CPU
+// and when the GPU does not answer.
+struct DeviceMemory {
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+};
+DeviceMemory device_memory(Device device);
 // Throws a clear error when `device` is a GPU that this process cannot use.
 void require_device(Device device, const char* where);
 

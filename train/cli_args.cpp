@@ -1,5 +1,9 @@
 #include "train/cli_args.h"
 
+#include <charconv>
+#include <cmath>
+#include <sstream>
+
 #include "core/error.h"
 #include "distributed/launcher.h"
 
@@ -10,33 +14,63 @@ std::string CliArgs::get(const std::string& name, const std::string& fallback) c
   return it == options.end() ? fallback : it->second;
 }
 
-long long CliArgs::get_int(const std::string& name, long long fallback) const {
-  auto it = options.find(name);
-  if (it == options.end()) return fallback;
-  try {
-    size_t used = 0;
-    long long value = std::stoll(it->second, &used);
-    if (used == it->second.size()) return value;
-  } catch (const std::exception&) {
-  }
-  fail(name, ": expected an integer, got \"", it->second, "\"");
+namespace {
+
+std::string format_real(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
 }
 
-double CliArgs::get_double(const std::string& name, double fallback) const {
+std::string describe(const IntRange& range) {
+  if (range.max == std::numeric_limits<int64_t>::max())
+    return "an integer >= " + std::to_string(range.min);
+  return "an integer in [" + std::to_string(range.min) + ", " + std::to_string(range.max) + "]";
+}
+
+std::string describe(const RealRange& range) {
+  const bool unbounded = range.max == std::numeric_limits<double>::max();
+  if (unbounded)
+    return std::string("a finite number ") + (range.min_open ? "> " : ">= ") +
+           format_real(range.min);
+  return std::string("a number in ") + (range.min_open ? "(" : "[") + format_real(range.min) +
+         ", " + format_real(range.max) + (range.max_open ? ")" : "]");
+}
+
+}  // namespace
+
+int64_t CliArgs::get_int(const std::string& name, int64_t fallback, IntRange range) const {
   auto it = options.find(name);
   if (it == options.end()) return fallback;
-  try {
-    size_t used = 0;
-    double value = std::stod(it->second, &used);
-    if (used == it->second.size()) return value;
-  } catch (const std::exception&) {
-  }
-  fail(name, ": expected a number, got \"", it->second, "\"");
+  const std::string& text = it->second;
+  int64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool parsed = !text.empty() && error == std::errc() && end == text.data() + text.size();
+  INFLLM_CHECK(parsed && value >= range.min && value <= range.max, "infllm ", command, ": ", name,
+               " \"", text, "\" is not ", describe(range),
+               error == std::errc::result_out_of_range ? " (too large)" : "");
+  return value;
+}
+
+double CliArgs::get_real(const std::string& name, double fallback, RealRange range) const {
+  auto it = options.find(name);
+  if (it == options.end()) return fallback;
+  const std::string& text = it->second;
+  double value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const bool parsed = !text.empty() && error == std::errc() && end == text.data() + text.size();
+  // NaN fails every comparison below, so it is refused with the range.
+  const bool ok = parsed && std::isfinite(value) &&
+                  (range.min_open ? value > range.min : value >= range.min) &&
+                  (range.max_open ? value < range.max : value <= range.max);
+  INFLLM_CHECK(ok, "infllm ", command, ": ", name, " \"", text, "\" is not ", describe(range));
+  return value;
 }
 
 CliArgs parse_cli(const std::string& command, int argc, char** argv,
                   const std::set<std::string>& valued, const std::set<std::string>& switches) {
   CliArgs args;
+  args.command = command;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {

@@ -10,6 +10,7 @@
 #include "core/device.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
+#include "train/memory_estimate.h"
 #include "train/replicas.h"
 #include "train/run_setup.h"
 #include "train/train_step.h"
@@ -35,16 +36,18 @@ int bench_command(int argc, char** argv) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
-  if (long long nproc = args.get_int("--nproc", 0); nproc > 0)
+  if (int64_t nproc = args.get_int("--nproc", 0, {1, kMaxLocalRanks}); nproc > 0)
     return launch_local_ranks("bench", argc, argv, int(nproc));
   std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
   Recipe recipe = load_recipe(args.positionals[0], overrides);
-  int64_t steps = args.get_int("--steps", 10), warmup = args.get_int("--warmup", 3);
+  int64_t steps = args.get_int("--steps", 10, {1}), warmup = args.get_int("--warmup", 3, {0});
   recipe.train.steps = std::max<int64_t>(recipe.train.steps, steps + warmup);
   Replicas replicas(recipe);
   Device device = replicas.device();
-  TransformerLM model(recipe.model, recipe.train.seed, device,
-                      compute_dtype(recipe, device));
+  // A recipe that cannot fit fails here, naming the keys, before the model is allocated.
+  check_memory(estimate_memory(recipe, device.is_cuda(), replicas.world_size()),
+               available_host_bytes(), double(device_memory(device).free_bytes), device.str());
+  TransformerLM model(recipe.model, recipe.train.seed, device, compute_dtype(recipe, device));
   std::unique_ptr<Optimizer> optimizer = replicas.make_optimizer(model, recipe.optim);
   BatchSource batches(recipe, device, replicas.rank(), replicas.world_size());
   std::vector<double> times, exposed;

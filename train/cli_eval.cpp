@@ -1,5 +1,6 @@
 // infllm eval CHECKPOINT [--data FILE] [--attention dense|sparse|auto] [--seq-len T] ...
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,11 @@ int eval_command(int argc, char** argv) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
+  // Every number is checked before the checkpoint is read: a typo costs no load time.
+  const int64_t lse_stride = args.get_int("--lse-stride", 0, {1, std::numeric_limits<int>::max()});
+  const int64_t seq_len = args.get_int("--seq-len", 0, {2, std::numeric_limits<int>::max()});
+  const int64_t batch = args.get_int("--batch", 0, {1, std::numeric_limits<int>::max()});
+  const int64_t windows = args.get_int("--windows", 64, {1});
   const LongEvalOptions long_options = long_eval_options(args.options);
   LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
   const Recipe& recipe = loaded.recipe;
@@ -60,7 +66,7 @@ int eval_command(int argc, char** argv) {
   if (args.has("--attention"))
     options.mode =
         from_string<attention::AttentionMode>(args.get("--attention", ""), "--attention");
-  options.sparse.lse_stride = int(args.get_int("--lse-stride", options.sparse.lse_stride));
+  if (args.has("--lse-stride")) options.sparse.lse_stride = int(lse_stride);
   attention::check_sparse_config("infllm eval --lse-stride", options.sparse);
   if (args.has("--selection-agreement"))
     options.selection_agreement = std::make_shared<SelectionAgreement>();
@@ -69,9 +75,9 @@ int eval_command(int argc, char** argv) {
   INFLLM_CHECK(!data.empty(), "infllm eval: the recipe has no data.val; pass --data FILE");
   if (args.has("--long"))
     return long_eval_main(loaded, data, long_options, args.get("--json", ""), args.positionals[0]);
-  int64_t T = args.get_int("--seq-len", recipe.data.seq_len);
-  int64_t B = args.get_int("--batch", recipe.data.batch_size);
-  EvalResult r = evaluate(*loaded.model, data, T, B, args.get_int("--windows", 64), loaded.device);
+  const int64_t T = args.has("--seq-len") ? seq_len : recipe.data.seq_len;
+  const int64_t B = args.has("--batch") ? batch : recipe.data.batch_size;
+  EvalResult r = evaluate(*loaded.model, data, T, B, windows, loaded.device);
   const std::string mode(attention::to_string(options.mode));
   std::string agreement;  // only when measured: sparse calls chose blocks
   if (options.selection_agreement && options.selection_agreement->chosen > 0)

@@ -52,14 +52,15 @@ int generate_command(int argc, char** argv) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
+  // Every number is checked before the checkpoint is read: a typo costs no load time.
+  const int64_t steps = args.get_int("--tokens", 200, {1});
+  const double temperature = args.get_real("--temperature", 0.8, {0});
+  const uint64_t seed = uint64_t(args.get_int("--seed", 0, {0}));
   LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
   data::ByteTokenizer tokenizer;
   std::vector<uint32_t> encoded = tokenizer.encode(args.get("--prompt", ""));
   std::vector<int32_t> tokens = {int32_t(data::ByteTokenizer::kBos)};
   tokens.insert(tokens.end(), encoded.begin(), encoded.end());
-  int64_t steps = args.get_int("--tokens", 200);
-  double temperature = args.get_double("--temperature", 0.8);
-  uint64_t seed = uint64_t(args.get_int("--seed", 0));
   int64_t window = loaded.recipe.data.seq_len;
   std::fputs(args.get("--prompt", "").c_str(), stdout);
   autograd::NoGradGuard no_grad;

@@ -5,7 +5,6 @@
 #include <string>
 
 #include "core/error.h"
-#include "data/prepare_main.h"
 #include "train/commands.h"
 
 namespace {
@@ -36,7 +35,7 @@ int main(int argc, char** argv) {
     if (command == "eval") return infllm::train::eval_command(argc - 1, argv + 1);
     if (command == "generate") return infllm::train::generate_command(argc - 1, argv + 1);
     if (command == "bench") return infllm::train::bench_command(argc - 1, argv + 1);
-    if (command == "prepare") return infllm::data::prepare_main(argc - 1, argv + 1);
+    if (command == "prepare") return infllm::train::prepare_command(argc - 1, argv + 1);
   } catch (const infllm::Error& e) {
     std::fprintf(stderr, "\ninfllm %s: error: %s\n", command.c_str(), e.what());
     return 1;

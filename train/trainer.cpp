@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
+#include <optional>
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
@@ -16,14 +16,13 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/load_model.h"
+#include "train/preflight.h"
 #include "train/replicas.h"
+#include "train/run_folder.h"
 #include "train/run_log.h"
 #include "train/run_setup.h"
 #include "train/signals.h"
 #include "train/train_step.h"
-#if INFLLM_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace infllm::train {
 namespace {
@@ -36,13 +35,7 @@ double seconds_since(Clock::time_point start) {
 }
 
 double total_memory_gb(Device device) {
-#if INFLLM_WITH_CUDA
-  if (device.is_cuda()) {
-    size_t free_bytes = 0, total = 0;
-    if (cudaMemGetInfo(&free_bytes, &total) == cudaSuccess) return double(total) / 1e9;
-  }
-#endif
-  return 0;
+  return double(device_memory(device).total_bytes) / 1e9;
 }
 
 double peak_memory_gb(Device device) {
@@ -52,7 +45,8 @@ double peak_memory_gb(Device device) {
 
 class Run {
  public:
-  Run(const Recipe& recipe, const TrainOptions& options)
+  // `folder`: rank 0's claim on the run folder (null on the other ranks).
+  Run(const Recipe& recipe, const TrainOptions& options, RunFolder* folder)
       : recipe_(recipe),
         replicas_(recipe),
         device_(replicas_.device()),
@@ -61,14 +55,19 @@ class Run {
         optimizer_(replicas_.make_optimizer(model_, recipe.optim)),
         batches_(recipe, device_, replicas_.rank(), replicas_.world_size()),
         checkpoint_dir_((fs::path(recipe.train.out_dir) / "checkpoints").string()) {
-    if (replicas_.writer()) {
+    if (replicas_.writer())
       std::fputs(("# resolved recipe\n" + recipe_to_yaml(recipe)).c_str(), stderr);
-      fs::create_directories(checkpoint_dir_);
-      std::ofstream(fs::path(recipe.train.out_dir) / "recipe.yaml") << recipe_to_yaml(recipe);
-    }
     if (!recipe.train.init_from.empty())
       load_weights(resolve_checkpoint_path(recipe.train.init_from));
     if (options.resume) resume(options.resume_last_good);
+    // Accepted: recipe, data, memory and any checkpoint to start from all checked out. Only
+    // now does the run folder change (an earlier run moved aside, recipe.yaml, metrics).
+    if (folder) {
+      const std::string moved_to = folder->accept(recipe_to_yaml(recipe));
+      if (!moved_to.empty())
+        std::fprintf(stderr, "infllm: --overwrite: the earlier run's files are now in %s\n",
+                     moved_to.c_str());
+    }
     log_ = std::make_unique<RunLog>(recipe, start_step_, replicas_.writer());
   }
 
@@ -358,7 +357,19 @@ class Run {
 }  // namespace
 
 int train(const Recipe& recipe, const TrainOptions& options) {
-  Run run(recipe, options);
+  INFLLM_CHECK(!(options.resume && options.overwrite),
+               "--resume and --overwrite contradict each other: --resume continues the run in "
+               "train.out_dir, --overwrite starts over; pass one");
+  const distributed::LaunchEnv env =
+      distributed::detect_launch_env(distributed::process_env_reader());
+  // Rank 0 alone writes the folder, so it alone claims it; the others never wait on the lock.
+  std::optional<RunFolder> folder;
+  if (env.rank == 0)
+    folder.emplace(recipe.train.out_dir, options.resume      ? RunStart::resume
+                                         : options.overwrite ? RunStart::overwrite
+                                                             : RunStart::fresh);
+  check_before_training(recipe, env, training_device(recipe, env));
+  Run run(recipe, options, folder ? &*folder : nullptr);
   return run.run();
 }
 

@@ -5,7 +5,6 @@
 
 #include "data/byte_tokenizer.h"
 #include "data/prepare.h"
-#include "data/prepare_main.h"
 #include "data/token_file.h"
 #include "test_util.h"
 
@@ -209,31 +208,6 @@ TEST_F(Prepare, BadInputsAreClearErrors) {
       [&] { prepare_corpus({(dir_.path() / "corpus").string()}, dir_.file("x.h5"), options); },
       {"--val-fraction", "1.5"});
   EXPECT_FALSE(fs::exists(dir_.file("x.h5")));
-}
-
-TEST_F(Prepare, CommandLine) {
-  const std::string corpus = (dir_.path() / "corpus").string();
-  const std::string out = dir_.file("cli.h5");
-  std::vector<std::string> args = {"prepare", "--val-docs", "4", "--source=cli test",
-                                   "--quiet", "-o",         out, corpus};
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  EXPECT_EQ(prepare_main(static_cast<int>(argv.size()), argv.data()), 0);
-  const TokenFile val(dir_.file("cli.val.h5"));
-  EXPECT_EQ(val.num_documents(), 4);
-  EXPECT_EQ(val.attributes().source, "cli test");
-
-  auto run = [](std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    return prepare_main(static_cast<int>(argv.size()), argv.data());
-  };
-  EXPECT_EQ(run({"prepare", "--help"}), 0);
-  EXPECT_EQ(run({"prepare", corpus}), 2);     // no -o
-  EXPECT_EQ(run({"prepare", "-o", out}), 2);  // no input
-  EXPECT_EQ(run({"prepare", "--val-fraction", "x", "-o", out, corpus}), 2);
-  EXPECT_EQ(run({"prepare", "--bogus", "-o", out, corpus}), 2);
-  EXPECT_EQ(run({"prepare", "-o", out, dir_.file("missing")}), 1);
 }
 
 }  // namespace
