@@ -215,14 +215,14 @@ void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, 
   }
 }
 
-#define INFLLM_INSTANTIATE(T)                                                                    \
-  template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);      \
-  template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,       \
-                                               const T*, const T*);                              \
-  template void select_blocks<T>(const SparseConfig&, const AttentionShape&, const T*, const T*, \
-                                 int32_t*);                                                      \
-  template void select_blocks_at<T>(const SparseConfig&, const AttentionShape&, const T*,        \
-                                    const T*, const std::vector<int>&, int32_t*);  \
+#define INFLLM_INSTANTIATE(T)                                                                     \
+  template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);       \
+  template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,        \
+                                               const T*, const T*);                               \
+  template void select_blocks<T>(const SparseConfig&, const AttentionShape&, const T*, const T*,  \
+                                 int32_t*);                                                       \
+  template void select_blocks_at<T>(const SparseConfig&, const AttentionShape&, const T*,         \
+                                    const T*, const std::vector<int>&, int32_t*);                 \
   template void select_blocks_compressed<T>(const SparseConfig&, const AttentionShape&, const T*, \
                                             const T*, int32_t*);
 INFLLM_INSTANTIATE(float)

@@ -60,9 +60,10 @@ inline bool has_gpu() {
   return cuda_device_count() > 0;
 }
 
-#define INFLLM_REQUIRE_GPU()                                                                    \
-  if (!::infllm::testing::has_gpu()) GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
-                                                     "one)"
+#define INFLLM_REQUIRE_GPU()                                 \
+  if (!::infllm::testing::has_gpu())                         \
+  GTEST_SKIP() << "no GPU on this machine (CUDA tests need " \
+                  "one)"
 
 // Fails the test when a CUDA runtime call does not return cudaSuccess (core/cuda_check.h's
 // CUDA_CHECK throws instead). Usable where the file includes <cuda_runtime.h>.
