@@ -9,8 +9,8 @@
 //
 // The parser fills the libraries' own config structs: the model's shape, its attention options
 // and the checkpointing switches go straight into layers' ModelConfig, optim: into AdamWOptions,
-// schedule: into LrSchedule; only the training run's own settings are defined here. recipe.cpp's
-// field table says which key lands in which field.
+// schedule: into LrSchedule; only the training run's own settings are defined here. The field
+// table in recipe_schema.h says which key lands in which field.
 //
 // Checkpoint convention (shared with the checkpoint writer, train/checkpoint.h): a run writes
 // <out_dir>/checkpoints/step_XXXXXXXX.h5; a path whose last component is `latest` means the
