@@ -26,9 +26,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/named_parameter.h"
+#include "core/tensor.h"
+#include "distributed/process_group.h"
 #include "distributed/zero_shards.h"
 
 namespace infllm::distributed {
@@ -101,18 +105,8 @@ class BucketReadiness {
   bool learned_ = false;
 };
 
-}  // namespace infllm::distributed
-
-#if INFLLM_WITH_CUDA
-
-#include <cuda_runtime.h>
-
-#include "core/named_parameter.h"
-#include "core/tensor.h"
-#include "distributed/process_group.h"
-
-namespace infllm::distributed {
-
+// Defined in data_parallel_nccl.cpp. A CPU-only build can make no ProcessGroup (its constructor
+// throws), so it links the stubs of distributed/no_cuda.cpp instead.
 class DataParallel {
  public:
   // params: the model's parameters in registration order, all on pg.device(), all requiring
@@ -169,16 +163,13 @@ class DataParallel {
   std::vector<Tensor> buffers_;
   std::vector<Tensor> grad_views_;  // per parameter: its slice of a bucket, shaped like it
   Device device_;
-  cudaStream_t compute_ = nullptr;
-  cudaEvent_t compute_ready_ = nullptr;  // compute stream -> communication stream
-  cudaEvent_t comm_done_ = nullptr;      // communication stream -> compute stream
-  cudaEvent_t backward_end_ = nullptr;   // timing: end of the synced backward
-  cudaEvent_t reduce_end_ = nullptr;     // timing: end of its last collective
-  bool armed_ = false;                   // inside a synced backward
-  bool step_open_ = false;               // a micro-batch of this step already ran
-  bool timed_ = false;                   // the timing events hold a finished synced backward
+  // The compute stream and the events ordering it against the communication stream: CUDA
+  // types, defined in data_parallel_nccl.cpp.
+  struct Streams;
+  std::unique_ptr<Streams> streams_;
+  bool armed_ = false;      // inside a synced backward
+  bool step_open_ = false;  // a micro-batch of this step already ran
+  bool timed_ = false;      // the timing events hold a finished synced backward
 };
 
 }  // namespace infllm::distributed
-
-#endif  // INFLLM_WITH_CUDA

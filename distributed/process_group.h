@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "distributed/launch_env.h"
@@ -31,26 +32,12 @@ struct ProcessGroupOptions {
                     // visible GPU when the launcher bound one per rank)
 };
 
-}  // namespace infllm::distributed
-
-#if INFLLM_WITH_CUDA
-
-#include <cuda_runtime.h>
-#include <nccl.h>
-
-#include <condition_variable>
-#include <deque>
-#include <mutex>
-#include <thread>
-#include <vector>
-
-namespace infllm::distributed {
-
 class ProcessGroup {
  public:
   // Collective over all ranks: sets this thread's CUDA device, exchanges the NCCL unique id
   // through the rendezvous and builds a non-blocking communicator. Sets NCCL_NVLS_ENABLE=0
-  // unless the environment already chose (NVLink multicast can wedge shared hosts).
+  // unless the environment already chose (NVLink multicast can wedge shared hosts). A CPU-only
+  // build throws here (distributed/no_cuda.cpp), so no other member is ever reached there.
   ProcessGroup(const LaunchEnv& env, const ProcessGroupOptions& options);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
@@ -72,50 +59,26 @@ class ProcessGroup {
   // Returns once every rank reached the barrier and all earlier collectives finished.
   void barrier();
 
-  // The communication stream. Overlap pattern: record `ready` on the compute stream after a
-  // bucket's gradients are written, wait_event(ready), all_reduce the bucket, record_event(done)
-  // here, and make the optimizer's stream wait on `done`.
-  cudaStream_t stream() const { return stream_; }
-  void wait_event(cudaEvent_t ready);
-  void record_event(cudaEvent_t done);
+  // The communication stream, a cudaStream_t held as void* (as core's device_stream does) so
+  // this header needs no CUDA. Overlap pattern: record `ready` (a cudaEvent_t) on the compute
+  // stream after a bucket's gradients are written, wait_event(ready), all_reduce the bucket,
+  // record_event(done) here, and make the optimizer's stream wait on `done`.
+  void* stream() const;
+  void wait_event(void* ready);
+  void record_event(void* done);
 
   // Blocks the host until every collective enqueued so far has finished; throws if the
   // watchdog aborted the communicator (timeout or NCCL error) meanwhile.
   void synchronize();
 
  private:
-  struct Pending {
-    std::string op;
-    cudaEvent_t done;
-    std::chrono::steady_clock::time_point since;
-  };
-  template <class Launch>
-  void enqueue(std::string op, const void* send, const void* recv, Launch launch);
-  void check_device_pointer(const std::string& op, const void* pointer) const;
-  void throw_if_failed(std::unique_lock<std::mutex>& lock, const std::string& op);
-  void wait_ready(std::unique_lock<std::mutex>& lock, const std::string& op);
-  void abort_locked(const std::string& why);
-  void watch();
-  void check_progress_locked();
-  cudaEvent_t take_event();
-  void shutdown_communicator();
+  // The NCCL communicator, its stream and its watchdog thread: defined in
+  // process_group_nccl.cpp, where the CUDA and NCCL types are.
+  class Communicator;
 
   LaunchEnv env_;
-  ProcessGroupOptions options_;
   int device_ = 0;
-  ncclComm_t comm_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-  int* barrier_word_ = nullptr;  // device scratch for barrier()
-
-  std::mutex mutex_;  // guards everything below and every call on comm_
-  std::condition_variable wake_;
-  std::deque<Pending> pending_;
-  std::vector<cudaEvent_t> free_events_;
-  std::string failure_;  // set once the communicator was aborted
-  bool stopping_ = false;
-  std::thread watchdog_;
+  std::unique_ptr<Communicator> communicator_;
 };
 
 }  // namespace infllm::distributed
-
-#endif  // INFLLM_WITH_CUDA

@@ -18,9 +18,15 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "distributed/data_parallel.h"
+#include "optim/adamw.h"
 
 namespace infllm::distributed {
 
@@ -43,21 +49,8 @@ struct ZeroStatePlan {
 // This rank's pieces of a reduce_scatter layout (plan_gradient_layout).
 ZeroStatePlan plan_zero_state(const GradientLayout& layout, int rank);
 
-}  // namespace infllm::distributed
-
-#if INFLLM_WITH_CUDA
-
-#include <cuda_runtime.h>
-
-#include <cstdint>
-#include <map>
-#include <string>
-#include <utility>
-
-#include "optim/adamw.h"
-
-namespace infllm::distributed {
-
+// Defined in zero_optimizer_nccl.cpp; a CPU-only build, which can make no DataParallel, links
+// the stubs of distributed/no_cuda.cpp instead.
 class ZeroAdamW : public Optimizer {
  public:
   // ddp must use GradientReduction::reduce_scatter and outlives this optimizer. Parameters must
@@ -114,7 +107,6 @@ class ZeroAdamW : public Optimizer {
   std::vector<std::vector<size_t>> pieces_of_param_;
   DType dtype_ = DType::bf16;  // the parameters' (compute) dtype
   Device device_;
-  cudaStream_t compute_ = nullptr;
   int64_t steps_taken_ = 0;
 
   Tensor master_;  // [plan_.elements] f32
@@ -126,10 +118,10 @@ class ZeroAdamW : public Optimizer {
   int64_t table_chunks_ = 0;
   Tensor norm_workspace_;
   Tensor norm_sum_;  // one f32 on the device
-  cudaEvent_t compute_ready_ = nullptr;
-  cudaEvent_t comm_done_ = nullptr;
+  // The compute stream and the events ordering it against the communication stream: CUDA
+  // types, defined in zero_optimizer_nccl.cpp.
+  struct Streams;
+  std::unique_ptr<Streams> streams_;
 };
 
 }  // namespace infllm::distributed
-
-#endif  // INFLLM_WITH_CUDA

@@ -8,27 +8,23 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "autograd/engine.h"
+#include "autograd/functions.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "distributed/data_parallel.h"
-#include "tests/distributed/rank_scenario.h"
-
-#if INFLLM_WITH_CUDA
-#include <chrono>
-#include <cmath>
-#include <cstdio>
-
-#include "autograd/engine.h"
-#include "autograd/functions.h"
 #include "distributed/launch_env.h"
 #include "layers/transformer.h"
 #include "optim/adamw.h"
+#include "tests/distributed/rank_scenario.h"
 #include "tests/test_util.h"
-#endif
 
 namespace infllm::distributed {
 namespace {
@@ -233,8 +229,6 @@ TEST(DataParallelMultiGpu, TwoRanksAverageGradientsLikeOneBigBatch) {
       << report;
 }
 
-#if INFLLM_WITH_CUDA
-
 // The two-rank scenario: each rank is this binary, started by the test above.
 
 ModelConfig small_config(bool checkpointing) {
@@ -339,8 +333,6 @@ TEST(DataParallelRank, Scenario) {
   ASSERT_EQ(scenario, "ddp");
   run_ddp(env, testing::rank_seed());
 }
-
-#endif  // INFLLM_WITH_CUDA
 
 }  // namespace
 }  // namespace infllm::distributed

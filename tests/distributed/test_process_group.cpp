@@ -1,15 +1,8 @@
 // NCCL process group over real processes and GPUs. The ProcessGroupMultiGpu tests start two
 // ranks through launch_local; each rank is this same binary running ProcessGroupRank.Scenario,
 // which does nothing unless the launcher started it.
-#include <gtest/gtest.h>
-
-#include "distributed/launch_env.h"
-#include "distributed/launcher.h"
-#include "distributed/process_group.h"
-
-#if INFLLM_WITH_CUDA
-
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,6 +17,9 @@
 
 #include "core/bf16.h"
 #include "core/cuda_check.h"
+#include "distributed/launch_env.h"
+#include "distributed/launcher.h"
+#include "distributed/process_group.h"
 
 namespace infllm::distributed {
 namespace {
@@ -371,11 +367,3 @@ TEST_F(ProcessGroupMultiGpu, KilledRankMakesTheOtherFailFast) {
 
 }  // namespace
 }  // namespace infllm::distributed
-
-#else
-
-TEST(ProcessGroupMultiGpu, NeedsCuda) {
-  GTEST_SKIP() << "built without CUDA (INFLLM_CUDA=OFF)";
-}
-
-#endif  // INFLLM_WITH_CUDA

@@ -7,27 +7,23 @@
 // gradients equal one process's big-batch gradient.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cmath>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/ops.h"
-#include "distributed/zero_optimizer.h"
-#include "optim/adamw.h"
-#include "tests/distributed/rank_scenario.h"
-
-#if INFLLM_WITH_CUDA
-#include <chrono>
-#include <cmath>
-#include <map>
-
 #include "autograd/engine.h"
 #include "autograd/functions.h"
+#include "core/error.h"
+#include "core/ops.h"
 #include "distributed/launch_env.h"
+#include "distributed/zero_optimizer.h"
 #include "layers/transformer.h"
+#include "optim/adamw.h"
+#include "tests/distributed/rank_scenario.h"
 #include "tests/test_util.h"
-#endif
 
 namespace infllm::distributed {
 namespace {
@@ -102,8 +98,6 @@ TEST(ZeroAdamWMultiGpu, TwoRanksMatchPlainAdamW) {
   std::string report;
   EXPECT_EQ(testing::run_rank_scenario("ZeroAdamWRank.Scenario", "zero", 2, &report), 0) << report;
 }
-
-#if INFLLM_WITH_CUDA
 
 using infllm::testing::as_f64;
 using infllm::testing::rel_error;
@@ -315,8 +309,6 @@ TEST(ZeroAdamWRank, Scenario) {
   run_against_adamw(pg, seed);
   run_transformer(pg, seed);
 }
-
-#endif  // INFLLM_WITH_CUDA
 
 }  // namespace
 }  // namespace infllm::distributed
