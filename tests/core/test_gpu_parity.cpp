@@ -17,8 +17,6 @@
 namespace infllm {
 namespace {
 
-#if INFLLM_WITH_CUDA
-
 using testing::rel_error;
 
 const Device gpu = Device::cuda(0);
@@ -394,14 +392,6 @@ TEST(GpuParity, F64TensorsAreRejectedWithTheOpName) {
   Tensor out32 = Tensor::empty({4}, DType::f32, gpu);
   expect_error([&] { cuda::cast(x, out32); }, {"cast", "f64"});
 }
-
-#else
-
-TEST(GpuParity, NeedsTheCudaBackend) {
-  GTEST_SKIP() << "CPU-only build: no CUDA kernels to test";
-}
-
-#endif
 
 }  // namespace
 }  // namespace infllm

@@ -14,13 +14,8 @@
 
 #include "core/bf16.h"
 #include "core/error.h"
+#include "tests/device_memory.h"
 #include "tests/test_util.h"
-
-#if INFLLM_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "core/cuda_check.h"
-#endif
 
 namespace infllm::kernel_test {
 
@@ -93,34 +88,33 @@ inline double dot(const std::vector<double>& a, const std::vector<double>& b) {
   return sum;
 }
 
-#if INFLLM_WITH_CUDA
 // A device array filled from and read back to host vectors.
 template <class T>
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t n) : n_(n) { CUDA_CHECK(cudaMalloc(&ptr_, n * sizeof(T) + 16)); }
+  explicit DeviceBuffer(size_t n)
+      : n_(n), ptr_(static_cast<T*>(testing::device_malloc(n * sizeof(T) + 16))) {}
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
-  ~DeviceBuffer() { cudaFree(ptr_); }
+  ~DeviceBuffer() { testing::device_free(ptr_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 
   T* get() { return ptr_; }
   void upload(const std::vector<T>& host) {
-    CUDA_CHECK(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    testing::copy_to_device(ptr_, host.data(), n_ * sizeof(T));
   }
   std::vector<T> download() const {
     std::vector<T> host(n_);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    CUDA_CHECK(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    testing::device_synchronize();
+    testing::copy_to_host(host.data(), ptr_, n_ * sizeof(T));
     return host;
   }
   // Fills with 0xFF bytes (NaN for f32 and bf16), so an element the kernel skips shows up.
-  void poison() { CUDA_CHECK(cudaMemset(ptr_, 0xFF, n_ * sizeof(T))); }
+  void poison() { testing::device_memset(ptr_, 0xFF, n_ * sizeof(T)); }
 
  private:
   size_t n_;
   T* ptr_ = nullptr;
 };
-#endif
 
 }  // namespace infllm::kernel_test

@@ -85,7 +85,6 @@ TEST(CrossEntropyKernels, RejectsTargetOutsideVocabulary) {
                Error);
 }
 
-#if INFLLM_WITH_CUDA
 // V = 32000 and 50304: aligned rows; 50257: odd, so rows start misaligned; 110017: longer than
 // the shared-memory row cache (pass 2 re-reads the logits); 3 and 13: fewer elements than one
 // vector plus edges.
@@ -156,7 +155,6 @@ TEST(CrossEntropyKernels, CudaLossOnly) {
   EXPECT_LT(rel_error(convert<double>(loss.download()), loss_ref), 1e-5);
   EXPECT_EQ(from_bf16(logits_dev.download()), logits);  // untouched
 }
-#endif
 
 }  // namespace
 }  // namespace infllm

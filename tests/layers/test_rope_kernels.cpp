@@ -85,7 +85,6 @@ TEST(RopeKernels, RejectsOddHeadDim) {
   EXPECT_THROW(rope_forward_cpu(y.data(), y.data(), 1, 1, 2, 4, kTheta, 0, 3), Error);  // > H
 }
 
-#if INFLLM_WITH_CUDA
 struct GpuCase {
   int64_t B, T, H, D, offset, rotated;
 };
@@ -151,7 +150,6 @@ TEST(RopeKernels, CudaF32MatchesCpuAtLongContextPositions) {
   INFLLM_REQUIRE_GPU();
   for (const GpuCase& c : kGpuCases) check_cuda_against_cpu<float>(c, 1e-5);
 }
-#endif
 
 }  // namespace
 }  // namespace infllm

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "optim/adamw_kernels.h"
@@ -68,7 +69,6 @@ TEST(AdamWKernels, PlanRejectsMissingPointers) {
   EXPECT_THROW(adamw_plan_chunks(&t, 1), Error);
 }
 
-#if INFLLM_WITH_CUDA
 // One parameter tensor on the host (the f64 reference state) and on the device.
 struct Param {
   int64_t n;
@@ -137,8 +137,8 @@ TEST(AdamWKernels, CudaMultiTensorMatchesCpuAndRepeatsBitwise) {
   }
   const int64_t chunks = adamw_plan_chunks(tensors.data(), int(tensors.size()));
   DeviceBuffer<unsigned char> device_tensors(tensors.size() * sizeof(AdamWTensor));
-  CUDA_CHECK(cudaMemcpy(device_tensors.get(), tensors.data(), tensors.size() * sizeof(AdamWTensor),
-                        cudaMemcpyHostToDevice));
+  testing::copy_to_device(device_tensors.get(), tensors.data(),
+                          tensors.size() * sizeof(AdamWTensor));
   const auto* dev = reinterpret_cast<const AdamWTensor*>(device_tensors.get());
 
   // The gradient norm first (the gradients do not change), twice.
@@ -165,13 +165,13 @@ TEST(AdamWKernels, CudaMultiTensorMatchesCpuAndRepeatsBitwise) {
                        q.lr_scale, q.weight_decay);
     }
   }
-  CUDA_CHECK(cudaDeviceSynchronize());
+  testing::device_synchronize();
   for (size_t k = 0; k < params.size(); ++k) {
     const Param& q = params[k];
     SCOPED_TRACE(::testing::Message() << "tensor " << k << " n=" << q.n);
     auto read_f32 = [&](float* p) {
       std::vector<float> host(q.n);
-      CUDA_CHECK(cudaMemcpy(host.data(), p, q.n * sizeof(float), cudaMemcpyDeviceToHost));
+      testing::copy_to_host(host.data(), p, q.n * sizeof(float));
       return convert<double>(host);
     };
     EXPECT_LT(rel_error(read_f32(tensors[k].param), q.p), 1e-5);
@@ -179,12 +179,11 @@ TEST(AdamWKernels, CudaMultiTensorMatchesCpuAndRepeatsBitwise) {
     EXPECT_LT(rel_error(read_f32(tensors[k].exp_avg_sq), q.v), 1e-5);
     if (copies[k]) {
       std::vector<uint16_t> host(q.n);
-      CUDA_CHECK(cudaMemcpy(host.data(), copies[k], q.n * 2, cudaMemcpyDeviceToHost));
+      testing::copy_to_host(host.data(), copies[k], q.n * 2);
       EXPECT_LT(rel_error(from_bf16(host), q.p), 1e-2);
     }
   }
 }
-#endif
 
 }  // namespace
 }  // namespace infllm
