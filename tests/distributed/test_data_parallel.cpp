@@ -221,6 +221,14 @@ TEST(BucketReadiness, FewerGradientsThanLearnedAreReducedAtTheEndAndRelearned) {
   EXPECT_EQ(release_times(readiness, fewer, buckets), expected_release_times(c.layout, fewer));
 }
 
+// Without a GPU (a CPU-only build, or no device visible) the process group a DataParallel needs
+// cannot be built: a clear error naming it, not a hang or a crash.
+TEST(ProcessGroup, WithoutAGpuConstructionIsAClearError) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present";
+  infllm::testing::expect_error([] { ProcessGroup pg(LaunchEnv{}, ProcessGroupOptions{}); },
+                                {"CUDA"});
+}
+
 TEST(DataParallelMultiGpu, TwoRanksAverageGradientsLikeOneBigBatch) {
   if (cuda_device_count() < 2)
     GTEST_SKIP() << "needs 2 GPUs, this machine has " << cuda_device_count();
