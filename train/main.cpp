@@ -18,6 +18,9 @@ commands:
   generate CHECKPOINT    sample text from a checkpoint
   prepare -o OUT INPUT.. turn text files or folders into an HDF5 token file
   bench RECIPE           time training steps (tokens/s, MFU, peak memory) as JSON
+  export CKPT -o DIR     write a checkpoint as a Hugging Face Llama folder (safetensors)
+  import DIR -o CKPT     read a Hugging Face Llama folder into a checkpoint
+  logits MODEL --tokens  next-token logits of a checkpoint or hf:DIR, as JSON
 
 `infllm <command> --help` lists each command's options.
 )";
@@ -36,6 +39,9 @@ int main(int argc, char** argv) {
     if (command == "generate") return infllm::train::generate_command(argc - 1, argv + 1);
     if (command == "bench") return infllm::train::bench_command(argc - 1, argv + 1);
     if (command == "prepare") return infllm::train::prepare_command(argc - 1, argv + 1);
+    if (command == "export") return infllm::train::export_command(argc - 1, argv + 1);
+    if (command == "import") return infllm::train::import_command(argc - 1, argv + 1);
+    if (command == "logits") return infllm::train::logits_command(argc - 1, argv + 1);
   } catch (const infllm::Error& e) {
     std::fprintf(stderr, "\ninfllm %s: error: %s\n", command.c_str(), e.what());
     return 1;

@@ -11,6 +11,7 @@
 #include "attention/nsa.h"
 #include "core/config_check.h"
 #include "core/error.h"
+#include "train/hf_model.h"
 #include "train/recipe.h"
 #include "train/recipe_schema.h"
 
@@ -183,6 +184,7 @@ class Validator {
     positive("checkpoint.keep_last", r_.checkpoint.keep_last);
     positive("log.every", r_.log.every);
     if (!options_.check_files || t.init_from.empty()) return;
+    if (t.init_from.starts_with("hf:")) return check_hf_init();
     try {
       resolve_checkpoint_path(t.init_from);
     } catch (const Error& error) {
@@ -190,6 +192,25 @@ class Validator {
               "train the recipe that writes it first (its checkpoints land in "
               "<out_dir>/checkpoints/), or point train.init_from at a checkpoint file");
     }
+  }
+
+  // The model section must be the Hugging Face model's shape (config.json): a recipe that
+  // silently took another shape would train a different model than the one it names.
+  void check_hf_init() {
+    const std::string& spec = r_.train.init_from;
+    std::vector<std::string> differences;
+    try {
+      differences = model_differences(r_.model, read_hf_config(spec));
+    } catch (const Error& error) {
+      require(false, "train.init_from", error.what(),
+              "point train.init_from=hf:DIR at a Hugging Face Llama folder (config.json and "
+              "model.safetensors)");
+    }
+    std::string list;
+    for (const std::string& line : differences) list += "\n  " + line;
+    require(differences.empty(), "train.init_from",
+            "'" + spec + "': the recipe's model section differs from config.json:" + list,
+            "\nset those model keys to config.json's values (docs/interop.md)");
   }
 
   void check_distributed() {

@@ -15,6 +15,7 @@
 #include "train/batch_source.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/hf_model.h"
 #include "train/load_model.h"
 #include "train/preflight.h"
 #include "train/replicas.h"
@@ -57,8 +58,7 @@ class Run {
         checkpoint_dir_((fs::path(recipe.train.out_dir) / "checkpoints").string()) {
     if (replicas_.writer())
       std::fputs(("# resolved recipe\n" + recipe_to_yaml(recipe)).c_str(), stderr);
-    if (!recipe.train.init_from.empty())
-      load_weights(resolve_checkpoint_path(recipe.train.init_from));
+    if (!recipe.train.init_from.empty()) load_weights(recipe.train.init_from);
     if (options.resume) resume(options.resume_last_good);
     // Accepted: recipe, data, memory and any checkpoint to start from all checked out. Only
     // now does the run folder change (an earlier run moved aside, recipe.yaml, metrics).
@@ -221,8 +221,19 @@ class Run {
 
   // Weights only (finetune): optimizer state, step and data position start fresh. Strict
   // unless train.init_partial.
-  void load_weights(const std::string& path) {
-    const CheckpointState state = load_checkpoint(path, device_, kMasterPrefix);
+  // `spec` is a checkpoint path or hf:DIR (a Hugging Face Llama folder, whose shape the recipe
+  // validation has already compared with the model section).
+  void load_weights(const std::string& spec) {
+    const bool hf = spec.starts_with("hf:");
+    const std::string path = hf ? strip_hf_prefix(spec) : resolve_checkpoint_path(spec);
+    CheckpointState state;
+    if (hf) {
+      state.source = path;
+      for (auto& [name, tensor] : read_hf_model(path).weights)
+        state.tensors.emplace_back(kMasterPrefix + name, tensor.to(device_));
+    } else {
+      state = load_checkpoint(path, device_, kMasterPrefix);
+    }
     const WeightMatch match = load_master_weights(
         state, model_.named_parameters(), recipe_.train.init_partial, "train.init_from",
         "Make this recipe's model section match the one that wrote the checkpoint (its 'recipe' "
