@@ -51,18 +51,6 @@ Tensor random_tensor(const Shape& shape, DType dtype, std::mt19937_64& rng) {
   });
 }
 
-// The message of the infllm::Error that `action` throws ("" and a test failure when none).
-template <class Action>
-std::string message_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected an infllm::Error";
-  return "";
-}
-
 std::vector<uint8_t> bytes_of(const Tensor& tensor) {
   const Tensor host = tensor.to(Device::cpu()).contiguous();
   const auto* begin = static_cast<const uint8_t*>(host.data_ptr());
@@ -497,7 +485,7 @@ TEST(Checkpoint, BadStatesAreRejectedBeforeWriting) {
   const std::string path = dir.file("step_00000001.h5");
   const Tensor value = random_tensor({2}, DType::f32, rng);
   const auto rejected = [&](const CheckpointState& state, const std::vector<std::string>& parts) {
-    const std::string message = message_of([&] { save_checkpoint(path, state); });
+    const std::string message = infllm::testing::error_of([&] { save_checkpoint(path, state); });
     for (const std::string& part : parts)
       EXPECT_NE(message.find(part), std::string::npos) << "lacks \"" << part << "\": " << message;
     EXPECT_TRUE(files_in(dir.path()).empty()) << "a rejected state must write nothing";

@@ -49,18 +49,6 @@ CheckpointState trainer_state(int64_t step) {
   return state;
 }
 
-// The message of the infllm::Error that `action` throws ("" and a test failure when none).
-template <class Action>
-std::string message_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  ADD_FAILURE() << "expected an infllm::Error";
-  return "";
-}
-
 std::vector<std::string> files_in(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& item : fs::directory_iterator(dir)) names.push_back(item.path().filename());
@@ -250,7 +238,7 @@ TEST(CheckpointFaults, NonFiniteStateIsRefusedAndNothingWritten) {
       for (auto& [tensor_name, tensor] : state.tensors) {
         if (tensor_name == name) tensor.data<float>()[5] = bad;
       }
-      const std::string message = message_of([&] { save_checkpoint(path, state); });
+      const std::string message = infllm::testing::error_of([&] { save_checkpoint(path, state); });
       expect_contains(
           message, {path, std::string("tensor '") + name + "'", "element 5", "refusing to write"});
       EXPECT_TRUE(files_in(dir.path()).empty()) << "nothing may be written";
@@ -258,9 +246,11 @@ TEST(CheckpointFaults, NonFiniteStateIsRefusedAndNothingWritten) {
   }
   CheckpointState state;  // bf16 and f64 too
   state.tensors.emplace_back("w", Tensor::from_vector<double>({1.0, -INFINITY}, {2}));
-  expect_contains(message_of([&] { save_checkpoint(path, state); }), {"'w'", "element 1"});
+  expect_contains(infllm::testing::error_of([&] { save_checkpoint(path, state); }),
+                  {"'w'", "element 1"});
   state.tensors = {{"w", Tensor::from_vector<bf16>({float_to_bf16(1.f), float_to_bf16(NAN)}, {2})}};
-  expect_contains(message_of([&] { save_checkpoint(path, state); }), {"'w'", "element 1"});
+  expect_contains(infllm::testing::error_of([&] { save_checkpoint(path, state); }),
+                  {"'w'", "element 1"});
   EXPECT_TRUE(files_in(dir.path()).empty());
 }
 
@@ -278,7 +268,7 @@ TEST(CheckpointFaults, NonFiniteGpuStateIsRefused) {
       state.tensors.emplace_back(
           "optim/master/w",
           ops::cast(Tensor::from_vector(values, {1000}), dtype).to(Device::cuda()));
-      expect_contains(message_of([&] { save_checkpoint(path, state); }),
+      expect_contains(infllm::testing::error_of([&] { save_checkpoint(path, state); }),
                       {path, "tensor 'optim/master/w'", "NaN or an Inf", "refusing to write"});
       EXPECT_TRUE(files_in(dir.path()).empty());
     }
@@ -466,7 +456,7 @@ TEST(CheckpointFaults, StrictLoadingListsEveryDifference) {
 
   // More layers in the file and a tied model: every difference in one message.
   Params fewer_tied = model_params(2, /*tied=*/true);
-  expect_contains(message_of([&] { load_into(fewer_tied, false); }),
+  expect_contains(infllm::testing::error_of([&] { load_into(fewer_tied, false); }),
                   {"train.init_from", "c.h5", "0 missing", "2 in the checkpoint but not the model",
                    "unexpected: optim/master/blocks.2.mlp.weight",
                    "unexpected: optim/master/head.weight", "(the fix)"});
@@ -474,14 +464,14 @@ TEST(CheckpointFaults, StrictLoadingListsEveryDifference) {
   Params tied_saved = model_params(2, true);
   const CheckpointState tied_state = checkpoint_of(tied_saved);
   Params untied = model_params(2, false);
-  expect_contains(message_of([&] {
+  expect_contains(infllm::testing::error_of([&] {
                     load_master_weights(tied_state, untied.named(), false, "eval", "",
                                         [](const std::string&, const Tensor&) {});
                   }),
                   {"1 missing", "missing:    optim/master/head.weight"});
   // Another width: shape mismatches, each with both shapes.
   Params wider = model_params(3, false, 12);
-  expect_contains(message_of([&] { load_into(wider, false); }),
+  expect_contains(infllm::testing::error_of([&] { load_into(wider, false); }),
                   {"mismatched: optim/master/embedding.weight: checkpoint [16, 8] f32, model "
                    "[16, 12] f32"});
 }
@@ -508,7 +498,7 @@ TEST(CheckpointFaults, PartialLoadTakesWhatMatchesAndSaysWhatItSkipped) {
       << "a layer the checkpoint lacks keeps its initialization";
   // Nothing matching at all is an error even when partial.
   Params other = model_params(0, true, 12);
-  expect_contains(message_of([&] {
+  expect_contains(infllm::testing::error_of([&] {
                     load_master_weights(state, other.named(), true, "train.init_from", "",
                                         [](const std::string&, const Tensor&) {});
                   }),

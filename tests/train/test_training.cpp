@@ -13,51 +13,22 @@
 #include <string>
 
 #include "core/device.h"
+#include "tests/train/infllm_cli.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
 
 namespace infllm::train {
 namespace {
 
+using testing::fresh_dir;
+using testing::logged;
+using testing::Outcome;
+using testing::run;
+
 namespace fs = std::filesystem;
-
-struct Outcome {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Outcome run(const std::string& args) {
-  std::string command = std::string(INFLLM_BINARY) + " " + args + " 2>&1";
-  Outcome outcome;
-  FILE* pipe = popen(command.c_str(), "r");
-  std::array<char, 4096> buffer;
-  while (size_t n = fread(buffer.data(), 1, buffer.size(), pipe))
-    outcome.output.append(buffer.data(), n);
-  int status = pclose(pipe);
-  outcome.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return outcome;
-}
-
-std::string fresh_dir(const std::string& name) {
-  std::string dir = "/tmp/infllm-tests/" + name + "-" + std::to_string(getpid());
-  fs::remove_all(dir);
-  return dir;
-}
 
 std::string train_args(const std::string& dir, const std::string& extra = "") {
   return "train tests/train/recipes/tiny.yaml train.out_dir=" + dir + " " + extra;
-}
-
-// Losses of the training lines of a run's metrics.jsonl, in order.
-std::vector<double> logged(const std::string& dir, const std::string& key) {
-  std::vector<double> values;
-  std::ifstream in(dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    auto parsed = parse_json_line(line);
-    if (!parsed) continue;
-    if (const MetricValue* v = parsed->find(key)) values.push_back(std::get<double>(*v));
-  }
-  return values;
 }
 
 // Every tensor of the newest checkpoint of a run, by name.
@@ -103,22 +74,14 @@ TEST(Training, ResumeContinuesBitForBit) {
 
 // Starts a long run, waits until it logged a step, sends SIGTERM; returns the exit status.
 int terminate_running_training(const std::string& dir, std::vector<std::string> extra) {
-  std::vector<std::string> args = {INFLLM_BINARY,
-                                   "train",
+  std::vector<std::string> args = {"train",
                                    "tests/train/recipes/tiny.yaml",
                                    "train.out_dir=" + dir,
                                    "train.steps=100000",
                                    "checkpoint.every=0",
                                    "train.eval_every=0"};
   args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t child = fork();
-  if (child == 0) {
-    execv(INFLLM_BINARY, argv.data());
-    _exit(127);
-  }
+  pid_t child = testing::start(args);
   for (int i = 0; i < 1200 && logged(dir, "loss").empty(); ++i) usleep(50000);
   EXPECT_FALSE(logged(dir, "loss").empty()) << "the run never logged a step";
   kill(child, SIGTERM);
