@@ -192,7 +192,7 @@ TEST(Progress, LiveLineOnATerminalIsRedrawnInPlaceWithinItsWidth) {
   else
     unsetenv("TERM");
   // Read while the terminal is still open (the line discipline hands the bytes over
-  // asynchronously): until nothing more arrives for 200 ms.
+  // asynchronously): until a poll's timeout passes with nothing more to read.
   std::string text;
   pollfd ready{master, POLLIN, 0};
   char buffer[1024];
