@@ -14,16 +14,20 @@ namespace {
 using attention::AttentionShape;
 using attention::BlockList;
 
-AttentionShape shape_of(const Tensor& q, const Tensor& k) {
-  INFLLM_CHECK(q.dim() == 4 && k.dim() == 4,
-               "attention: expected q [B, T, Hq, D] and k [B, T, "
-               "Hkv, D], got ",
-               q.str(), " and ", k.str());
+BlockList block_list(const Tensor& blocks, int block_size) {
+  if (!blocks.defined()) return {};
+  return {blocks.data<int32_t>(), int(blocks.size(3)), block_size};
+}
+
+}  // namespace
+
+attention::AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k) {
+  INFLLM_CHECK(q.dim() == 4 && k.dim() == 4, op,
+               ": expected q [B, T, Hq, D] and k [B, T, Hkv, D], got ", q.str(), " and ", k.str());
   INFLLM_CHECK(q.size(0) == k.size(0) && q.size(1) == k.size(1) && q.size(3) == k.size(3) &&
                    q.size(2) % k.size(2) == 0,
-               "attention: q ", q.str(), " and k ", k.str(),
-               " disagree on B, T or D, or Hkv does "
-               "not divide Hq");
+               op, ": q ", q.str(), " and k ", k.str(),
+               " disagree on B, T or D, or Hkv does not divide Hq");
   AttentionShape shape;
   shape.B = int(q.size(0));
   shape.T = int(q.size(1));
@@ -34,18 +38,11 @@ AttentionShape shape_of(const Tensor& q, const Tensor& k) {
   return shape;
 }
 
-BlockList block_list(const Tensor& blocks, int block_size) {
-  if (!blocks.defined()) return {};
-  return {blocks.data<int32_t>(), int(blocks.size(3)), block_size};
-}
-
-}  // namespace
-
 Tensor select_attention_blocks(const Tensor& q_in, const Tensor& k_in,
                                const attention::SparseConfig& config) {
   attention::check_sparse_config("select_attention_blocks", config);
   Tensor q = q_in.contiguous(), k = k_in.contiguous();
-  AttentionShape shape = shape_of(q, k);
+  AttentionShape shape = attention_shape("select_attention_blocks", q, k);
   Tensor blocks =
       Tensor::empty({q.size(0), q.size(1), k.size(2), config.topk}, DType::i32, q.device());
   if (q.device().is_cuda()) {
@@ -75,7 +72,7 @@ void record_selection_agreement(SelectionAgreement& agreement, const Tensor& cho
 Tensor cpu_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                      const AttentionOptions& options) {
   Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  AttentionShape shape = shape_of(q, k);
+  AttentionShape shape = attention_shape("attention", q, k);
   INFLLM_CHECK(v.shape() == k.shape() && q.dtype() == k.dtype() && k.dtype() == v.dtype() &&
                    q.device() == k.device() && k.device() == v.device(),
                "attention: v ", v.str(), " must match k ", k.str(), " (and q ", q.str(),
@@ -173,7 +170,7 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionOptions& options) {
   if (!q.device().is_cuda()) return cpu_attention(q, k, v, options);
-  shape_of(q, k);
+  attention_shape("attention", q, k);
   INFLLM_CHECK(v.shape() == k.shape(), "attention: v ", v.str(), " must match k ", k.str());
   return causal_attention_packed(concat({q, k, v}, 2), q.size(2), k.size(2), options);
 }

@@ -51,6 +51,10 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 Tensor causal_attention_packed(const Tensor& qkv, int64_t Hq, int64_t Hkv,
                                const AttentionOptions& options);
 
+// The shape of q [B, T, Hq, D] and k [B, T, Hkv, D], checked (same B, T and D; Hkv divides Hq):
+// an infllm::Error naming `op` and both shapes otherwise. scale = 1/sqrt(D).
+attention::AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k);
+
 // The sparse path's block lists for (q, k): i32 [B, T, Hkv, topk], ascending, -1 padded.
 Tensor select_attention_blocks(const Tensor& q, const Tensor& k,
                                const attention::SparseConfig& config);

@@ -1,7 +1,6 @@
 #include "attention/block_list_attention.h"
 
-#include <cmath>
-
+#include "attention/attention.h"
 #include "attention/flash_attention.h"
 #include "autograd/node.h"
 #include "core/dispatch.h"
@@ -13,13 +12,12 @@ namespace {
 using attention::AttentionShape;
 using attention::BlockList;
 
+// q, k, v and blocks checked: v like k, one dtype and device, blocks [B, T, Hkv, max_blocks].
 AttentionShape checked_shape(const Tensor& q, const Tensor& k, const Tensor& v,
                              const Tensor& blocks) {
-  INFLLM_CHECK(q.dim() == 4 && k.dim() == 4 && v.shape() == k.shape() && q.size(0) == k.size(0) &&
-                   q.size(1) == k.size(1) && q.size(3) == k.size(3) && q.size(2) % k.size(2) == 0,
-               "block_list_attention: expected q [B, T, Hq, D] and k, v [B, T, Hkv, D] with Hkv "
-               "dividing Hq, got ",
-               q.str(), ", ", k.str(), ", ", v.str());
+  const AttentionShape shape = attention_shape("block_list_attention", q, k);
+  INFLLM_CHECK(v.shape() == k.shape(), "block_list_attention: v ", v.str(), " must match k ",
+               k.str());
   INFLLM_CHECK(q.dtype() == k.dtype() && k.dtype() == v.dtype() && q.device() == k.device() &&
                    k.device() == v.device(),
                "block_list_attention: q ", q.str(), ", k ", k.str(), " and v ", v.str(),
@@ -29,13 +27,6 @@ AttentionShape checked_shape(const Tensor& q, const Tensor& k, const Tensor& v,
                    blocks.device() == q.device() && blocks.is_contiguous(),
                "block_list_attention: blocks must be contiguous i32 [B, T, Hkv, max_blocks] on ",
                q.device().str(), ", got ", blocks.str());
-  AttentionShape shape;
-  shape.B = int(q.size(0));
-  shape.T = int(q.size(1));
-  shape.Hq = int(q.size(2));
-  shape.Hkv = int(k.size(2));
-  shape.D = int(q.size(3));
-  shape.scale = float(1.0 / std::sqrt(double(shape.D)));
   return shape;
 }
 

@@ -1,4 +1,4 @@
-// infllm train RECIPE [key.sub=value ...] [--resume | --overwrite] [--nproc N]
+// infllm train RECIPE [key.sub=value ...] [--resume | --resume-last-good | --overwrite] [--nproc N]
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -11,7 +11,8 @@ namespace infllm::train {
 namespace {
 
 constexpr const char* kHelp =
-    R"(usage: infllm train RECIPE [section.key=value ...] [--resume | --overwrite] [--nproc N]
+    R"(usage: infllm train RECIPE [section.key=value ...] [--resume | --resume-last-good |
+                                                   --overwrite] [--nproc N]
 
 Trains the model a YAML recipe describes; the run folder is train.out_dir.
   section.key=value  override a recipe value, e.g. train.steps=100 train.out_dir=runs/q
