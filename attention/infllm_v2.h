@@ -117,6 +117,13 @@ template <class T>
 void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& shape, const T* q,
                               const T* kc, int32_t* blocks);
 
+// Steps 2-4 for the one token t of a sequence (B = 1, T > t): q_t [Hq, D] its queries, kc
+// [>= num_kernels(cfg, t + 1), Hkv, D] the sequence's compressed keys in f64. blocks [Hkv,
+// cfg.topk]: row t of select_blocks (the same code), for the decode path (decode_attention.h).
+template <class T>
+void select_token_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q_t,
+                         const double* kc, int t, int32_t* blocks);
+
 }  // namespace cpu
 
 namespace cuda {

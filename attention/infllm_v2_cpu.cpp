@@ -66,17 +66,18 @@ std::vector<double> compress_keys_f64(const SparseConfig& cfg, const AttentionSh
   return kc;
 }
 
-// s[i] = sum over the group's heads of softmax_i(q[t,h] . kc[i] * scale), i < n causal kernels.
+// s[i] = sum over the group's heads of softmax_i(q_t[h] . kc[i] * scale), i < n causal kernels;
+// q_t [Hq, D] is one token's queries, kc [>= n, Hkv, D] its sequence's compressed keys.
 template <class T>
-void group_kernel_scores(const AttentionShape& s, const T* q, const double* kc, int nk, int b,
-                         int t, int g, int n, std::vector<double>& x, std::vector<double>& sum) {
+void group_kernel_scores(const AttentionShape& s, const T* q_t, const double* kc, int g, int n,
+                         std::vector<double>& x, std::vector<double>& sum) {
   const int G = s.Hq / s.Hkv;
   std::fill(sum.begin(), sum.begin() + n, 0.0);
   for (int h = g * G; h < (g + 1) * G; ++h) {
-    const T* qv = q + ((size_t(b) * s.T + t) * s.Hq + h) * s.D;
+    const T* qv = q_t + size_t(h) * s.D;
     double mx = -kInf;
     for (int i = 0; i < n; ++i) {
-      const double* kv = kc + ((size_t(b) * nk + i) * s.Hkv + g) * s.D;
+      const double* kv = kc + (size_t(i) * s.Hkv + g) * s.D;
       double dot = 0;
       for (int d = 0; d < s.D; ++d) dot += double(qv[d]) * kv[d];
       x[i] = dot * double(s.scale);
@@ -114,7 +115,8 @@ void score_row(const SparseConfig& cfg, const AttentionShape& s, const T* q, con
                int nk, int b, int t, int g, std::vector<double>& x, std::vector<double>& sum,
                double* out) {
   const int n = num_kernels(cfg, t + 1);
-  group_kernel_scores(s, q, kc, nk, b, t, g, n, x, sum);
+  group_kernel_scores(s, q + (size_t(b) * s.T + t) * s.Hq * s.D, kc + size_t(b) * nk * s.Hkv * s.D,
+                      g, n, x, sum);
   pool_blocks(cfg, t, sum, n, out, num_blocks(cfg, s.T));
 }
 
@@ -215,6 +217,21 @@ void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, 
   }
 }
 
+template <class T>
+void select_token_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q_t,
+                         const double* kc, int t, int32_t* blocks) {
+  check_inputs("infllm_v2 select_token_blocks", cfg, s);
+  INFLLM_CHECK(t >= 0 && t < s.T, "infllm_v2 select_token_blocks: token ", t,
+               " is outside T=", s.T);
+  const int n = num_kernels(cfg, t + 1), nb = num_blocks(cfg, t + 1);
+  std::vector<double> x(n), sum(n), S(nb);
+  for (int g = 0; g < s.Hkv; ++g) {
+    group_kernel_scores(s, q_t, kc, g, n, x, sum);
+    pool_blocks(cfg, t, sum, n, S.data(), nb);
+    select_topk_blocks(cfg, t, S.data(), blocks + size_t(g) * cfg.topk);
+  }
+}
+
 #define INFLLM_INSTANTIATE(T)                                                                     \
   template void compress_keys<T>(const SparseConfig&, const AttentionShape&, const T*, T*);       \
   template std::vector<double> score_blocks<T>(const SparseConfig&, const AttentionShape&,        \
@@ -224,7 +241,9 @@ void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, 
   template void select_blocks_at<T>(const SparseConfig&, const AttentionShape&, const T*,         \
                                     const T*, const std::vector<int>&, int32_t*);                 \
   template void select_blocks_compressed<T>(const SparseConfig&, const AttentionShape&, const T*, \
-                                            const T*, int32_t*);
+                                            const T*, int32_t*);                                  \
+  template void select_token_blocks<T>(const SparseConfig&, const AttentionShape&, const T*,      \
+                                       const double*, int, int32_t*);
 INFLLM_INSTANTIATE(float)
 INFLLM_INSTANTIATE(double)
 #undef INFLLM_INSTANTIATE

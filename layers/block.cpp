@@ -33,6 +33,21 @@ Tensor Block::forward(const Tensor& x) const {
   return finish(x, attend(attention_inputs(x)));
 }
 
+Tensor Block::forward_prefill(const Tensor& x, KvCache& cache, int64_t index) const {
+  INFLLM_CHECK(cache.length() == 0, "Block::forward_prefill: the cache already holds ",
+               cache.length(), " positions (prefill fills an empty cache)");
+  std::vector<Tensor> inputs = attention_inputs(x);
+  cache.store(index, inputs[0]);
+  return finish(x, attend(inputs));
+}
+
+Tensor Block::forward_decode(const Tensor& x, KvCache& cache, int64_t index) const {
+  const int64_t position = cache.length();
+  Tensor qkv = attention_.project_qkv(attention_norm_.forward(x), position);
+  cache.store(index, qkv);
+  return finish(x, attention_.attend_cached(qkv, cache.layer(index), position));
+}
+
 Tensor Block::forward_checkpointed(const Tensor& x, bool recompute_attention) const {
   using Tensors = std::vector<Tensor>;
   if (recompute_attention)

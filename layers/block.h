@@ -19,6 +19,13 @@ class Block : public Module {
   // then the whole block is recomputed (least memory, one more attention forward per step).
   Tensor forward_checkpointed(const Tensor& x, bool recompute_attention) const;
 
+  // Generation, one sequence (B = 1), this block being layer `index` of `cache`. forward_prefill:
+  // x [1, T, d_model] at positions 0 .. T - 1 through the full-sequence attention, storing the
+  // rotated k, v in the empty cache. forward_decode: x [1, 1, d_model] of the token at position
+  // cache.length(), stored, then attended over the cache. Neither advances the cache.
+  Tensor forward_prefill(const Tensor& x, KvCache& cache, int64_t index) const;
+  Tensor forward_decode(const Tensor& x, KvCache& cache, int64_t index) const;
+
  private:
   // The attention core's inputs from the block input: {rotated q, k and v} or, for the NSA
   // variant, {q k v, gate logits}; attend() takes them in that order.

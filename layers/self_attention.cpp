@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "attention/cached_attention.h"
 #include "autograd/functions.h"
 #include "layers/rope.h"
 
@@ -27,10 +28,10 @@ Tensor SelfAttention::forward(const Tensor& x) const {
 
 // The projection's rows stay packed [q heads | k heads | v heads] from the matmul through RoPE
 // (q and k heads only) into attention: no slice is copied, no slice gradient zero-filled.
-Tensor SelfAttention::project_qkv(const Tensor& x) const {
+Tensor SelfAttention::project_qkv(const Tensor& x, int64_t pos_offset) const {
   int64_t Hq = config_.n_heads, Hkv = config_.n_kv_heads;
   Tensor qkv = reshape(wqkv_.forward(x), {x.size(0), x.size(1), Hq + 2 * Hkv, config_.head_dim});
-  return rope(qkv, config_.rope_theta, 0, Hq + Hkv);
+  return rope(qkv, config_.rope_theta, pos_offset, Hq + Hkv);
 }
 
 Tensor SelfAttention::project_gates(const Tensor& x) const {
@@ -52,6 +53,16 @@ Tensor SelfAttention::attend(const Tensor& qkv, const Tensor& gate_logits) const
     out = causal_attention_packed(qkv, Hq, Hkv, options);
   }
   return reshape(out, {qkv.size(0), qkv.size(1), Hq * config_.head_dim});
+}
+
+Tensor SelfAttention::attend_cached(const Tensor& qkv, const KvCache::Layer& cache,
+                                    int64_t position) const {
+  INFLLM_CHECK(nsa_ == nullptr,
+               "SelfAttention: the NSA variant has no cached decode (generate recomputes)");
+  const int64_t Hq = config_.n_heads, D = config_.head_dim;
+  Tensor q = qkv.reshape({qkv.size(2), D}).slice(0, 0, Hq).contiguous();
+  Tensor out = decode_attention(q, cache.k, cache.v, cache.kc, position, config_.attention);
+  return out.reshape({1, 1, Hq * D});
 }
 
 Tensor SelfAttention::project_out(const Tensor& attended) const {

@@ -3,6 +3,7 @@
 // own parameters), output projection.
 #pragma once
 
+#include "layers/kv_cache.h"
 #include "layers/linear.h"
 #include "layers/model_config.h"
 #include "layers/nsa_parameters.h"
@@ -18,12 +19,16 @@ class SelfAttention : public Module {
 
   // forward = project_out(attend(project_qkv(x), project_gates(x))), in steps so that
   // activation checkpointing can recompute the projections and keep the attention core.
-  Tensor project_qkv(const Tensor& x) const;  // -> q, k (rotated), v: [B, T, Hq + 2 Hkv, D]
+  // -> q, k (rotated at positions pos_offset + t), v: [B, T, Hq + 2 Hkv, D]
+  Tensor project_qkv(const Tensor& x, int64_t pos_offset = 0) const;
   // The NSA variant's gate logits [B, T, Hq, 3]; an undefined tensor for the other variants.
   Tensor project_gates(const Tensor& x) const;
   // -> [B, T, Hq * D]; gate_logits are needed when the NSA variant takes its sparse path.
   Tensor attend(const Tensor& qkv, const Tensor& gate_logits = Tensor()) const;
   Tensor project_out(const Tensor& attended) const;  // -> [B, T, d_model]
+  // One new token's attention over a KV cache layer that already holds it at `position`:
+  // qkv [1, 1, Hq + 2 Hkv, D] -> [1, 1, Hq * D] (attention/cached_attention.h). InfLLM-V2 only.
+  Tensor attend_cached(const Tensor& qkv, const KvCache::Layer& cache, int64_t position) const;
 
  private:
   const ModelConfig& config_;

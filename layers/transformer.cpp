@@ -1,5 +1,6 @@
 #include "layers/transformer.h"
 
+#include "attention/cached_attention.h"
 #include "autograd/functions.h"
 #include "layers/cross_entropy.h"
 
@@ -57,6 +58,48 @@ Tensor TransformerLM::logits(const Tensor& tokens) const {
   Tensor flat = cast(h.reshape({-1, config_.d_model}), DType::f32);
   Tensor logits = matmul(flat, cast(head_weight(), DType::f32), false, true);
   return logits.reshape({h.size(0), h.size(1), config_.vocab_size});
+}
+
+KvCache TransformerLM::make_cache(int64_t capacity) const {
+  INFLLM_CHECK(config_.attention.variant != attention::AttentionVariant::nsa,
+               "TransformerLM: the NSA variant (attention.variant nsa) has no KV-cache decode; "
+               "generate with the recompute path (infllm generate --no-cache)");
+  return KvCache(config_, capacity, embedding_.weight.device(), embedding_.weight.dtype());
+}
+
+// The last position's logits [V] of hidden states [1, T, d_model].
+Tensor TransformerLM::last_position_logits(const Tensor& x) const {
+  const int64_t T = x.size(1);
+  Tensor last = final_norm_->forward(slice(x, 1, T - 1, T)).reshape({1, config_.d_model});
+  return matmul(last, head_weight(), false, true).reshape({config_.vocab_size});
+}
+
+Tensor TransformerLM::prefill(const Tensor& tokens, KvCache& cache) const {
+  INFLLM_CHECK(tokens.dim() == 2 && tokens.size(0) == 1 && tokens.size(1) > 0 &&
+                   tokens.dtype() == DType::i32,
+               "TransformerLM::prefill: tokens must be i32 [1, T] with T > 0, got ", tokens.str());
+  INFLLM_CHECK(cache.n_layers() == config_.n_layers, "TransformerLM::prefill: the cache has ",
+               cache.n_layers(), " layers, the model ", config_.n_layers);
+  Tensor x = embedding_.forward(tokens);
+  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward_prefill(x, cache, int64_t(i));
+  cache.advance(tokens.size(1));
+  return last_position_logits(x);
+}
+
+Tensor TransformerLM::decode_step(int32_t token, KvCache& cache) const {
+  INFLLM_CHECK(cache.n_layers() == config_.n_layers, "TransformerLM::decode_step: the cache has ",
+               cache.n_layers(), " layers, the model ", config_.n_layers);
+  INFLLM_CHECK(
+      !decode_uses_sparse(config_.attention, cache.length()) ||
+          (cache.has_compressed_keys() && cache.sparse_config() == config_.attention.sparse),
+      "TransformerLM::decode_step: the sparse path needs the cache's compressed keys for "
+      "the model's attention settings; make the cache after set_attention");
+  Tensor input =
+      Tensor::from_vector(std::vector<int32_t>{token}, {1, 1}, embedding_.weight.device());
+  Tensor x = embedding_.forward(input);
+  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward_decode(x, cache, int64_t(i));
+  cache.advance(1);
+  return last_position_logits(x);
 }
 
 double TransformerLM::flops_per_token(int64_t T) const {

@@ -6,6 +6,7 @@
 
 #include "layers/block.h"
 #include "layers/embedding.h"
+#include "layers/kv_cache.h"
 #include "layers/model_config.h"
 #include "layers/rms_norm.h"
 
@@ -26,6 +27,16 @@ class TransformerLM : public Module {
   // evaluation: loss by position, greedy answers. [B, T] -> [B, T, V].
   Tensor logits(const Tensor& tokens) const;
 
+  // Generation with a KV cache (layers/kv_cache.h), one sequence, under NoGradGuard. make_cache:
+  // an empty cache for `capacity` positions on the model's device in its dtype. prefill: the
+  // prompt i32 [1, T] through the full-sequence forward into the empty cache -> logits [V] of
+  // its last position. decode_step: the token at position cache.length() -> logits [V] of the
+  // next one, attending over the cache (dense, or InfLLM-V2 sparse by the same switch as a
+  // full-sequence forward of that length). The NSA variant has no cached decode (an error).
+  KvCache make_cache(int64_t capacity) const;
+  Tensor prefill(const Tensor& tokens, KvCache& cache) const;
+  Tensor decode_step(int32_t token, KvCache& cache) const;
+
   const ModelConfig& config() const { return config_; }
   // Switches every layer to another attention schedule (same weights): eval --attention.
   void set_attention(const AttentionOptions& options) { config_.attention = options; }
@@ -34,6 +45,7 @@ class TransformerLM : public Module {
 
  private:
   const Tensor& head_weight() const;
+  Tensor last_position_logits(const Tensor& x) const;
 
   ModelConfig config_;
   ParameterFactory factory_;  // declared before the modules it creates
