@@ -1,12 +1,15 @@
 // infllm generate CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature X] [--seed S]
+//                 [--device D] [--no-cache]
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <vector>
 
 #include "autograd/node.h"
 #include "core/ops.h"
 #include "core/rng.h"
 #include "data/byte_tokenizer.h"
+#include "layers/kv_cache.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
 #include "train/load_model.h"
@@ -22,6 +25,8 @@ Samples text from a checkpoint (a file, or RUN/checkpoints/latest) with the byte
   --temperature X      0 = greedy; otherwise sample from softmax(logits / X) (default 0.8)
   --seed S             sampling seed (default 0)
   --device D           auto | cpu | cuda | cuda:N (default auto)
+  --no-cache           recompute the whole context for every token instead of decoding with a
+                       KV cache (the same tokens, slower; for checking)
 )";
 
 // Index drawn from softmax(logits / temperature); the argmax when temperature is 0.
@@ -43,11 +48,48 @@ int32_t pick_token(const std::vector<float>& logits, double temperature, uint64_
   return int32_t(best);
 }
 
+// Calls next_token(logits [V]) for each new token until it returns false or `steps` tokens
+// were produced. `tokens` is the prompt; emitted tokens are appended to it.
+using NextToken = std::function<bool(int64_t step, const Tensor& logits)>;
+
+// Decoding with a KV cache: the prompt once, then one position per token (docs/interop.md).
+void generate_cached(const LoadedModel& loaded, std::vector<int32_t>& tokens, int64_t steps,
+                     const NextToken& next_token) {
+  const int64_t capacity = int64_t(tokens.size()) + steps;
+  if (capacity > loaded.recipe.data.seq_len)
+    std::fprintf(stderr,
+                 "generate: the prompt (%zu tokens) and %lld new tokens need %lld positions, more "
+                 "than the training context (data.seq_len=%lld): positions past it extrapolate "
+                 "RoPE (--no-cache instead keeps the last %lld tokens)\n",
+                 tokens.size(), (long long)steps, (long long)capacity,
+                 (long long)loaded.recipe.data.seq_len, (long long)loaded.recipe.data.seq_len);
+  KvCache cache = loaded.model->make_cache(capacity);
+  Tensor prompt = Tensor::from_vector(tokens, {1, int64_t(tokens.size())}, loaded.device);
+  Tensor logits = loaded.model->prefill(prompt, cache);
+  for (int64_t i = 0; i < steps && next_token(i, logits); ++i) {
+    if (i + 1 < steps) logits = loaded.model->decode_step(tokens.back(), cache);
+  }
+}
+
+// Without a cache: the whole context (at most its last seq_len tokens) for every token.
+void generate_recomputed(const LoadedModel& loaded, std::vector<int32_t>& tokens, int64_t steps,
+                         const NextToken& next_token) {
+  const int64_t window = loaded.recipe.data.seq_len;
+  for (int64_t i = 0; i < steps; ++i) {
+    // The model sees at most its training context: the last seq_len tokens.
+    size_t begin = tokens.size() > size_t(window) ? tokens.size() - size_t(window) : 0;
+    std::vector<int32_t> context(tokens.begin() + begin, tokens.end());
+    Tensor input = Tensor::from_vector(context, {1, int64_t(context.size())}, loaded.device);
+    if (!next_token(i, loaded.model->last_logits(input))) return;
+  }
+}
+
 }  // namespace
 
 int generate_command(int argc, char** argv) {
-  CliArgs args = parse_cli("generate", argc, argv,
-                           {"--prompt", "--tokens", "--temperature", "--seed", "--device"}, {});
+  CliArgs args =
+      parse_cli("generate", argc, argv,
+                {"--prompt", "--tokens", "--temperature", "--seed", "--device"}, {"--no-cache"});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
@@ -61,24 +103,31 @@ int generate_command(int argc, char** argv) {
   std::vector<uint32_t> encoded = tokenizer.encode(args.get("--prompt", ""));
   std::vector<int32_t> tokens = {int32_t(data::ByteTokenizer::kBos)};
   tokens.insert(tokens.end(), encoded.begin(), encoded.end());
-  int64_t window = loaded.recipe.data.seq_len;
   std::fputs(args.get("--prompt", "").c_str(), stdout);
   autograd::NoGradGuard no_grad;
-  for (int64_t i = 0; i < steps; ++i) {
-    // The model sees at most its training context: the last seq_len tokens.
-    size_t begin = tokens.size() > size_t(window) ? tokens.size() - size_t(window) : 0;
-    std::vector<int32_t> context(tokens.begin() + begin, tokens.end());
-    Tensor input = Tensor::from_vector(context, {1, int64_t(context.size())}, loaded.device);
-    std::vector<float> logits =
-        ops::cast(loaded.model->last_logits(input), DType::f32).to_vector<float>();
+  auto next_token = [&](int64_t i, const Tensor& logits_tensor) {
+    std::vector<float> logits = ops::cast(logits_tensor, DType::f32).to_vector<float>();
     int32_t next = pick_token(logits, temperature, seed, uint64_t(i));
-    if (next == int32_t(data::ByteTokenizer::kEos)) break;
+    if (next == int32_t(data::ByteTokenizer::kEos)) return false;
     tokens.push_back(next);
     if (next < 256) {
       std::fputc(next, stdout);
       std::fflush(stdout);
     }
+    return true;
+  };
+  bool cached = !args.has("--no-cache");
+  if (cached && loaded.model->config().attention.variant == attention::AttentionVariant::nsa) {
+    std::fputs(
+        "generate: the NSA variant has no KV-cache decode; recomputing the context for "
+        "each token\n",
+        stderr);
+    cached = false;
   }
+  if (cached)
+    generate_cached(loaded, tokens, steps, next_token);
+  else
+    generate_recomputed(loaded, tokens, steps, next_token);
   std::fputc('\n', stdout);
   return 0;
 }
