@@ -4,7 +4,10 @@
 //   /doc_offsets  1-D i64, start index in /tokens of each document, strictly increasing from 0
 //   attributes on the root group: vocab_size (integer), tokenizer (string), source (string)
 //
-// Any tokenizer's output written in this layout trains; `tokenizer` names how to decode it.
+// Any tokenizer's output written in this layout trains; `tokenizer` names how to decode it:
+// "byte" (data/byte_tokenizer.h, `infllm prepare`) or "hf-tokenizer:" and the first 16 hex
+// digits of the SHA-256 of the Hugging Face tokenizer.json (scripts/prepare-hf writes the same
+// layout; data/hf_tokenizer.h).
 #pragma once
 
 #include <cstdint>
@@ -18,7 +21,7 @@ namespace infllm::data {
 
 struct TokenFileAttributes {
   int64_t vocab_size = 0;
-  std::string tokenizer;  // e.g. "byte"
+  std::string tokenizer;  // "byte" or "hf-tokenizer:<16 hex digits>"
   std::string source;     // where the text came from (free-form, for people)
 };
 
