@@ -14,17 +14,22 @@
 #include "train/hf_model.h"
 #include "train/load_model.h"
 #include "train/run_setup.h"
+#include "train/tokenizer_files.h"
 
 namespace infllm::train {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kExportHelp = R"(usage: infllm export CHECKPOINT -o DIR [--dtype f32|bf16]
+constexpr const char* kExportHelp = R"(usage: infllm export CHECKPOINT -o DIR [options]
 
 Writes a checkpoint as a Hugging Face LlamaForCausalLM folder: model.safetensors,
-config.json (the sparse settings under infllm_attention) and generation_config.json.
+config.json (the sparse settings under infllm_attention), generation_config.json and the
+tokenizer files: the byte tokenizer's as tokenizer.json, or the ones of the model the weights
+came from (imported beside the checkpoint, or train.init_from's).
   -o DIR               the folder (created; existing files of these names are replaced)
   --dtype D            f32 (default: the master weights exactly) or bf16
+  --tokenizer T        byte, or a folder with tokenizer.json: the tokenizer to write instead
+                       of the one the checkpoint records
 )";
 
 constexpr const char* kImportHelp = R"(usage: infllm import DIR -o CHECKPOINT
@@ -32,6 +37,8 @@ constexpr const char* kImportHelp = R"(usage: infllm import DIR -o CHECKPOINT
 Reads a Hugging Face LlamaForCausalLM folder (config.json, model.safetensors or its shards)
 and writes an infllm checkpoint of its weights (masters only, step 0) that eval, generate,
 logits and train.init_from take. train.init_from=hf:DIR reads the folder directly.
+The folder's tokenizer files (tokenizer.json, ...) are copied beside the checkpoint
+(imported.h5 -> imported.tokenizer/), where export and generate find them.
 )";
 
 constexpr const char* kLogitsHelp = R"(usage: infllm logits MODEL --tokens ID,ID,... [options]
@@ -94,7 +101,7 @@ std::vector<int32_t> parse_tokens(const std::string& text, int64_t vocab) {
 }  // namespace
 
 int export_command(int argc, char** argv) {
-  CliArgs args = parse_with_output("export", argc, argv, {"--output", "--dtype"});
+  CliArgs args = parse_with_output("export", argc, argv, {"--output", "--dtype", "--tokenizer"});
   if (args.has("--help") || args.positionals.size() != 1 || !args.has("--output")) {
     std::fputs(kExportHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
@@ -110,16 +117,34 @@ int export_command(int argc, char** argv) {
                ": no `recipe` attribute (not a checkpoint written by infllm?)");
   const Recipe recipe = recipe_from_yaml(recipe_text->second, path + " (saved recipe)", {false});
   const auto weights = to_hf_weights(recipe.model, master_weights(state));
+  std::optional<ModelTokenizer> tokenizer;
+  std::string no_tokenizer;
+  if (args.has("--tokenizer")) {
+    tokenizer = named_tokenizer(args.get("--tokenizer", ""));
+  } else {
+    TokenizerLookup lookup = checkpoint_tokenizer(path, state);
+    tokenizer = std::move(lookup.tokenizer);
+    no_tokenizer = std::move(lookup.unknown);
+  }
+  const SpecialTokenIds ids = tokenizer ? tokenizer->ids : SpecialTokenIds{"null", "null", "null"};
   const fs::path dir = args.get("--output", "");
   fs::create_directories(dir);
   // transformers refuses safetensors without format=pt in their metadata.
   write_safetensors((dir / "model.safetensors").string(), weights, dtype, {{"format", "pt"}});
   write_text(dir / "config.json",
              hf_config_json(recipe.model, dtype == DType::f32 ? "float32" : "bfloat16",
-                            attention_json(recipe)));
-  write_text(dir / "generation_config.json", hf_generation_config_json(recipe.model));
+                            attention_json(recipe), ids));
+  // A copied generation_config.json (the model's own stop tokens) replaces this one.
+  write_text(dir / "generation_config.json", hf_generation_config_json(ids));
+  if (tokenizer) write_tokenizer_files(*tokenizer, dir.string());
   std::fprintf(stderr, "infllm export: %s (step %lld) -> %s: %zu tensors, %s\n", path.c_str(),
                (long long)state.step, dir.c_str(), weights.size(), dtype_text.c_str());
+  if (tokenizer) {
+    std::fprintf(stderr, "infllm export: tokenizer %s, from %s\n", tokenizer->id.c_str(),
+                 tokenizer->found.c_str());
+  } else {
+    std::fprintf(stderr, "infllm export: no tokenizer files written: %s\n", no_tokenizer.c_str());
+  }
   return 0;
 }
 
@@ -137,9 +162,18 @@ int import_command(int argc, char** argv) {
   for (const auto& [name, tensor] : hf.weights)
     state.tensors.emplace_back(kMasterPrefix + name, tensor);
   const std::string out = args.get("--output", "");
+  // The tokenizer files first: a checkpoint that records a tokenizer always has them beside it.
+  const std::optional<ModelTokenizer> tokenizer = folder_tokenizer(dir);
+  if (tokenizer) {
+    state.strings["tokenizer"] = tokenizer->id;
+    save_tokenizer_sidecar(*tokenizer, out);
+  }
   save_checkpoint(out, state);
-  std::fprintf(stderr, "infllm import: %s -> %s: %zu weights\n", dir.c_str(), out.c_str(),
-               hf.weights.size());
+  if (!tokenizer) remove_tokenizer_sidecar(out);  // an earlier import's, no longer true
+  std::fprintf(stderr, "infllm import: %s -> %s: %zu weights, %s\n", dir.c_str(), out.c_str(),
+               hf.weights.size(),
+               tokenizer ? ("tokenizer " + tokenizer->id + " in " + tokenizer_sidecar(out)).c_str()
+                         : "no tokenizer.json (no tokenizer files)");
   return 0;
 }
 

@@ -11,31 +11,13 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/json.h"
 
 namespace infllm::train {
 namespace fs = std::filesystem;
+using data::json_field;
+using data::parse_json;
 namespace {
-
-YAML::Node parse_json(const std::string& json, const std::string& source) {
-  // yaml-cpp reads JSON (YAML 1.2 contains it) and is already a dependency of the recipes.
-  try {
-    YAML::Node root = YAML::Load(json);
-    INFLLM_CHECK(root.IsMap(), source, ": not a JSON object");
-    return root;
-  } catch (const YAML::Exception& e) {
-    fail(source, ": not valid JSON: ", e.what());
-  }
-}
-
-template <class T>
-T field(const YAML::Node& root, const std::string& source, const std::string& key,
-        const char* expected) {
-  try {
-    return root[key].as<T>();
-  } catch (const YAML::Exception&) {
-    fail(source, ": field ", key, " must be ", expected, ", got '", YAML::Dump(root[key]), "'");
-  }
-}
 
 std::string number(double value) {
   std::ostringstream out;
@@ -71,14 +53,6 @@ std::string to_json(const YAML::Node& node) {
   return json_quote(text);
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  INFLLM_CHECK(in.good(), path, ": cannot open it");
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 Tensor rows(const Tensor& t, int64_t begin, int64_t end) {
   return t.slice(0, begin, end).contiguous();
 }
@@ -107,7 +81,7 @@ ModelConfig model_config_from_hf(const std::string& json, const std::string& sou
   auto has = [&](const char* key) { return root[key] && !root[key].IsNull(); };
   auto integer = [&](const char* key) {
     INFLLM_CHECK(has(key), source, ": field ", key, " is missing (a Llama config.json has it)");
-    const int64_t value = field<int64_t>(root, source, key, "a whole number");
+    const int64_t value = json_field<int64_t>(root, source, key, "a whole number");
     INFLLM_CHECK(value > 0, source, ": field ", key, " must be positive, got ", value);
     return value;
   };
@@ -115,7 +89,7 @@ ModelConfig model_config_from_hf(const std::string& json, const std::string& sou
     INFLLM_CHECK(ok, source, ": field ", key, " ", problem);
   };
   const std::string model_type =
-      has("model_type") ? field<std::string>(root, source, "model_type", "a string") : "";
+      has("model_type") ? json_field<std::string>(root, source, "model_type", "a string") : "";
   require(model_type == "llama", "model_type",
           "is '" + model_type + "'; infllm imports model_type llama (LlamaForCausalLM) only");
   ModelConfig c;
@@ -131,12 +105,14 @@ ModelConfig model_config_from_hf(const std::string& json, const std::string& sou
   require(c.n_heads % c.n_kv_heads == 0, "num_key_value_heads",
           "must divide num_attention_heads (" + std::to_string(c.n_heads) + ")");
   // transformers' LlamaConfig defaults, for configs that leave these out.
-  c.rope_theta = has("rope_theta") ? field<double>(root, source, "rope_theta", "a number") : 1e4;
-  c.norm_eps = has("rms_norm_eps") ? field<double>(root, source, "rms_norm_eps", "a number") : 1e-6;
+  c.rope_theta =
+      has("rope_theta") ? json_field<double>(root, source, "rope_theta", "a number") : 1e4;
+  c.norm_eps =
+      has("rms_norm_eps") ? json_field<double>(root, source, "rms_norm_eps", "a number") : 1e-6;
   c.tie_embeddings = has("tie_word_embeddings") &&
-                     field<bool>(root, source, "tie_word_embeddings", "true or false");
+                     json_field<bool>(root, source, "tie_word_embeddings", "true or false");
   if (has("initializer_range"))
-    c.init_std = field<double>(root, source, "initializer_range", "a number");
+    c.init_std = json_field<double>(root, source, "initializer_range", "a number");
   // transformers 5 writes rope_parameters {rope_type, rope_theta, ...} instead of the two keys.
   if (has("rope_parameters")) {
     const YAML::Node rope = root["rope_parameters"];
@@ -144,18 +120,19 @@ ModelConfig model_config_from_hf(const std::string& json, const std::string& sou
     const std::string type = rope["rope_type"] ? rope["rope_type"].as<std::string>() : "default";
     require(type == "default", "rope_parameters.rope_type",
             "is '" + type + "'; infllm's RoPE has no scaling: only rope_type default");
-    if (rope["rope_theta"]) c.rope_theta = field<double>(rope, source, "rope_theta", "a number");
+    if (rope["rope_theta"])
+      c.rope_theta = json_field<double>(rope, source, "rope_theta", "a number");
   }
   require(!has("rope_scaling"), "rope_scaling",
           "is set; infllm's RoPE has no scaling (llama3, linear, dynamic, yarn): only "
           "rope_scaling null is supported");
   const std::string act =
-      has("hidden_act") ? field<std::string>(root, source, "hidden_act", "a string") : "silu";
+      has("hidden_act") ? json_field<std::string>(root, source, "hidden_act", "a string") : "silu";
   require(act == "silu", "hidden_act", "is '" + act + "'; infllm's MLP is SwiGLU (silu) only");
   for (const char* key : {"attention_bias", "mlp_bias"})
-    require(!has(key) || !field<bool>(root, source, key, "true or false"), key,
+    require(!has(key) || !json_field<bool>(root, source, key, "true or false"), key,
             "is true; infllm's projections have no bias");
-  require(!has("pretraining_tp") || field<int64_t>(root, source, "pretraining_tp", "1") == 1,
+  require(!has("pretraining_tp") || json_field<int64_t>(root, source, "pretraining_tp", "1") == 1,
           "pretraining_tp", "must be 1 (the sliced-matmul emulation is not reproduced)");
   return c;
 }
@@ -165,9 +142,8 @@ std::string attention_json(const Recipe& recipe) {
 }
 
 std::string hf_config_json(const ModelConfig& config, const std::string& torch_dtype,
-                           const std::string& infllm_attention) {
+                           const std::string& infllm_attention, const SpecialTokenIds& ids) {
   const ModelConfig c = with_derived_sizes(config);
-  // The byte tokenizer's ids: 256 bytes, then BOS and EOS (data/, docs/interop.md).
   std::ostringstream out;
   out << "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
       << "  \"hidden_size\": " << c.d_model << ",\n  \"num_hidden_layers\": " << c.n_layers
@@ -179,17 +155,17 @@ std::string hf_config_json(const ModelConfig& config, const std::string& torch_d
       << ",\n  \"tie_word_embeddings\": " << (c.tie_embeddings ? "true" : "false")
       << ",\n  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false"
       << ",\n  \"attention_dropout\": 0.0,\n  \"initializer_range\": " << number(c.init_std)
-      << ",\n  \"max_position_embeddings\": 131072,\n  \"bos_token_id\": 256"
-      << ",\n  \"eos_token_id\": 257,\n  \"use_cache\": true,\n  \"torch_dtype\": "
-      << json_quote(torch_dtype)
+      << ",\n  \"max_position_embeddings\": 131072,\n  \"bos_token_id\": " << ids.bos
+      << ",\n  \"eos_token_id\": " << ids.eos << ",\n  \"pad_token_id\": " << ids.pad
+      << ",\n  \"use_cache\": true,\n  \"torch_dtype\": " << json_quote(torch_dtype)
       << ",\n  \"infllm_attention\": " << (infllm_attention.empty() ? "null" : infllm_attention)
       << "\n}\n";
   return out.str();
 }
 
-std::string hf_generation_config_json(const ModelConfig& config) {
-  (void)config;
-  return "{\n  \"bos_token_id\": 256,\n  \"eos_token_id\": 257,\n  \"do_sample\": false\n}\n";
+std::string hf_generation_config_json(const SpecialTokenIds& ids) {
+  return "{\n  \"bos_token_id\": " + ids.bos + ",\n  \"eos_token_id\": " + ids.eos +
+         ",\n  \"pad_token_id\": " + ids.pad + ",\n  \"do_sample\": false\n}\n";
 }
 
 std::vector<std::pair<std::string, Tensor>> to_hf_weights(
@@ -290,13 +266,13 @@ std::map<std::string, Tensor> from_hf_weights(const ModelConfig& config, const S
 
 ModelConfig read_hf_config(const std::string& dir_spec) {
   const std::string path = (fs::path(strip_hf_prefix(dir_spec)) / "config.json").string();
-  return model_config_from_hf(read_text(path), path);
+  return model_config_from_hf(data::read_text_file(path), path);
 }
 
 HfModel read_hf_model(const std::string& dir_spec) {
   const std::string dir = strip_hf_prefix(dir_spec);
   const std::string config_path = (fs::path(dir) / "config.json").string();
-  const std::string text = read_text(config_path);
+  const std::string text = data::read_text_file(config_path);
   HfModel model;
   model.config = model_config_from_hf(text, config_path);
   const YAML::Node root = parse_json(text, config_path);

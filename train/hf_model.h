@@ -14,6 +14,7 @@
 #include "layers/model_config.h"
 #include "train/recipe.h"
 #include "train/safetensors.h"
+#include "train/tokenizer_files.h"
 
 namespace infllm::train {
 
@@ -23,14 +24,15 @@ namespace infllm::train {
 // ids, max_position_embeddings, transformers_version, ...) are ignored.
 ModelConfig model_config_from_hf(const std::string& json, const std::string& source);
 
-// config.json for `config`: LlamaForCausalLM, model_type llama, torch_dtype, and
-// `infllm_attention` (a JSON object) recorded for tools that know the sparse settings.
+// config.json for `config`: LlamaForCausalLM, model_type llama, torch_dtype, the tokenizer's
+// special token ids, and `infllm_attention` (a JSON object) recorded for tools that know the
+// sparse settings.
 std::string hf_config_json(const ModelConfig& config, const std::string& torch_dtype,
-                           const std::string& infllm_attention);
+                           const std::string& infllm_attention, const SpecialTokenIds& ids = {});
 // The recipe's attention section as a JSON object (for infllm_attention).
 std::string attention_json(const Recipe& recipe);
-// generation_config.json for the byte tokenizer's BOS and EOS ids.
-std::string hf_generation_config_json(const ModelConfig& config);
+// generation_config.json with the tokenizer's BOS, EOS and pad ids (greedy by default).
+std::string hf_generation_config_json(const SpecialTokenIds& ids = {});
 
 // Our parameters (name -> f32 weights) as LlamaForCausalLM's tensors, by HF name.
 std::vector<std::pair<std::string, Tensor>> to_hf_weights(
