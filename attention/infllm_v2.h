@@ -124,6 +124,12 @@ template <class T>
 void select_token_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q_t,
                          const double* kc, int t, int32_t* blocks);
 
+// The same lists for the given tokens only: blocks [B, tokens.size(), Hkv, cfg.topk] (NSA's
+// attention recall, train/long_eval.h, samples rows of long sequences).
+template <class T>
+void select_blocks_compressed_at(const SparseConfig& cfg, const AttentionShape& shape, const T* q,
+                                 const T* kc, const std::vector<int>& tokens, int32_t* blocks);
+
 }  // namespace cpu
 
 namespace cuda {

@@ -132,6 +132,27 @@ void select_topk_blocks(const SparseConfig& cfg, int t, const double* S, int32_t
   for (int i = 0; i < cfg.topk; ++i) out[i] = i < k ? order[i] : -1;
 }
 
+// Rows `tokens` of every batch entry and group, from f64 compressed keys kc [B, nk, Hkv, D]:
+// blocks [B, tokens.size(), Hkv, cfg.topk].
+template <class T>
+void select_rows(const char* op, const SparseConfig& cfg, const AttentionShape& s, const T* q,
+                 const std::vector<double>& kc, const std::vector<int>& tokens, int32_t* blocks) {
+  for (int t : tokens) INFLLM_CHECK(t >= 0 && t < s.T, op, ": token ", t, " is outside T=", s.T);
+  const int nk = num_kernels(cfg, s.T), nb = num_blocks(cfg, s.T), n = int(tokens.size());
+#pragma omp parallel
+  {
+    std::vector<double> x(nk), sum(nk), S(nb);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+    for (int b = 0; b < s.B; ++b)
+      for (int i = 0; i < n; ++i)
+        for (int g = 0; g < s.Hkv; ++g) {
+          score_row(cfg, s, q, kc.data(), nk, b, tokens[i], g, x, sum, S.data());
+          select_topk_blocks(cfg, tokens[i], S.data(),
+                             blocks + ((size_t(b) * n + i) * s.Hkv + g) * cfg.topk);
+        }
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -179,22 +200,17 @@ template <class T>
 void select_blocks_at(const SparseConfig& cfg, const AttentionShape& s, const T* q, const T* k,
                       const std::vector<int>& tokens, int32_t* blocks) {
   check_inputs("infllm_v2 select_blocks_at", cfg, s);
-  for (int t : tokens)
-    INFLLM_CHECK(t >= 0 && t < s.T, "infllm_v2 select_blocks_at: token ", t, " is outside T=", s.T);
-  const int nk = num_kernels(cfg, s.T), nb = num_blocks(cfg, s.T), n = int(tokens.size());
-  const std::vector<double> kc = compress_keys_f64(cfg, s, k);
-#pragma omp parallel
-  {
-    std::vector<double> x(nk), sum(nk), S(nb);
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < s.B; ++b)
-      for (int i = 0; i < n; ++i)
-        for (int g = 0; g < s.Hkv; ++g) {
-          score_row(cfg, s, q, kc.data(), nk, b, tokens[i], g, x, sum, S.data());
-          select_topk_blocks(cfg, tokens[i], S.data(),
-                             blocks + ((size_t(b) * n + i) * s.Hkv + g) * cfg.topk);
-        }
-  }
+  select_rows("infllm_v2 select_blocks_at", cfg, s, q, compress_keys_f64(cfg, s, k), tokens,
+              blocks);
+}
+
+template <class T>
+void select_blocks_compressed_at(const SparseConfig& cfg, const AttentionShape& s, const T* q,
+                                 const T* kc, const std::vector<int>& tokens, int32_t* blocks) {
+  check_inputs("infllm_v2 select_blocks_compressed_at", cfg, s);
+  select_rows("infllm_v2 select_blocks_compressed_at", cfg, s, q,
+              std::vector<double>(kc, kc + size_t(s.B) * num_kernels(cfg, s.T) * s.Hkv * s.D),
+              tokens, blocks);
 }
 
 template <class T>
@@ -243,7 +259,10 @@ void select_token_blocks(const SparseConfig& cfg, const AttentionShape& s, const
   template void select_blocks_compressed<T>(const SparseConfig&, const AttentionShape&, const T*, \
                                             const T*, int32_t*);                                  \
   template void select_token_blocks<T>(const SparseConfig&, const AttentionShape&, const T*,      \
-                                       const double*, int, int32_t*);
+                                       const double*, int, int32_t*);                             \
+  template void select_blocks_compressed_at<T>(const SparseConfig&, const AttentionShape&,        \
+                                               const T*, const T*, const std::vector<int>&,       \
+                                               int32_t*);
 INFLLM_INSTANTIATE(float)
 INFLLM_INSTANTIATE(double)
 #undef INFLLM_INSTANTIATE

@@ -163,6 +163,7 @@ NsaBranches nsa_branches(const Tensor& q, const Tensor& k, const Tensor& v, cons
                "nsa_attention: expected q [B, T, Hq, D] and k, v [B, T, Hkv, D], got ", q.str(),
                ", ", k.str(), ", ", v.str());
   const Tensor kc = nsa_compress(k, w.key, cfg), vc = nsa_compress(v, w.value, cfg);
+  if (nsa.observer) nsa.observer->observe(q, k, kc);
   NsaBranches out;
   out.compressed = nsa_compressed_attention(q, kc, vc, cfg);
   out.blocks = nsa_select_blocks(q, kc, cfg);

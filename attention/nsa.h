@@ -24,6 +24,7 @@
 // carry none. CPU computes f32/f64 (the reference), CUDA bf16, through the same composition.
 #pragma once
 
+#include <memory>
 #include <span>
 
 #include "attention/infllm_v2.h"
@@ -41,11 +42,22 @@ enum class AttentionVariant {
 // "infllm_v2", "nsa": the recipe's names. Parse with from_string (core/enum_names.h).
 std::span<const EnumName<AttentionVariant>> enum_names(AttentionVariant);
 
+// Sees, for every NSA attention call (one per layer and forward pass, in call order), q
+// [B, T, Hq, D] and k [B, T, Hkv, D] (RoPE applied) and the learned compressed keys kc
+// [B, num_kernels, Hkv, D] the selection ranks blocks with; views on the call's device. A
+// diagnostic (`infllm eval --long`'s attention recall of NSA's own selection); unset, it costs
+// nothing.
+struct NsaObserver {
+  virtual ~NsaObserver() = default;
+  virtual void observe(const Tensor& q, const Tensor& k, const Tensor& kc) = 0;
+};
+
 // The NSA variant's own settings; its compression and selection use the SparseConfig's
 // kernel_size, kernel_stride, block_size, init_blocks, window_size (the selection's forced
 // local blocks), topk and lse_stride.
 struct NsaConfig {
   int window_size = 512;  // sliding-window branch, in tokens: a whole number of blocks
+  std::shared_ptr<NsaObserver> observer = nullptr;  // called when set
   bool operator==(const NsaConfig&) const = default;
 };
 

@@ -55,83 +55,7 @@ int64_t answer_tokens_right(const std::vector<int32_t>& argmax, const std::vecto
   return right;
 }
 
-double attention_recall(const attention::SparseConfig& config, int T, int Hq, int Hkv, int D,
-                        const float* q, const float* k, const std::vector<int>& rows) {
-  if (rows.empty()) return 1.0;
-  attention::AttentionShape shape;
-  shape.B = 1, shape.T = T, shape.Hq = Hq, shape.Hkv = Hkv, shape.D = D;
-  shape.scale = float(1.0 / std::sqrt(double(D)));
-  const int topk = config.topk, bs = config.block_size, G = Hq / Hkv;
-  std::vector<int32_t> blocks(rows.size() * size_t(Hkv) * size_t(topk));
-  attention::cpu::select_blocks_at<float>(config, shape, q, k, rows, blocks.data());
-  const double scale = 1.0 / std::sqrt(double(D));
-  const int n = int(rows.size());
-  double total = 0;
-#pragma omp parallel for collapse(2) reduction(+ : total) schedule(dynamic, 1)
-  for (int i = 0; i < n; ++i)
-    for (int h = 0; h < Hq; ++h) {
-      const int t = rows[size_t(i)], g = h / G;
-      const float* qr = q + (size_t(t) * Hq + h) * D;
-      std::vector<double> s(size_t(t) + 1);
-      double max = -INFINITY;
-      for (int j = 0; j <= t; ++j) {
-        const float* kr = k + (size_t(j) * Hkv + g) * D;
-        double dot = 0;
-        for (int d = 0; d < D; ++d) dot += double(qr[d]) * double(kr[d]);
-        s[size_t(j)] = dot * scale;
-        max = std::max(max, s[size_t(j)]);
-      }
-      double all = 0;
-      for (double& x : s) all += (x = std::exp(x - max));
-      double inside = 0;
-      const int32_t* list = blocks.data() + (size_t(i) * Hkv + g) * topk;
-      for (int b = 0; b < topk; ++b) {
-        if (list[b] < 0) continue;
-        for (int j = list[b] * bs; j < std::min((list[b] + 1) * bs, t + 1); ++j)
-          inside += s[size_t(j)];
-      }
-      total += inside / all;
-    }
-  return total / (double(n) * Hq);
-}
-
-std::vector<int> recall_rows(const attention::SparseConfig& config, int T, int64_t count) {
-  // Token t has t / block_size + 1 causal blocks; the selection drops some once that > topk.
-  int first = config.topk * config.block_size;
-  if (first >= T) first = 0;
-  std::vector<int> rows;
-  const int64_t span = T - first;
-  count = std::min<int64_t>(count, span);
-  for (int64_t i = 0; i < count; ++i)
-    rows.push_back(first + int(((2 * i + 1) * span) / (2 * count)));  // bucket midpoints
-  return rows;
-}
-
 namespace {
-
-// Copies q and k of every attention call over the whole sequence to the host and keeps the recall
-// of the sampled rows (batch row 0), one value per call, i.e. per layer. Calls over other
-// lengths (the NSA variant's compressed branch runs attention over kernels) are not layers'
-// token attention and are left out.
-class RecallObserver : public AttentionObserver {
- public:
-  RecallObserver(attention::SparseConfig config, int64_t rows, int64_t T)
-      : config_(config), rows_(rows), T_(T) {}
-  void observe(const Tensor& q, const Tensor& k) override {
-    if (q.size(1) != T_) return;
-    Tensor hq = ops::cast(q.contiguous(), DType::f32).to(Device::cpu());
-    Tensor hk = ops::cast(k.contiguous(), DType::f32).to(Device::cpu());
-    const int T = int(hq.size(1));
-    recall.push_back(attention_recall(config_, T, int(hq.size(2)), int(hk.size(2)), int(hq.size(3)),
-                                      hq.data<float>(), hk.data<float>(),
-                                      recall_rows(config_, T, rows_)));
-  }
-  std::vector<double> recall;
-
- private:
-  attention::SparseConfig config_;
-  int64_t rows_, T_;
-};
 
 Tensor host_logits(const TransformerLM& model, const std::vector<int32_t>& tokens, int64_t T,
                    Device device) {
@@ -253,13 +177,6 @@ LongEvalReport run_long_eval(TransformerLM& model, const std::string& val_path,
     report.recall_rows = options.recall_rows;
     std::fprintf(stderr, "infllm eval: attention recall at %lld tokens, %lld rows per layer\n",
                  (long long)report.recall_length, (long long)options.recall_rows);
-    // The model's own sparse settings; the probe sees q, k of whichever path this eval runs.
-    AttentionOptions attention = model.config().attention;
-    auto observer = std::make_shared<RecallObserver>(attention.sparse, options.recall_rows,
-                                                     report.recall_length);
-    AttentionOptions with_probe = attention;
-    with_probe.observer = observer;
-    model.set_attention(with_probe);
     data::EvalOptions eval;
     eval.T = report.recall_length;
     eval.max_windows = 1;
@@ -268,9 +185,7 @@ LongEvalReport run_long_eval(TransformerLM& model, const std::string& val_path,
                  report.recall_length + 1, " tokens for the recall window");
     data::EvalBatch batch = windows.batch(0);
     Tensor tokens = Tensor::from_vector(batch.inputs, {1, report.recall_length}, device);
-    model.hidden_states(tokens);
-    model.set_attention(attention);
-    report.recall_by_layer = observer->recall;
+    report.recall = measure_attention_recall(model, tokens, options.recall_rows);
   }
   return report;
 }
@@ -297,7 +212,9 @@ std::string long_eval_json(const LongEvalReport& report, const LongEvalOptions& 
   }
   s += "}, \"recall\": {\"length\": " + std::to_string(report.recall_length) +
        ", \"rows_per_layer\": " + std::to_string(report.recall_rows) +
-       ", \"by_layer\": " + json_list(report.recall_by_layer) + "}}";
+       ", \"selection\": " + json_string(report.recall.selection) +
+       ", \"by_layer\": " + json_list(report.recall.by_layer) +
+       ", \"union_by_layer\": " + json_list(report.recall.union_by_layer) + "}}";
   return s;
 }
 

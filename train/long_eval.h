@@ -8,14 +8,11 @@
 //                      logits one position before it. For a fixed-length answer this is exactly
 //                      greedy decoding (greedy decoding reproduces the answer iff each argmax
 //                      does), in one forward pass;
-//   attention recall   per layer, the share of the dense softmax mass that InfLLM-V2's selected
-//                      blocks capture: q and k of every attention call are copied to the host,
-//                      the exact CPU selection (attention/infllm_v2.h, select_blocks_at) picks
-//                      the blocks of `recall_rows` sampled query rows, and the f64 softmax over
-//                      all causal keys gives the mass inside them, averaged over rows and heads.
-//                      Rows are spread evenly over the positions where the selection can leave
-//                      blocks out (more causal blocks than topk); recall is 1 by definition
-//                      before them.
+//   attention recall   per layer, the share of the dense softmax mass that the evaluated path's
+//                      selected blocks capture (InfLLM-V2's, or the NSA variant's own from its
+//                      learned compressed keys), on one validation window of `recall_length`
+//                      tokens, `recall_rows` sampled query rows per layer
+//                      (train/attention_recall.h).
 #pragma once
 
 #include <cstdint>
@@ -23,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/infllm_v2.h"
 #include "layers/transformer.h"
+#include "train/attention_recall.h"
 #include "train/load_model.h"
 
 namespace infllm::train {
@@ -60,7 +57,7 @@ struct LongEvalReport {
   std::vector<PositionLoss> loss_by_position;
   std::vector<TaskGrid> tasks;
   int64_t recall_length = 0, recall_rows = 0;
-  std::vector<double> recall_by_layer;  // empty when not measured (or no call exposed q, k)
+  AttentionRecall recall;  // selection "" and no layers when not measured
 };
 
 // Runs every part on `model` as configured (its attention options decide dense or sparse; the
@@ -98,15 +95,5 @@ std::vector<int32_t> argmax_rows(const float* logits, int64_t T, int64_t V);
 // positions [answer_begin - 1, T - 1).
 int64_t answer_tokens_right(const std::vector<int32_t>& argmax, const std::vector<uint32_t>& tokens,
                             int64_t answer_begin);
-
-// Mean over `rows` and the Hq heads of the dense causal softmax mass (q.k / sqrt(D), f64) on the
-// keys of the blocks that InfLLM-V2 selects for that row and head's KV group.
-// q [T, Hq, D], k [T, Hkv, D] of one sequence, row-major f32.
-double attention_recall(const attention::SparseConfig& config, int T, int Hq, int Hkv, int D,
-                        const float* q, const float* k, const std::vector<int>& rows);
-
-// `count` rows spread evenly over [first, T), first = topk * block_size, the first position
-// whose causal blocks outnumber topk; over [0, T) when T has no such position.
-std::vector<int> recall_rows(const attention::SparseConfig& config, int T, int64_t count);
 
 }  // namespace infllm::train

@@ -2,7 +2,9 @@
 """CI check of the short-to-long pipeline: runs `scripts/experiment short_to_long --scale tiny`
 into a fresh folder and checks that every stage finished (the nsa variant too when its recipe
 exists; when it does not, that the report marks it missing), that every report file exists and
-is not empty, and that every number in the evaluation and bench results is finite.
+is not empty, that every number in the evaluation and bench results is finite, and that the
+attention recall of each evaluation comes from the path it ran (InfLLM-V2's selection, or NSA's
+own for nsa) for every layer.
 
   check_short_to_long_tiny.py INFLLM OUT_DIR"""
 
@@ -16,6 +18,10 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/train/..
 REPORT_FILES = ["report.md", "switch.png", "loss_by_position.png", "tasks.png", "recall.png",
                 "step_time.png"]
+LAYERS = 2  # the tiny model's (scripts/experiment SCALES["tiny"])
+# Evaluation -> the selection its recall must measure.
+RECALL_SELECTION = {"pretrain-dense": "infllm_v2", "zero-shot": "infllm_v2", "dense": "infllm_v2",
+                    "infllmv2": "infllm_v2", "nsa": "nsa"}
 
 
 def numbers(value, path="$"):
@@ -30,6 +36,24 @@ def numbers(value, path="$"):
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from numbers(v, f"{path}[{i}]")
+
+
+def check_recall(name, recall):
+    """Every layer has a recall from the selection of the path the evaluation ran; the union of
+    the keys read one by one holds at least the selected blocks (equal for InfLLM-V2)."""
+    problems = []
+    want = RECALL_SELECTION.get(name)
+    if recall.get("selection") != want:
+        problems.append(f"eval/{name}: recall selection {recall.get('selection')!r}, want {want!r}")
+    by_layer, union = recall.get("by_layer", []), recall.get("union_by_layer", [])
+    if len(by_layer) != LAYERS or len(union) != LAYERS:
+        problems.append(f"eval/{name}: recall of {len(by_layer)} / {len(union)} layers, want {LAYERS}")
+    for i, (x, u) in enumerate(zip(by_layer, union)):
+        if not (0 < x <= 1 + 1e-9 and x - 1e-9 <= u <= 1 + 1e-9):
+            problems.append(f"eval/{name}: layer {i} recall {x}, union {u} out of (0, 1]")
+        if want == "infllm_v2" and abs(u - x) > 1e-12:
+            problems.append(f"eval/{name}: layer {i} union {u} != recall {x} for InfLLM-V2")
+    return problems
 
 
 def main():
@@ -62,6 +86,8 @@ def main():
                     problems.append(f"{folder}/{name}: {path} = {x}")
             if folder == "bench" and any("error" in row for row in data):
                 problems.append(f"bench/{name}: a length failed: {data}")
+            if folder == "eval":
+                problems += check_recall(name[:-len(".json")], data["recall"])
     for run in ["pretrain", "dense", "infllmv2"] + (["nsa"] if has_nsa else []):
         path = os.path.join(out, "runs", run, "metrics.jsonl")
         for line in open(path) if os.path.exists(path) else []:
