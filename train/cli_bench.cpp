@@ -1,5 +1,6 @@
 // infllm bench RECIPE [key.sub=value ...] [--steps N] [--warmup W]: times full training steps
 // (forward, backward, optimizer) and prints one JSON line, comparable with torch_peer.py train.
+// With --attention-only it times one layer's attention core instead (train/attention_bench.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -7,10 +8,13 @@
 #include <vector>
 
 #include "core/cuda/allocator.h"
+#include "core/cuda/stream.h"
 #include "core/device.h"
+#include "train/attention_bench.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
 #include "train/memory_estimate.h"
+#include "train/metrics_log.h"
 #include "train/replicas.h"
 #include "train/run_setup.h"
 #include "train/train_step.h"
@@ -20,27 +24,55 @@ namespace {
 
 constexpr const char* kHelp =
     R"(usage: infllm bench RECIPE [section.key=value ...] [--steps N] [--warmup W] [--nproc N]
+                             [--attention-only]
 
 Times training steps of a recipe (data.train: random gives synthetic tokens) and prints JSON:
 median step time, tokens/s (all ranks together), MFU per GPU and peak device memory.
-  --steps N    timed steps (default 10)
-  --warmup W   untimed steps first (default 3)
-  --nproc N    data parallel over N local GPUs (the recipe's distributed section applies)
+  --steps N         timed steps (default 10)
+  --warmup W        untimed steps first (default 3)
+  --nproc N         data parallel over N local GPUs (the recipe's distributed section applies)
+  --attention-only  time one layer's attention core alone instead, on random inputs of the
+                    recipe's shape (data.batch_size x data.seq_len, the model's heads): the path
+                    its attention options take at that length (dense, infllm_v2 = selection +
+                    sparse attention, nsa = every branch and the gates), forward and forward +
+                    backward, medians of --steps repetitions
 )";
+
+int bench_attention_only(const Recipe& recipe, const std::string& name, int64_t steps,
+                         int64_t warmup) {
+  const Device device = choose_device(recipe);
+  if (device.is_cuda()) cuda::set_device(device.index);
+  const AttentionBenchResult r =
+      bench_attention_core(recipe.model, recipe.data.batch_size, recipe.data.seq_len, device,
+                           compute_dtype(recipe, device), steps, warmup, recipe.train.seed);
+  std::printf(
+      "{\"bench\": \"infllm_attention_core\", \"recipe\": %s, \"device\": %s, \"path\": \"%s\", "
+      "\"B\": %lld, \"T\": %lld, \"Hq\": %lld, \"Hkv\": %lld, \"D\": %lld, \"layers\": %lld, "
+      "\"steps\": %lld, \"forward_ms\": %.3f, \"forward_backward_ms\": %.3f}\n",
+      json_string(name).c_str(), json_string(device.str()).c_str(), r.path.c_str(), (long long)r.B,
+      (long long)r.T, (long long)r.Hq, (long long)r.Hkv, (long long)r.D,
+      (long long)recipe.model.n_layers, (long long)steps, r.forward_ms, r.forward_backward_ms);
+  return 0;
+}
 
 }  // namespace
 
 int bench_command(int argc, char** argv) {
-  CliArgs args = parse_cli("bench", argc, argv, {"--steps", "--warmup", "--nproc"}, {});
+  CliArgs args =
+      parse_cli("bench", argc, argv, {"--steps", "--warmup", "--nproc"}, {"--attention-only"});
   if (args.has("--help") || args.positionals.empty()) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
   }
-  if (int64_t nproc = args.get_int("--nproc", 0, {1, kMaxLocalRanks}); nproc > 0)
+  const bool attention_only = args.has("--attention-only");
+  if (int64_t nproc = args.get_int("--nproc", 0, {1, kMaxLocalRanks}); nproc > 0) {
+    INFLLM_CHECK(!attention_only, "--attention-only times one layer on one device; drop --nproc");
     return launch_local_ranks("bench", argc, argv, int(nproc));
+  }
   std::vector<std::string> overrides(args.positionals.begin() + 1, args.positionals.end());
   Recipe recipe = load_recipe(args.positionals[0], overrides);
   int64_t steps = args.get_int("--steps", 10, {1}), warmup = args.get_int("--warmup", 3, {0});
+  if (attention_only) return bench_attention_only(recipe, args.positionals[0], steps, warmup);
   recipe.train.steps = std::max<int64_t>(recipe.train.steps, steps + warmup);
   Replicas replicas(recipe);
   Device device = replicas.device();

@@ -2,9 +2,9 @@
 """CI check of the short-to-long pipeline: runs `scripts/experiment short_to_long --scale tiny`
 into a fresh folder and checks that every stage finished (the nsa variant too when its recipe
 exists; when it does not, that the report marks it missing), that every report file exists and
-is not empty, that every number in the evaluation and bench results is finite, and that the
+is not empty, that every number in the evaluation and bench results is finite, that the
 attention recall of each evaluation comes from the path it ran (InfLLM-V2's selection, or NSA's
-own for nsa) for every layer.
+own for nsa) for every layer, and that the attention-core timings ran each variant's path.
 
   check_short_to_long_tiny.py INFLLM OUT_DIR"""
 
@@ -17,11 +17,12 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/train/..
 REPORT_FILES = ["report.md", "switch.png", "loss_by_position.png", "tasks.png", "recall.png",
-                "step_time.png"]
+                "step_time.png", "attention_time.png"]
 LAYERS = 2  # the tiny model's (scripts/experiment SCALES["tiny"])
-# Evaluation -> the selection its recall must measure.
+# Evaluation -> the selection its recall must measure; variant -> its attention-core path.
 RECALL_SELECTION = {"pretrain-dense": "infllm_v2", "zero-shot": "infllm_v2", "dense": "infllm_v2",
                     "infllmv2": "infllm_v2", "nsa": "nsa"}
+CORE_PATH = {"dense": "dense", "infllmv2": "infllm_v2", "nsa": "nsa"}
 
 
 def numbers(value, path="$"):
@@ -56,6 +57,20 @@ def check_recall(name, recall):
     return problems
 
 
+def check_core(variant, rows):
+    """Each length's attention core ran the variant's path and took a positive time."""
+    problems = []
+    for row in rows:
+        if row.get("path") != CORE_PATH.get(variant):
+            problems.append(f"bench/attention-{variant}.json: T={row.get('T')} ran path "
+                            f"{row.get('path')!r}, want {CORE_PATH.get(variant)!r}")
+        for key in ("forward_ms", "forward_backward_ms"):
+            if not row.get(key, 0) > 0:
+                problems.append(f"bench/attention-{variant}.json: T={row.get('T')} {key} = "
+                                f"{row.get(key)}")
+    return problems
+
+
 def main():
     infllm, out = sys.argv[1], sys.argv[2]
     shutil.rmtree(out, ignore_errors=True)
@@ -66,8 +81,9 @@ def main():
         problems.append(f"scripts/experiment exited {result.returncode}")
     has_nsa = os.path.exists(os.path.join(REPO, "recipes/experiments/short_to_long/nsa.yaml"))
     stages = ["pretrain", "dense", "infllmv2", "eval-pretrain-dense", "eval-zero-shot",
-              "eval-dense", "eval-infllmv2", "bench-dense", "bench-infllmv2"]
-    nsa_stages = ["nsa", "eval-nsa", "bench-nsa"]
+              "eval-dense", "eval-infllmv2", "bench-dense", "bench-infllmv2", "attention-dense",
+              "attention-infllmv2"]
+    nsa_stages = ["nsa", "eval-nsa", "bench-nsa", "attention-nsa"]
     for stage in stages + (nsa_stages if has_nsa else []):
         if not os.path.exists(os.path.join(out, "stages", f"{stage}.done")):
             problems.append(f"stage {stage} did not finish (see {out}/logs)")
@@ -88,6 +104,8 @@ def main():
                 problems.append(f"bench/{name}: a length failed: {data}")
             if folder == "eval":
                 problems += check_recall(name[:-len(".json")], data["recall"])
+            if folder == "bench" and name.startswith("attention-"):
+                problems += check_core(name[len("attention-"):-len(".json")], data)
     for run in ["pretrain", "dense", "infllmv2"] + (["nsa"] if has_nsa else []):
         path = os.path.join(out, "runs", run, "metrics.jsonl")
         for line in open(path) if os.path.exists(path) else []:
