@@ -1,5 +1,5 @@
-// infllm generate CHECKPOINT [--prompt TEXT] [--tokens N] [--temperature X] [--seed S]
-//                 [--device D] [--no-cache]
+// infllm generate CHECKPOINT [--prompt TEXT | --prompt-ids IDS] [--tokens N] [--temperature X]
+//                 [--seed S] [--device D] [--no-cache] [--tokenizer T]
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -8,19 +8,24 @@
 #include "autograd/node.h"
 #include "core/ops.h"
 #include "core/rng.h"
-#include "data/byte_tokenizer.h"
 #include "layers/kv_cache.h"
 #include "train/cli_args.h"
 #include "train/commands.h"
 #include "train/load_model.h"
+#include "train/text_tokenizer.h"
 
 namespace infllm::train {
 namespace {
 
 constexpr const char* kHelp = R"(usage: infllm generate CHECKPOINT [options]
 
-Samples text from a checkpoint (a file, or RUN/checkpoints/latest) with the byte tokenizer.
-  --prompt TEXT        text to continue (default: empty, the model starts a document)
+Samples text from a checkpoint (a file, or RUN/checkpoints/latest) with its tokenizer: the
+byte tokenizer, or the tokenizer.json of the model it was imported or finetuned from.
+  --prompt TEXT        text to continue (default: empty, the model starts a document);
+                       byte tokenizer only
+  --prompt-ids IDS     token ids to continue, as given (no BOS added): 1,2,3 (made by the
+                       tokenizers library with a one-line python3 -c, docs/interop.md)
+  --tokenizer T        byte, or a folder with tokenizer.json (default: the checkpoint's)
   --tokens N           tokens to generate (default 200)
   --temperature X      0 = greedy; otherwise sample from softmax(logits / X) (default 0.8)
   --seed S             sampling seed (default 0)
@@ -87,9 +92,10 @@ void generate_recomputed(const LoadedModel& loaded, std::vector<int32_t>& tokens
 }  // namespace
 
 int generate_command(int argc, char** argv) {
-  CliArgs args =
-      parse_cli("generate", argc, argv,
-                {"--prompt", "--tokens", "--temperature", "--seed", "--device"}, {"--no-cache"});
+  CliArgs args = parse_cli("generate", argc, argv,
+                           {"--prompt", "--prompt-ids", "--tokens", "--temperature", "--seed",
+                            "--device", "--tokenizer"},
+                           {"--no-cache"});
   if (args.has("--help") || args.positionals.size() != 1) {
     std::fputs(kHelp, args.has("--help") ? stdout : stderr);
     return args.has("--help") ? 0 : 2;
@@ -99,21 +105,19 @@ int generate_command(int argc, char** argv) {
   const double temperature = args.get_real("--temperature", 0.8, {0});
   const uint64_t seed = uint64_t(args.get_int("--seed", 0, {0}));
   LoadedModel loaded = load_model(args.positionals[0], args.get("--device", "auto"));
-  data::ByteTokenizer tokenizer;
-  std::vector<uint32_t> encoded = tokenizer.encode(args.get("--prompt", ""));
-  std::vector<int32_t> tokens = {int32_t(data::ByteTokenizer::kBos)};
-  tokens.insert(tokens.end(), encoded.begin(), encoded.end());
-  std::fputs(args.get("--prompt", "").c_str(), stdout);
+  const TextTokenizer tokenizer(loaded, args.get("--tokenizer", ""));
+  std::vector<int32_t> tokens =
+      tokenizer.prompt(args.get("--prompt", ""), args.get("--prompt-ids", ""));
+  std::fputs(tokenizer.decode(tokens).c_str(), stdout);
   autograd::NoGradGuard no_grad;
   auto next_token = [&](int64_t i, const Tensor& logits_tensor) {
     std::vector<float> logits = ops::cast(logits_tensor, DType::f32).to_vector<float>();
     int32_t next = pick_token(logits, temperature, seed, uint64_t(i));
-    if (next == int32_t(data::ByteTokenizer::kEos)) return false;
+    if (tokenizer.stops(next)) return false;
     tokens.push_back(next);
-    if (next < 256) {
-      std::fputc(next, stdout);
-      std::fflush(stdout);
-    }
+    const std::string text = tokenizer.token_bytes(next);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
     return true;
   };
   bool cached = !args.has("--no-cache");

@@ -122,7 +122,7 @@ int export_command(int argc, char** argv) {
   if (args.has("--tokenizer")) {
     tokenizer = named_tokenizer(args.get("--tokenizer", ""));
   } else {
-    TokenizerLookup lookup = checkpoint_tokenizer(path, state);
+    TokenizerLookup lookup = checkpoint_tokenizer(path, state.strings);
     tokenizer = std::move(lookup.tokenizer);
     no_tokenizer = std::move(lookup.unknown);
   }

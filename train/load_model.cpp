@@ -88,6 +88,8 @@ LoadedModel load_model(const std::string& path_spec, const std::string& device) 
                "checkpoint written by infllm train?)");
   loaded.recipe = recipe_from_yaml(recipe_text->second, path + " (saved recipe)", {false});
   loaded.step = state.step;
+  loaded.path = path;
+  loaded.strings = state.strings;
   DType dtype = compute_dtype(loaded.recipe, loaded.device);
   loaded.model = std::make_unique<TransformerLM>(loaded.recipe.model, 0, loaded.device, dtype);
   const std::vector<NamedParameter> params = loaded.model->named_parameters();

@@ -54,6 +54,8 @@ struct LoadedModel {
   Recipe recipe;
   Device device;
   int64_t step = 0;
+  std::string path;                            // the checkpoint file read
+  std::map<std::string, std::string> strings;  // its string attributes (recipe, tokenizer, ..)
   std::unique_ptr<TransformerLM> model;
 };
 

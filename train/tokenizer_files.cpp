@@ -79,8 +79,9 @@ TokenizerLookup unknown(std::string why) {
   return {std::nullopt, std::move(why)};
 }
 
-TokenizerLookup lookup(const std::string& path, const CheckpointState& state, int depth) {
-  if (const auto recorded = state.strings.find("tokenizer"); recorded != state.strings.end()) {
+TokenizerLookup lookup(const std::string& path, const std::map<std::string, std::string>& strings,
+                       int depth) {
+  if (const auto recorded = strings.find("tokenizer"); recorded != strings.end()) {
     const std::string sidecar = tokenizer_sidecar(path);
     std::optional<ModelTokenizer> found = folder_tokenizer(sidecar);
     if (!found)
@@ -94,8 +95,8 @@ TokenizerLookup lookup(const std::string& path, const CheckpointState& state, in
     found->found = "the files imported beside " + path;
     return {found, ""};
   }
-  const auto recipe_text = state.strings.find("recipe");
-  if (recipe_text == state.strings.end())
+  const auto recipe_text = strings.find("recipe");
+  if (recipe_text == strings.end())
     return unknown(path + " has no recipe attribute; name the tokenizer with --tokenizer");
   const Recipe recipe = recipe_from_yaml(recipe_text->second, path + " (saved recipe)", {false});
   const std::optional<std::string> data = data_tokenizer(recipe);
@@ -122,11 +123,11 @@ TokenizerLookup lookup(const std::string& path, const CheckpointState& state, in
         return unknown(path + " started from train.init_from=" + init + ", which cannot be " +
                        "read (" + error.what() + "); name the tokenizer with --tokenizer");
       }
-      result = lookup(init_path, init_state, depth + 1);
+      result = lookup(init_path, init_state.strings, depth + 1);
       if (!result.tokenizer) return result;
       result.tokenizer->found = "train.init_from=" + init + ": " + result.tokenizer->found;
     }
-  } else if (const auto from = state.strings.find("imported_from"); from != state.strings.end()) {
+  } else if (const auto from = strings.find("imported_from"); from != strings.end()) {
     return unknown(path + " was imported from " + from->second + " without tokenizer files " +
                    "(no tokenizer.json there); name the tokenizer with --tokenizer DIR");
   } else if (data && *data != data::ByteTokenizer::kName) {
@@ -203,8 +204,9 @@ void remove_tokenizer_sidecar(const std::string& checkpoint_path) {
   INFLLM_CHECK(!error, tokenizer_sidecar(checkpoint_path), ": cannot remove it: ", error.message());
 }
 
-TokenizerLookup checkpoint_tokenizer(const std::string& path, const CheckpointState& state) {
-  return lookup(path, state, 0);
+TokenizerLookup checkpoint_tokenizer(const std::string& path,
+                                     const std::map<std::string, std::string>& strings) {
+  return lookup(path, strings, 0);
 }
 
 ModelTokenizer named_tokenizer(const std::string& spec) {

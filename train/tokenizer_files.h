@@ -8,6 +8,7 @@
 // checkpoint, followed recursively). A model trained from scratch speaks the byte tokenizer.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,11 +56,13 @@ struct TokenizerLookup {
   std::string unknown;  // why none was found (with the fix), when tokenizer is empty
 };
 
-// The tokenizer of the checkpoint at `path` (already loaded as `state`): its sidecar when its
+// The tokenizer of the checkpoint at `path`, whose string attributes are `strings`: its
+// sidecar when its
 // `tokenizer` attribute names one, else that of its recipe's train.init_from, else - for a
 // model never imported - the byte tokenizer. When the recipe's data.train is a token file that
 // can be read, its `tokenizer` attribute must agree (an infllm::Error naming both otherwise).
-TokenizerLookup checkpoint_tokenizer(const std::string& path, const CheckpointState& state);
+TokenizerLookup checkpoint_tokenizer(const std::string& path,
+                                     const std::map<std::string, std::string>& strings);
 
 // `spec` given on the command line: "byte" or a folder with tokenizer.json.
 ModelTokenizer named_tokenizer(const std::string& spec);

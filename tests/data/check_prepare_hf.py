@@ -53,7 +53,10 @@ FILLER = ("Long-context models read whole books; sparse attention picks the bloc
 
 
 def run(*args, expect_fail=False):
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    # errors="replace": generate streams the bytes of each token, a random model's need not
+    # form UTF-8.
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                            errors="replace")
     if (result.returncode != 0) != expect_fail:
         sys.exit(f"FAILED ({'no error' if expect_fail else result.returncode}): "
                  f"{' '.join(map(str, args))}\n{result.stdout}\n{result.stderr}")
@@ -301,7 +304,7 @@ def main():
     imported = tokenizer_travels(infllm, bl_folder, data, (vocab_size + 63) // 64 * 64,
                                  os.path.join(work, "bytelevel-byte.h5"), work)
     byte_tokenizer_export(infllm, work)
-    # generate_with_ids(infllm, imported, bl_folder)
+    generate_with_ids(infllm, imported, bl_folder)
     print("check_prepare_hf: OK")
 
 

@@ -19,16 +19,8 @@
 namespace infllm::data {
 namespace {
 
+using ::infllm::testing::error_of;
 using testing::TempDir;
-
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 // A Llama-3-like byte-level file: "Ġ" is the space byte, "Ã©" the two bytes of "é", and the
 // four bytes of U+1F600 split over two tokens ("ðŁ" + "ĺĢ").
