@@ -6,6 +6,8 @@ a PyTorch user would, so a ratio measured in one GPU call compares two programs 
   bench/torch_peer.py flex  [--lens 65536,131072] [--topk 64] [--check 1]
   bench/torch_peer.py train [--preset bench200m] [--compile 1] [--checkpointing 0]
                             [--B 8 --T 4096]
+  bench/torch_peer.py decode [--preset bench200m] [--lens 32768,65536,131072] [--tokens 256]
+                             [--compile 0] [--reps 1]
   common: [--device cuda|cpu] [--reps N]
 
 attn   PyTorch SDPA, causal, GQA, bf16, at bench/bench_attention.cu's shape (B=1, Hq=32, Hkv=2,
@@ -22,6 +24,11 @@ train  recipes/bench200m.yaml's model (198M parameters: V=32000, d=1024, 12 laye
        `train.activation_checkpointing=true` recomputes (norms, projections, MLP; the attention
        core's output is kept). The step does no gradient clipping (ours clips at 1.0).
        `--preset tiny` is a small shape for checking the script on a CPU.
+decode transformers' LlamaForCausalLM of the preset's shape (random weights, bf16, SDPA, static
+       cache where the installed version has one) doing generate() of --tokens greedy tokens
+       after a random prompt of each length, as bench/bench_decode times ours: the prefill (to
+       the first token) and the decode steps (the rest). `--compile 1` lets generate
+       compile its decode step (recent transformers do under a static cache); 0 keeps it eager.
 
 Prints one JSON object per line on stdout (scripts/summarize-bench and scripts/plot-bench read
 them): first {"torch": ..., "gpu": ...}, then per measurement
@@ -31,6 +38,9 @@ them): first {"torch": ..., "gpu": ...}, then per measurement
           "visible_tokens", "mask": "shared128"}
   train: {"peer": "torch_compile" | "torch_eager", "preset", "B", "T", "checkpointing",
           "params_M", "step_ms", "tokens_per_s", "mfu_989", "peak_mem_GB", "warmup_s"}
+  decode: {"peer": "torch_hf_generate", "mode": "dense", "prompt", "new_tokens", "prefill_s",
+          "ms_per_token", "tokens_per_s", "peak_mem_GB", "attention", "cache", "compiled",
+          "transformers"}
 Times are medians: attention by CUDA events around each call, training steps by the host clock
 around a step that ends in a device sync (as `infllm bench` times its own). FLOP counts are the
 ones our benchmarks use, so TFLOP/s and MFU compare directly.
@@ -394,6 +404,90 @@ def run_train(args, device):
 
 
 # ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def llama_from_preset(c, max_len, device):
+    """transformers' LlamaForCausalLM of the preset's shape, random weights, bf16, SDPA."""
+    import transformers
+    config = transformers.LlamaConfig(
+        vocab_size=c["vocab"], hidden_size=c["d_model"], intermediate_size=c["ffn"],
+        num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
+        num_key_value_heads=c["kv_heads"], head_dim=c["d_model"] // c["heads"],
+        max_position_embeddings=max_len, rope_theta=ROPE_THETA, rms_norm_eps=NORM_EPS,
+        initializer_range=INIT_STD, tie_word_embeddings=False, hidden_act="silu")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(
+            config, attn_implementation="sdpa", dtype=torch.bfloat16)
+    return model.eval()
+
+
+def run_decode(args, device):
+    """generate() of --tokens greedy tokens after each prompt length, timed as bench/bench_decode
+    times ours: a logits processor notes the time (after a device sync) at each step, so the
+    prefill is start -> first step and the decode steps are first -> last step."""
+    try:
+        import transformers
+    except ImportError:
+        sys.exit("torch_peer.py decode: needs transformers (pip install transformers)")
+
+    class StepClock(transformers.LogitsProcessor):
+        def __init__(self):
+            self.times = []
+
+        def __call__(self, input_ids, scores):
+            sync(device)
+            self.times.append(time.perf_counter())
+            return scores
+
+    c = PRESETS[args.preset]
+    model = llama_from_preset(c, max(args.lens) + args.tokens, device)
+    # Newer transformers compile the decode step by themselves under a static cache; --compile 0
+    # keeps it eager (disable_compile), --compile 1 lets generate compile it.
+    model.generation_config.disable_compile = not args.compile
+    cache = "static"
+    for L in args.lens:
+        ids = torch.randint(0, c["vocab"], (1, L), device=device,
+                            generator=torch.Generator(device=device).manual_seed(L))
+
+        def generate():
+            """(prefill s, decode s) of one generate() call."""
+            clock = StepClock()
+            kwargs = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+                          do_sample=False, pad_token_id=0,
+                          logits_processor=transformers.LogitsProcessorList([clock]))
+            if cache == "static":
+                kwargs["cache_implementation"] = "static"
+            sync(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                model.generate(ids, **kwargs)
+            return clock.times[0] - start, clock.times[-1] - clock.times[0]
+
+        try:
+            generate()  # warmup: allocations, compilation
+        except (ValueError, NotImplementedError) as error:  # no static cache for this model/version
+            print(f"torch_peer.py decode: static cache refused ({error}); dynamic cache",
+                  file=sys.stderr)
+            cache = "dynamic"
+            generate()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        runs = [generate() for _ in range(args.reps)]
+        prefill_s = statistics.median(r[0] for r in runs)
+        decode_s = statistics.median(r[1] for r in runs)
+        steps = max(1, args.tokens - 1)
+        peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else 0.0
+        emit(peer="torch_hf_generate", mode="dense", prompt=L, new_tokens=args.tokens,
+             prefill_s=round(prefill_s, 3), ms_per_token=round(decode_s / steps * 1e3, 3),
+             tokens_per_s=round(steps / decode_s, 1), peak_mem_GB=round(peak, 2),
+             attention="sdpa", cache=cache, compiled=bool(args.compile),
+             transformers=transformers.__version__)
+        release(device)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
@@ -426,6 +520,12 @@ def parse_args(argv):
     train.add_argument("--B", type=int, default=0, help="batch size (0: the preset's)")
     train.add_argument("--T", type=int, default=0, help="sequence length (0: the preset's)")
     train.add_argument("--checkpointing", type=int, default=0, choices=[0, 1])
+    decode = modes.add_parser("decode", parents=[common], help="transformers generate")
+    decode.add_argument("--preset", default="bench200m", choices=sorted(PRESETS))
+    decode.add_argument("--lens", type=lengths, default=[32768, 65536, 131072],
+                        help="prompt lengths")
+    decode.add_argument("--tokens", type=int, default=256, help="new tokens per generate")
+    decode.set_defaults(reps=1, compile=0)
     return parser.parse_args(argv)
 
 
@@ -438,7 +538,8 @@ def main(argv=None):
     if device.type == "cuda":
         header["gpu"] = torch.cuda.get_device_name(device)
     emit(**header)
-    {"attn": run_attn, "flex": run_flex, "train": run_train}[args.mode](args, device)
+    {"attn": run_attn, "flex": run_flex, "train": run_train,
+     "decode": run_decode}[args.mode](args, device)
 
 
 if __name__ == "__main__":
