@@ -494,8 +494,12 @@ def parse_args(argv):
     def lengths(text):
         return [int(x) for x in text.split(",") if int(x) > 0]
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    # Parents share their action objects with every child parser, so no child may call
+    # set_defaults on a parent's option: that would change the default of every mode. Modes
+    # with other defaults (decode) add their own --reps and --compile instead.
+    on_device = argparse.ArgumentParser(add_help=False)
+    on_device.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    common = argparse.ArgumentParser(add_help=False, parents=[on_device])
     common.add_argument("--reps", type=int, default=10, help="timed repetitions (median)")
     common.add_argument("--compile", type=int, default=1, choices=[0, 1],
                         help="torch.compile the model (train) or flex_attention (flex)")
@@ -520,12 +524,14 @@ def parse_args(argv):
     train.add_argument("--B", type=int, default=0, help="batch size (0: the preset's)")
     train.add_argument("--T", type=int, default=0, help="sequence length (0: the preset's)")
     train.add_argument("--checkpointing", type=int, default=0, choices=[0, 1])
-    decode = modes.add_parser("decode", parents=[common], help="transformers generate")
+    decode = modes.add_parser("decode", parents=[on_device], help="transformers generate")
     decode.add_argument("--preset", default="bench200m", choices=sorted(PRESETS))
     decode.add_argument("--lens", type=lengths, default=[32768, 65536, 131072],
                         help="prompt lengths")
     decode.add_argument("--tokens", type=int, default=256, help="new tokens per generate")
-    decode.set_defaults(reps=1, compile=0)
+    decode.add_argument("--reps", type=int, default=1, help="timed generate calls (median)")
+    decode.add_argument("--compile", type=int, default=0, choices=[0, 1],
+                        help="1: let generate compile its decode step")
     return parser.parse_args(argv)
 
 
