@@ -78,15 +78,20 @@ MemoryEstimate estimate_memory(const Recipe& recipe, bool on_gpu, int world_size
   // (the LM head and the loss run a chunk of rows at a time). For bench200m at 64K tokens this
   // is 14 GB where the run peaks at 24 GB of activations.
   const double tokens = double(data.batch_size) * data.seq_len;
+  // The NSA variant keeps each of its three branches' outputs and the gate logits on top.
+  const bool nsa = m.attention.variant == attention::AttentionVariant::nsa;
   const double per_layer_token =
-      double(m.d_model) + (2.0 * m.n_heads + 2.0 * m.n_kv_heads) * m.head_dim + 2.0 * m.ffn_hidden;
+      double(m.d_model) + (2.0 * m.n_heads + 2.0 * m.n_kv_heads) * m.head_dim + 2.0 * m.ffn_hidden +
+      (nsa ? 3.0 * m.n_heads * (m.head_dim + 1) : 0);
   const bool checkpointing = m.activation_checkpointing;
   const double kept_layers_token = checkpointing ? double(m.n_layers) * m.d_model + per_layer_token
                                                  : double(m.n_layers) * per_layer_token;
   add(checkpointing ? "activations (with activation checkpointing)"
                     : "activations (no activation checkpointing)",
       tokens * kept_layers_token * compute_bytes,
-      "data.batch_size, data.seq_len, model.n_layers, train.activation_checkpointing", true);
+      std::string("data.batch_size, data.seq_len, model.n_layers, train.activation_checkpointing") +
+          (nsa ? ", attention.variant" : ""),
+      true);
 
   // The loader's ring of batch buffers (inputs and targets as int32), one ring per rank.
   if (data.train != kRandomData) {
