@@ -38,19 +38,6 @@ const std::vector<int>& code_point_to_byte() {
   return reverse;
 }
 
-void append_utf8(uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xE0 | (cp >> 12));  // the table's code points are below U+0800: no 4 bytes
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
-
 // The UTF-8 characters of a valid string, each as its bytes.
 std::vector<std::string_view> characters(std::string_view text) {
   std::vector<std::string_view> out;

@@ -4,7 +4,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "core/error.h"
 
@@ -35,6 +37,12 @@ T json_field(const YAML::Node& object, const std::string& source, const std::str
 inline bool json_has(const YAML::Node& object, const std::string& key) {
   return object.IsMap() && object[key] && !object[key].IsNull();
 }
+
+// `text` as a JSON string literal, quotes included (", \ and control characters escaped).
+std::string json_quote(std::string_view text);
+
+// The UTF-8 bytes of code point `cp` (up to U+10FFFF), appended to `out`.
+void append_utf8(uint32_t cp, std::string& out);
 
 // The bytes of a file; an infllm::Error naming it when it cannot be read.
 std::string read_text_file(const std::string& path);

@@ -34,7 +34,7 @@ std::string to_json(const YAML::Node& node) {
   if (node.IsMap()) {
     std::string out = "{";
     for (const auto& kv : node)
-      out += (out.size() > 1 ? ", " : "") + json_quote(kv.first.as<std::string>()) + ": " +
+      out += (out.size() > 1 ? ", " : "") + data::json_quote(kv.first.as<std::string>()) + ": " +
              to_json(kv.second);
     return out + "}";
   }
@@ -50,7 +50,7 @@ std::string to_json(const YAML::Node& node) {
   std::strtod(text.c_str(), &end);
   if (!text.empty() && end == text.c_str() + text.size() && text.find_first_of("xX") == text.npos)
     return text;
-  return json_quote(text);
+  return data::json_quote(text);
 }
 
 Tensor rows(const Tensor& t, int64_t begin, int64_t end) {
@@ -157,7 +157,7 @@ std::string hf_config_json(const ModelConfig& config, const std::string& torch_d
       << ",\n  \"attention_dropout\": 0.0,\n  \"initializer_range\": " << number(c.init_std)
       << ",\n  \"max_position_embeddings\": 131072,\n  \"bos_token_id\": " << ids.bos
       << ",\n  \"eos_token_id\": " << ids.eos << ",\n  \"pad_token_id\": " << ids.pad
-      << ",\n  \"use_cache\": true,\n  \"torch_dtype\": " << json_quote(torch_dtype)
+      << ",\n  \"use_cache\": true,\n  \"torch_dtype\": " << data::json_quote(torch_dtype)
       << ",\n  \"infllm_attention\": " << (infllm_attention.empty() ? "null" : infllm_attention)
       << "\n}\n";
   return out.str();

@@ -15,6 +15,7 @@
 #include "core/bf16.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "data/json.h"
 
 namespace infllm::train {
 namespace fs = std::filesystem;
@@ -163,23 +164,6 @@ Tensor decode(const std::string& dtype, const std::vector<char>& bytes, const Sh
 
 }  // namespace
 
-std::string json_quote(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buffer[8];
-      std::snprintf(buffer, sizeof buffer, "\\u%04x", unsigned(c));
-      out += buffer;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 Safetensors read_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   INFLLM_CHECK(in.good(), path, ": cannot open the safetensors file");
@@ -226,8 +210,8 @@ void write_safetensors(const std::string& path,
   if (!metadata.empty()) {
     header += "\"__metadata__\":{";
     for (auto it = metadata.begin(); it != metadata.end(); ++it)
-      header += (it == metadata.begin() ? "" : ",") + json_quote(it->first) + ":" +
-                json_quote(it->second);
+      header += (it == metadata.begin() ? "" : ",") + data::json_quote(it->first) + ":" +
+                data::json_quote(it->second);
     header += "}";
   }
   std::set<std::string> names;
@@ -240,7 +224,7 @@ void write_safetensors(const std::string& path,
     const uint64_t bytes = uint64_t(t.numel()) * size;
     std::string shape;
     for (const int64_t d : t.shape()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-    header += (header.size() > 1 ? "," : "") + json_quote(name) + ":{\"dtype\":\"" +
+    header += (header.size() > 1 ? "," : "") + data::json_quote(name) + ":{\"dtype\":\"" +
               (dtype == DType::f32 ? "F32" : "BF16") + "\",\"shape\":[" + shape +
               "],\"data_offsets\":[" + std::to_string(offset) + "," +
               std::to_string(offset + bytes) + "]}";

@@ -40,7 +40,4 @@ void write_safetensors(const std::string& path,
 // model.safetensors.index.json's weight_map names (each tensor in exactly the shard it names).
 Safetensors read_safetensors_folder(const std::string& dir);
 
-// `text` as a JSON string literal, quotes included.
-std::string json_quote(std::string_view text);
-
 }  // namespace infllm::train

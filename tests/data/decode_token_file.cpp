@@ -8,28 +8,10 @@
 
 #include "core/error.h"
 #include "data/hf_tokenizer.h"
+#include "data/json.h"
 #include "data/token_file.h"
 
-namespace {
-
-std::string quoted(const std::string& text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char escape[8];
-      std::snprintf(escape, sizeof escape, "\\u%04x", unsigned(c));
-      out += escape;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-}  // namespace
+using infllm::data::json_quote;
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -40,9 +22,9 @@ int main(int argc, char** argv) {
     const infllm::data::HfTokenizer tokenizer = infllm::data::HfTokenizer::from_file(argv[1]);
     const infllm::data::TokenFile file(argv[2]);
     const std::vector<int64_t> offsets = file.doc_offsets();
-    std::string out = "{\"tokenizer_id\": " + quoted(tokenizer.id()) +
+    std::string out = "{\"tokenizer_id\": " + json_quote(tokenizer.id()) +
                       ", \"tokenizer_vocab_size\": " + std::to_string(tokenizer.vocab_size()) +
-                      ", \"file_tokenizer\": " + quoted(file.attributes().tokenizer) +
+                      ", \"file_tokenizer\": " + json_quote(file.attributes().tokenizer) +
                       ", \"file_vocab_size\": " + std::to_string(file.vocab_size()) +
                       ", \"documents\": [";
     for (size_t d = 0; d < offsets.size(); ++d) {
@@ -52,8 +34,8 @@ int main(int argc, char** argv) {
       for (const uint32_t id : ids) streamed += tokenizer.token_bytes(id);
       out += std::string(d ? ", " : "") + "{\"ids\": [";
       for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
-      out += "], \"text\": " + quoted(tokenizer.decode(ids)) +
-             ", \"streamed\": " + quoted(streamed) + "}";
+      out += "], \"text\": " + json_quote(tokenizer.decode(ids)) +
+             ", \"streamed\": " + json_quote(streamed) + "}";
     }
     std::puts((out + "]}").c_str());
   } catch (const infllm::Error& error) {
