@@ -77,7 +77,7 @@ Tensor select_decode_blocks(const Tensor& q, const Tensor& kc, int64_t position,
 }
 
 Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kc,
-                        int64_t position, const AttentionOptions& options) {
+                        int64_t position, const AttentionOptions& options, Tensor* selected) {
   const DecodeShape s = decode_shape("decode_attention", q, k, position);
   INFLLM_CHECK(position < k.size(0), "decode_attention: position ", position,
                " is outside the cache of ", k.size(0), " positions");
@@ -109,6 +109,7 @@ Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const
                                           max_blocks, block_size, out.data<T>());
     });
   }
+  if (selected != nullptr) *selected = blocks;
   return out;
 }
 

@@ -16,9 +16,13 @@ bool decode_uses_sparse(const AttentionOptions& options, int64_t position);
 
 // q [Hq, D] (RoPE applied at `position`); k, v [L, Hkv, D] caches holding positions 0 ..
 // position; kc [Lk, Hkv, D] the compressed keys completed by them (read on the sparse path only;
-// may be undefined when it is never taken). -> [Hq, D]. CPU f32/f64, CUDA bf16.
+// may be undefined when it is never taken). -> [Hq, D]. CPU f32/f64, CUDA bf16. `selected`, when
+// given, receives the block lists the sparse path attended (select_decode_blocks' [Hkv, topk] on
+// q's device), or an undefined tensor on the dense path: what diagnostics compare with a
+// full-sequence forward's choice.
 Tensor decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kc,
-                        int64_t position, const AttentionOptions& options);
+                        int64_t position, const AttentionOptions& options,
+                        Tensor* selected = nullptr);
 
 // The sparse path's block lists for the token: i32 [Hkv, config.topk], ascending, -1 padded.
 Tensor select_decode_blocks(const Tensor& q, const Tensor& kc, int64_t position,

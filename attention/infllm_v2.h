@@ -124,6 +124,12 @@ template <class T>
 void select_token_blocks(const SparseConfig& cfg, const AttentionShape& shape, const T* q_t,
                          const double* kc, int t, int32_t* blocks);
 
+// The block scores S that select_token_blocks ranks, same inputs: [Hkv, num_blocks(cfg, t + 1)],
+// +inf forced, -inf without causal kernels. Diagnostics weigh a differing block choice with them.
+template <class T>
+std::vector<double> score_token_blocks(const SparseConfig& cfg, const AttentionShape& shape,
+                                       const T* q_t, const double* kc, int t);
+
 // The same lists for the given tokens only: blocks [B, tokens.size(), Hkv, cfg.topk] (NSA's
 // attention recall, train/long_eval.h, samples rows of long sequences).
 template <class T>

@@ -234,18 +234,26 @@ void select_blocks_compressed(const SparseConfig& cfg, const AttentionShape& s, 
 }
 
 template <class T>
-void select_token_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q_t,
-                         const double* kc, int t, int32_t* blocks) {
-  check_inputs("infllm_v2 select_token_blocks", cfg, s);
-  INFLLM_CHECK(t >= 0 && t < s.T, "infllm_v2 select_token_blocks: token ", t,
-               " is outside T=", s.T);
+std::vector<double> score_token_blocks(const SparseConfig& cfg, const AttentionShape& s,
+                                       const T* q_t, const double* kc, int t) {
+  check_inputs("infllm_v2 score_token_blocks", cfg, s);
+  INFLLM_CHECK(t >= 0 && t < s.T, "infllm_v2 score_token_blocks: token ", t, " is outside T=", s.T);
   const int n = num_kernels(cfg, t + 1), nb = num_blocks(cfg, t + 1);
-  std::vector<double> x(n), sum(n), S(nb);
+  std::vector<double> x(n), sum(n), S(size_t(s.Hkv) * nb);
   for (int g = 0; g < s.Hkv; ++g) {
     group_kernel_scores(s, q_t, kc, g, n, x, sum);
-    pool_blocks(cfg, t, sum, n, S.data(), nb);
-    select_topk_blocks(cfg, t, S.data(), blocks + size_t(g) * cfg.topk);
+    pool_blocks(cfg, t, sum, n, &S[size_t(g) * nb], nb);
   }
+  return S;
+}
+
+template <class T>
+void select_token_blocks(const SparseConfig& cfg, const AttentionShape& s, const T* q_t,
+                         const double* kc, int t, int32_t* blocks) {
+  const std::vector<double> S = score_token_blocks(cfg, s, q_t, kc, t);
+  const size_t nb = S.size() / size_t(s.Hkv);
+  for (int g = 0; g < s.Hkv; ++g)
+    select_topk_blocks(cfg, t, &S[size_t(g) * nb], blocks + size_t(g) * cfg.topk);
 }
 
 #define INFLLM_INSTANTIATE(T)                                                                     \
@@ -260,6 +268,8 @@ void select_token_blocks(const SparseConfig& cfg, const AttentionShape& s, const
                                             const T*, int32_t*);                                  \
   template void select_token_blocks<T>(const SparseConfig&, const AttentionShape&, const T*,      \
                                        const double*, int, int32_t*);                             \
+  template std::vector<double> score_token_blocks<T>(const SparseConfig&, const AttentionShape&,  \
+                                                     const T*, const double*, int);               \
   template void select_blocks_compressed_at<T>(const SparseConfig&, const AttentionShape&,        \
                                                const T*, const T*, const std::vector<int>&,       \
                                                int32_t*);

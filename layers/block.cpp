@@ -45,7 +45,10 @@ Tensor Block::forward_decode(const Tensor& x, KvCache& cache, int64_t index) con
   const int64_t position = cache.length();
   Tensor qkv = attention_.project_qkv(attention_norm_.forward(x), position);
   cache.store(index, qkv);
-  return finish(x, attention_.attend_cached(qkv, cache.layer(index), position));
+  KvCache::DecodeRecord record;
+  Tensor attended = attention_.attend_cached(qkv, cache.layer(index), position, &record);
+  cache.record_decode(index, std::move(record));
+  return finish(x, attended);
 }
 
 Tensor Block::forward_checkpointed(const Tensor& x, bool recompute_attention) const {

@@ -22,7 +22,8 @@ class Block : public Module {
   // Generation, one sequence (B = 1), this block being layer `index` of `cache`. forward_prefill:
   // x [1, T, d_model] at positions 0 .. T - 1 through the full-sequence attention, storing the
   // rotated k, v in the empty cache. forward_decode: x [1, 1, d_model] of the token at position
-  // cache.length(), stored, then attended over the cache. Neither advances the cache.
+  // cache.length(), stored, then attended over the cache (its query and block lists recorded:
+  // KvCache::last_decode). Neither advances the cache.
   Tensor forward_prefill(const Tensor& x, KvCache& cache, int64_t index) const;
   Tensor forward_decode(const Tensor& x, KvCache& cache, int64_t index) const;
 

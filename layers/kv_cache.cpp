@@ -25,6 +25,7 @@ KvCache::KvCache(const ModelConfig& model, int64_t capacity, Device device, DTyp
     if (compressed_) layer.kc = Tensor::empty({n_kernels, Hkv_, D}, dtype, device);
     layers_.push_back(std::move(layer));
   }
+  decode_records_.resize(layers_.size());
 }
 
 const KvCache::Layer& KvCache::layer(int64_t index) const {
@@ -49,6 +50,16 @@ void KvCache::store(int64_t index, const Tensor& qkv) {
   copy_into(rows.slice(1, Hq_, Hq_ + Hkv_), k_dst);
   copy_into(rows.slice(1, Hq_ + Hkv_, Hq_ + 2 * Hkv_), v_dst);
   if (compressed_) append_compressed_keys(cache.k, cache.kc, length_, end, sparse_);
+}
+
+const KvCache::DecodeRecord& KvCache::last_decode(int64_t index) const {
+  layer(index);  // checks the index
+  return decode_records_[size_t(index)];
+}
+
+void KvCache::record_decode(int64_t index, DecodeRecord record) {
+  layer(index);
+  decode_records_[size_t(index)] = std::move(record);
 }
 
 void KvCache::advance(int64_t tokens) {

@@ -21,6 +21,13 @@ class KvCache {
     Tensor k, v;  // [capacity, Hkv, D]
     Tensor kc;    // [num_kernels(capacity), Hkv, D]; undefined without compressed keys
   };
+  // What the last decode step's attention read in one layer, kept for diagnostics (a test weighs
+  // the decode's block choice against a full-sequence forward's): its query q [Hq, D] (RoPE
+  // applied) and, on the sparse path, the block lists [Hkv, topk] it attended (undefined when
+  // dense). Tensors the step made, on the cache's device; nothing is copied to keep them.
+  struct DecodeRecord {
+    Tensor q, blocks;
+  };
 
   // Compressed keys are kept when `config`'s attention is the InfLLM-V2 variant in mode sparse or
   // auto; their SparseConfig is the one the model has now.
@@ -39,11 +46,16 @@ class KvCache {
   void store(int64_t index, const Tensor& qkv);
   void advance(int64_t tokens);
 
+  // Layer `index`'s record of the last decode step (undefined tensors before the first).
+  const DecodeRecord& last_decode(int64_t index) const;
+  void record_decode(int64_t index, DecodeRecord record);
+
  private:
   int64_t Hq_, Hkv_, capacity_, length_ = 0;
   bool compressed_;
   attention::SparseConfig sparse_;
   std::vector<Layer> layers_;
+  std::vector<DecodeRecord> decode_records_;  // one per layer
 };
 
 }  // namespace infllm

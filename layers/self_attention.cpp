@@ -56,12 +56,15 @@ Tensor SelfAttention::attend(const Tensor& qkv, const Tensor& gate_logits) const
 }
 
 Tensor SelfAttention::attend_cached(const Tensor& qkv, const KvCache::Layer& cache,
-                                    int64_t position) const {
+                                    int64_t position, KvCache::DecodeRecord* record) const {
   INFLLM_CHECK(nsa_ == nullptr,
                "SelfAttention: the NSA variant has no cached decode (generate recomputes)");
   const int64_t Hq = config_.n_heads, D = config_.head_dim;
   Tensor q = qkv.reshape({qkv.size(2), D}).slice(0, 0, Hq).contiguous();
-  Tensor out = decode_attention(q, cache.k, cache.v, cache.kc, position, config_.attention);
+  Tensor blocks;
+  Tensor out = decode_attention(q, cache.k, cache.v, cache.kc, position, config_.attention,
+                                record != nullptr ? &blocks : nullptr);
+  if (record != nullptr) *record = KvCache::DecodeRecord{q, blocks};
   return out.reshape({1, 1, Hq * D});
 }
 

@@ -28,7 +28,9 @@ class SelfAttention : public Module {
   Tensor project_out(const Tensor& attended) const;  // -> [B, T, d_model]
   // One new token's attention over a KV cache layer that already holds it at `position`:
   // qkv [1, 1, Hq + 2 Hkv, D] -> [1, 1, Hq * D] (attention/cached_attention.h). InfLLM-V2 only.
-  Tensor attend_cached(const Tensor& qkv, const KvCache::Layer& cache, int64_t position) const;
+  // `record`, when given, receives the query and block lists it read (KvCache::DecodeRecord).
+  Tensor attend_cached(const Tensor& qkv, const KvCache::Layer& cache, int64_t position,
+                       KvCache::DecodeRecord* record = nullptr) const;
 
  private:
   const ModelConfig& config_;

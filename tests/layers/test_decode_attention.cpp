@@ -3,11 +3,13 @@
 // decode selection against the training selection's row for the same token, the attention output
 // against an f64 restatement written out below; dense and sparse, GQA, positions before the
 // first compressed key, below and above topk * block_size. The CUDA kernels against the same
-// references (skipped without a GPU).
+// references, and the CUDA decode selection against the CUDA training selection on the same
+// inputs (skipped without a GPU).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <vector>
 
@@ -16,6 +18,7 @@
 #include "attention/infllm_v2.h"
 #include "autograd/node.h"
 #include "core/ops.h"
+#include "tests/layers/block_choice_check.h"
 #include "tests/test_util.h"
 
 namespace infllm {
@@ -272,6 +275,48 @@ TEST(DecodeAttentionCuda, RowsMatchTheCpuReferenceAtD128WithGroupsOf16) {
   cfg.topk = 8;
   check_gpu_rows(cfg, 2500, 32, 2, 128, {5, 511, 512, 1300, 2499});
   check_gpu_rows(cfg, 600, 4, 4, 128, {100, 599});  // G = 1
+}
+
+// The decode selection and the training selection (select_attention_blocks) on the very same bf16
+// q and compressed keys, every row of a sequence with the generate test's shape (D = 64, blocks
+// of 64, one free block per row) at G = 2 and G = 8: each list is the f64 choice on those inputs
+// up to f32 rounding (block_choice_check.h), so the two differ at most at such ties.
+TEST(DecodeAttentionCuda, SelectionIsTheTrainingSelectionOnTheSameInputs) {
+  INFLLM_REQUIRE_GPU();
+  SparseConfig cfg;
+  cfg.window_size = 128;
+  cfg.topk = 4;
+  for (const int Hq : {4, 16}) {
+    const int T = 1000, Hkv = 2, D = 64, row = Hkv * cfg.topk;
+    const Sequence s = random_sequence(T, Hq, Hkv, D);
+    const GpuSequence gs = to_gpu(s);
+    Tensor gkc =
+        Tensor::empty({attention::num_kernels(cfg, T), Hkv, D}, DType::bf16, Device::cuda());
+    append_compressed_keys(gs.k, gkc, 0, T, cfg);
+    const std::vector<int32_t> training =
+        select_attention_blocks(gs.q.reshape({1, T, Hq, D}), gs.k.reshape({1, T, Hkv, D}), cfg)
+            .to_vector<int32_t>();
+    const std::vector<double> q = as_f64(gs.q), kc = as_f64(gkc);
+    int equal = 0;
+    for (int p = 0; p < T; ++p) {
+      testing::TokenSelection decode;
+      decode.position = p;
+      decode.q.assign(q.begin() + ptrdiff_t(p) * Hq * D, q.begin() + ptrdiff_t(p + 1) * Hq * D);
+      decode.kc.assign(kc.begin(),
+                       kc.begin() + ptrdiff_t(attention::num_kernels(cfg, p + 1)) * Hkv * D);
+      decode.blocks =
+          select_decode_blocks(gs.q.select(0, p).contiguous(), gkc, p, cfg).to_vector<int32_t>();
+      testing::TokenSelection train = decode;
+      train.blocks.assign(training.begin() + ptrdiff_t(p) * row,
+                          training.begin() + ptrdiff_t(p + 1) * row);
+      const attention::AttentionShape shape = testing::token_shape(Hq, Hkv, D, p);
+      testing::expect_exact_on_own_inputs(cfg, shape, decode, "decode selection");
+      testing::expect_exact_on_own_inputs(cfg, shape, train, "training selection");
+      equal += decode.blocks == train.blocks;
+    }
+    std::printf("decode and training selections equal on %d of %d rows at G=%d\n", equal, T,
+                Hq / Hkv);
+  }
 }
 
 // A long cache: the dense path splits it over many CTAs and combines them.
