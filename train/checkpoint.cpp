@@ -380,6 +380,18 @@ CheckpointState load_checkpoint(const std::string& path_or_latest, Device device
   return read_checkpoint(path, device, prefix, /*keep=*/true);
 }
 
+CheckpointState load_checkpoint_attributes(const std::string& path) {
+  CheckpointState state;
+  state.source = path;
+  std::lock_guard lock(data::hdf5_mutex());
+  QuietHdf5Errors quiet;
+  H5Handle file = open_checkpoint_file(path);
+  std::vector<std::string> names;  // the checksum table must list exactly these
+  collect_datasets(file.get(), "", path, names);
+  read_root_attributes(file.get(), path, names, state);
+  return state;
+}
+
 std::optional<std::string> verify_checkpoint(const std::string& path) {
   try {
     read_checkpoint(path, Device::cpu(), {}, /*keep=*/false);

@@ -86,6 +86,11 @@ void require_finite(const CheckpointState& state, const std::string& path);
 CheckpointState load_checkpoint(const std::string& path, Device device = Device::cpu(),
                                 std::string_view prefix = {});
 
+// The attributes of the checkpoint at `path` (step, strings, integers, numbers), checked
+// against the checksum table, without reading any tensor: what the file says about its run
+// (recipe, tokenizer) at a fraction of a load's time and memory. Errors as load_checkpoint's.
+CheckpointState load_checkpoint_attributes(const std::string& path);
+
 // Reads every tensor and attribute of `path` and checks them against their checksums, keeping
 // no tensor (one host buffer at a time). Returns what is wrong - the message load_checkpoint
 // would throw - or nullopt when the file is whole.

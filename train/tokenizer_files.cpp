@@ -11,7 +11,6 @@
 #include "data/json.h"
 #include "data/token_file.h"
 #include "train/hf_model.h"
-#include "train/load_model.h"
 #include "train/recipe.h"
 
 namespace infllm::train {
@@ -118,7 +117,7 @@ TokenizerLookup lookup(const std::string& path, const std::map<std::string, std:
       CheckpointState init_state;
       try {
         init_path = resolve_checkpoint_path(init);
-        init_state = load_checkpoint(init_path, Device::cpu(), kMasterPrefix);
+        init_state = load_checkpoint_attributes(init_path);
       } catch (const Error& error) {
         return unknown(path + " started from train.init_from=" + init + ", which cannot be " +
                        "read (" + error.what() + "); name the tokenizer with --tokenizer");
@@ -136,6 +135,7 @@ TokenizerLookup lookup(const std::string& path, const std::map<std::string, std:
   } else {
     result.tokenizer = ModelTokenizer{};
     result.tokenizer->found = "the byte tokenizer (" + path + " was trained from scratch)";
+    result.byte_assumed = !data;
   }
   INFLLM_CHECK(!data || *data == result.tokenizer->id, path, ": the model speaks tokenizer ",
                result.tokenizer->id, " (", result.tokenizer->found, ") but was trained on ",

@@ -54,6 +54,10 @@ void remove_tokenizer_sidecar(const std::string& checkpoint_path);
 struct TokenizerLookup {
   std::optional<ModelTokenizer> tokenizer;
   std::string unknown;  // why none was found (with the fix), when tokenizer is empty
+  // The byte tokenizer by default, not by evidence: the model (or the one its chain starts
+  // from) was trained from scratch on data whose tokenizer could not be read (random tokens,
+  // or a file since moved). Good enough to decode with; not to refuse a run over.
+  bool byte_assumed = false;
 };
 
 // The tokenizer of the checkpoint at `path`, whose string attributes are `strings`: its

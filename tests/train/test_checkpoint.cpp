@@ -213,6 +213,12 @@ TEST(Checkpoint, PrefixLoadsOnlyMatchingTensors) {
 
   expect_error([&] { load_checkpoint(path, Device::cpu(), "ema/"); },
                {path, "no tensor name starts with 'ema/'", "holds 4 tensors"});
+
+  const CheckpointState attributes = load_checkpoint_attributes(path);  // no tensor at all
+  EXPECT_TRUE(attributes.tensors.empty());
+  EXPECT_EQ(attributes.strings, state.strings);
+  EXPECT_EQ(attributes.integers, state.integers);
+  EXPECT_EQ(attributes.step, 9);
 }
 
 TEST(Checkpoint, LatestInPathLoadsNewest) {

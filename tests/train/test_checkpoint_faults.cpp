@@ -170,6 +170,7 @@ TEST(CheckpointFaults, FlippedBitInTheMetadataIsNamed) {
   ASSERT_NE(marker, std::string::npos);
   flip_byte(path, marker + 3, 0x01);
   expect_contains(damage_of(path), {path, "attribute 'recipe' does not match its checksum"});
+  EXPECT_THROW(load_checkpoint_attributes(path), CheckpointDamaged);  // it reads no tensor
 
   // Values changed through HDF5 itself (well-formed, wrong): each key is named.
   const auto rewrite_integer = [&](const char* key, int64_t value) {
@@ -191,6 +192,7 @@ TEST(CheckpointFaults, FlippedBitInTheMetadataIsNamed) {
     ASSERT_GE(H5Ldelete(file.get(), "optim/exp_avg/embedding.weight", H5P_DEFAULT), 0);
   }
   expect_contains(damage_of(path), {"tensor 'optim/exp_avg/embedding.weight' is missing"});
+  EXPECT_THROW(load_checkpoint_attributes(path), CheckpointDamaged);
 
   // A raw flip inside HDF5's own metadata (the root object header, which holds the integer
   // attributes) is caught by HDF5's metadata checksums: still damage, naming the file.

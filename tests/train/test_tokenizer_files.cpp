@@ -19,6 +19,7 @@
 #include "tests/train/infllm_cli.h"
 #include "train/hf_model.h"
 #include "train/load_model.h"
+#include "train/preflight.h"
 #include "train/safetensors.h"
 
 namespace infllm::train {
@@ -213,6 +214,7 @@ TEST(TokenizerFiles, LookupFollowsInitFromAndChecksTheData) {
     ASSERT_TRUE(found.tokenizer) << found.unknown;
     EXPECT_TRUE(found.tokenizer->is_byte());
     EXPECT_EQ(found.tokenizer->ids.eos, "257");
+    EXPECT_EQ(found.byte_assumed, data != byte_data);  // no data to tell
   }
   // From scratch on data of a Hugging Face tokenizer: unknown, with the fix.
   found = checkpoint_tokenizer(dir.file("run.h5"), run_strings(model, "", hf_data));
@@ -264,6 +266,128 @@ TEST(TokenizerFiles, ExportOfAByteModelWritesTheByteTokenizer) {
                                     " --tokenizer " + dir.file("nothing"));
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.output.find("no tokenizer.json"), std::string::npos) << missing.output;
+}
+
+// A token file of `n` tokens (ids 3..39, valid for every vocabulary here) in one document.
+void write_tokens(const std::string& path, const std::string& tokenizer, int64_t vocab_size,
+                  int n = 64) {
+  data::TokenFileWriter writer(path, {vocab_size, tokenizer, "test"});
+  std::vector<uint32_t> tokens(n);
+  for (int i = 0; i < n; ++i) tokens[i] = uint32_t(3 + i % 37);
+  writer.append_document(tokens);
+  writer.close();
+}
+
+// A one-step CPU finetune of the tiny model from `init_from` on `train` and `val`.
+Recipe finetune(const fs::path& model, const std::string& init_from, const std::string& train,
+                const std::string& val, const std::string& out_dir) {
+  HfModel hf;
+  hf.config = tiny();
+  Recipe recipe = imported_recipe(hf, model.string());
+  recipe.train.init_from = init_from;
+  recipe.data.train = train;
+  recipe.data.val = val;
+  recipe.data.seq_len = 8;
+  recipe.data.batch_size = 1;
+  recipe.train.steps = 1;
+  recipe.train.out_dir = out_dir;
+  recipe.train.device = DeviceChoice::cpu;
+  recipe.checkpoint.every = 1;
+  recipe.log.progress = false;
+  return recipe;
+}
+
+void expect_all(const std::string& text, const std::vector<std::string>& parts) {
+  for (const std::string& part : parts)
+    EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
+}
+
+TEST(TokenizerFiles, TrainRefusesDataOfAnotherTokenizerBeforeStepOne) {
+  TempDir dir;
+  const fs::path model = dir.path() / "model";
+  write_model_folder(model, true);
+  const std::string id = data::hf_tokenizer_id(kTokenizerJson);
+  const std::string hf_data = dir.file("hf.h5"), byte_data = dir.file("byte.h5");
+  write_tokens(hf_data, id, 40);
+  write_tokens(byte_data, "byte", data::ByteTokenizer::kVocabSize);
+  const std::string init = "hf:" + model.string(), out = dir.file("run");
+  auto train = [&](const Recipe& recipe) {
+    write(dir.path() / "recipe.yaml", recipe_to_yaml(recipe));
+    return testing::run("train " + dir.file("recipe.yaml"));
+  };
+
+  // Byte data for a model of a Hugging Face tokenizer (its vocabulary is larger than the
+  // model's too, but the tokenizer is what the message says): refused, nothing written.
+  const auto refused = train(finetune(model, init, byte_data, hf_data, out));
+  EXPECT_NE(refused.exit_code, 0);
+  expect_all(refused.output, {"data.train: '" + byte_data + "' holds ids of tokenizer byte",
+                              "train.init_from=" + init + " speaks tokenizer " + id + " (" +
+                                  (model / "tokenizer.json").string() + ")",
+                              "scripts/prepare-hf --tokenizer " + model.string()});
+  EXPECT_FALSE(fs::exists(fs::path(out) / "metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "checkpoints"));
+  const auto val = train(finetune(model, init, hf_data, byte_data, out));
+  EXPECT_NE(val.exit_code, 0);
+  expect_all(val.output, {"data.val: '" + byte_data + "'", id});
+
+  // The model's own tokenizer trains.
+  const auto trained = train(finetune(model, init, hf_data, hf_data, out));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  // A finetune of that run inherits hf:DIR's tokenizer through its checkpoint.
+  const std::string latest = out + "/checkpoints/latest";
+  const auto chained = train(finetune(model, latest, byte_data, "", dir.file("run2")));
+  EXPECT_NE(chained.exit_code, 0);
+  expect_all(chained.output,
+             {"train.init_from=" + latest + " speaks tokenizer " + id, "train.init_from=" + init});
+}
+
+TEST(TokenizerFiles, PreflightChecksCheckpointsAndIsSilentWhenEitherSideIsUnknown) {
+  TempDir dir;
+  const fs::path model = dir.path() / "model";
+  write_model_folder(model, true);
+  const std::string id = data::hf_tokenizer_id(kTokenizerJson);
+  const std::string hf_data = dir.file("hf.h5"), byte_data = dir.file("byte.h5");
+  write_tokens(hf_data, id, 40);
+  write_tokens(byte_data, "byte", data::ByteTokenizer::kVocabSize);
+  // A checkpoint of a run (the lookup reads its recipe, not its weights).
+  auto run_checkpoint = [&](const std::string& name, const std::string& init_from,
+                            const std::string& data_train) {
+    CheckpointState state;
+    state.strings = run_strings(model, init_from, data_train);
+    save_checkpoint(dir.file(name), state);
+    return dir.file(name);
+  };
+  auto check = [&](const std::string& init_from, const std::string& train) {
+    check_data_tokenizers(finetune(model, init_from, train, "", dir.file("run")), true);
+  };
+
+  // A model trained from scratch on byte data speaks the byte tokenizer.
+  const std::string scratch = run_checkpoint("scratch.h5", "", byte_data);
+  check(scratch, byte_data);
+  expect_error([&] { check(scratch, hf_data); },
+               {"data.train: '" + hf_data + "' holds ids of tokenizer " + id,
+                "speaks tokenizer byte", scratch, "infllm prepare -o"});
+  // An imported checkpoint speaks the tokenizer beside it.
+  ASSERT_EQ(testing::run("import " + model.string() + " -o " + dir.file("imported.h5")).exit_code,
+            0);
+  check(dir.file("imported.h5"), hf_data);
+  expect_error([&] { check(dir.file("imported.h5"), byte_data); },
+               {"speaks tokenizer " + id, "the files imported beside",
+                "scripts/prepare-hf --tokenizer " + dir.file("imported.tokenizer")});
+
+  // Unknown model tokenizers: from scratch on data that is gone or random (byte only by
+  // default), hf:DIR without tokenizer.json, a checkpoint that does not read.
+  for (const std::string& data : {dir.file("gone.h5"), std::string(kRandomData)})
+    check(run_checkpoint("assumed.h5", "", data), hf_data);
+  write_model_folder(dir.path() / "bare", false);
+  check("hf:" + dir.file("bare"), byte_data);
+  write(dir.path() / "junk.h5", "not a checkpoint");
+  check(dir.file("junk.h5"), hf_data);
+  // Unknown data tokenizers: one infllm does not know, random tokens, no file.
+  const std::string other = dir.file("other.h5");
+  write_tokens(other, "sentencepiece:custom", 40);
+  for (const std::string& data : {other, std::string(kRandomData), dir.file("gone.h5")})
+    check("hf:" + model.string(), data);
 }
 
 }  // namespace
