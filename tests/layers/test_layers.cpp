@@ -29,6 +29,21 @@ void expect_gradients_match(const char* name,
   EXPECT_LT(r.max_error, tolerance) << name << ": " << r.worst;
 }
 
+// Sparse at every length with kernels of 4 every 2, blocks of 4, 1 init + 1 local block, top 3:
+// 23 tokens hold 6 blocks, so the selection leaves blocks out.
+AttentionOptions small_sparse() {
+  AttentionOptions options;
+  options.mode = attention::AttentionMode::sparse;
+  options.sparse = {.kernel_size = 4,
+                    .kernel_stride = 2,
+                    .block_size = 4,
+                    .init_blocks = 1,
+                    .window_size = 4,
+                    .topk = 3,
+                    .dense_len = 0};
+  return options;
+}
+
 TEST(LayerGradients, RmsNormRopeSwiglu) {
   expect_gradients_match("rms_norm", [](auto& v) { return rms_norm(v[0], v[1], 1e-5); },
                          {input({5, 7}), input({7}, 0.5, 1.5)});
@@ -59,15 +74,7 @@ TEST(LayerGradients, AttentionDenseAndSparse) {
   expect_gradients_match("dense attention",
                          [&](auto& v) { return causal_attention(v[0], v[1], v[2], dense); },
                          {input({1, 7, 4, 4}), input({1, 7, 2, 4}), input({1, 7, 2, 4})});
-  AttentionOptions sparse;
-  sparse.mode = attention::AttentionMode::sparse;
-  sparse.sparse = {.kernel_size = 4,
-                   .kernel_stride = 2,
-                   .block_size = 4,
-                   .init_blocks = 1,
-                   .window_size = 4,
-                   .topk = 3,
-                   .dense_len = 0};  // kernel 4, stride 2, blocks of 4, 1 local block, top 3
+  const AttentionOptions sparse = small_sparse();
   expect_gradients_match("sparse attention",
                          [&](auto& v) { return causal_attention(v[0], v[1], v[2], sparse); },
                          {input({1, 23, 4, 4}), input({1, 23, 2, 4}), input({1, 23, 2, 4})});
@@ -75,15 +82,7 @@ TEST(LayerGradients, AttentionDenseAndSparse) {
 
 TEST(LayerGradients, PackedAttentionIsAttentionOnTheHeadRanges) {
   // qkv [B, T, Hq + 2 Hkv, D] = [q heads | k heads | v heads], Hq = 4, Hkv = 2.
-  AttentionOptions sparse;
-  sparse.mode = attention::AttentionMode::sparse;
-  sparse.sparse = {.kernel_size = 4,
-                   .kernel_stride = 2,
-                   .block_size = 4,
-                   .init_blocks = 1,
-                   .window_size = 4,
-                   .topk = 3,
-                   .dense_len = 0};
+  const AttentionOptions sparse = small_sparse();
   expect_gradients_match("packed sparse attention",
                          [&](auto& v) { return causal_attention_packed(v[0], 4, 2, sparse); },
                          {input({1, 23, 8, 4})});

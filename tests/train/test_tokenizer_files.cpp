@@ -302,14 +302,25 @@ void expect_all(const std::string& text, const std::vector<std::string>& parts) 
     EXPECT_NE(text.find(part), std::string::npos) << "'" << part << "' not in: " << text;
 }
 
-TEST(TokenizerFiles, TrainRefusesDataOfAnotherTokenizerBeforeStepOne) {
+// A model folder with a Hugging Face tokenizer, and token files of its tokenizer (hf.h5) and of
+// the byte tokenizer (byte.h5): the two sides of the preflight's tokenizer check.
+struct TokenizerMismatch {
   TempDir dir;
-  const fs::path model = dir.path() / "model";
-  write_model_folder(model, true);
-  const std::string id = data::hf_tokenizer_id(kTokenizerJson);
-  const std::string hf_data = dir.file("hf.h5"), byte_data = dir.file("byte.h5");
-  write_tokens(hf_data, id, 40);
-  write_tokens(byte_data, "byte", data::ByteTokenizer::kVocabSize);
+  fs::path model = dir.path() / "model";
+  std::string id = data::hf_tokenizer_id(kTokenizerJson);
+  std::string hf_data = dir.file("hf.h5"), byte_data = dir.file("byte.h5");
+  TokenizerMismatch() {
+    write_model_folder(model, true);
+    write_tokens(hf_data, id, 40);
+    write_tokens(byte_data, "byte", data::ByteTokenizer::kVocabSize);
+  }
+};
+
+TEST(TokenizerFiles, TrainRefusesDataOfAnotherTokenizerBeforeStepOne) {
+  const TokenizerMismatch m;
+  const TempDir& dir = m.dir;
+  const fs::path& model = m.model;
+  const std::string &id = m.id, &hf_data = m.hf_data, &byte_data = m.byte_data;
   const std::string init = "hf:" + model.string(), out = dir.file("run");
   auto train = [&](const Recipe& recipe) {
     write(dir.path() / "recipe.yaml", recipe_to_yaml(recipe));
@@ -342,13 +353,10 @@ TEST(TokenizerFiles, TrainRefusesDataOfAnotherTokenizerBeforeStepOne) {
 }
 
 TEST(TokenizerFiles, PreflightChecksCheckpointsAndIsSilentWhenEitherSideIsUnknown) {
-  TempDir dir;
-  const fs::path model = dir.path() / "model";
-  write_model_folder(model, true);
-  const std::string id = data::hf_tokenizer_id(kTokenizerJson);
-  const std::string hf_data = dir.file("hf.h5"), byte_data = dir.file("byte.h5");
-  write_tokens(hf_data, id, 40);
-  write_tokens(byte_data, "byte", data::ByteTokenizer::kVocabSize);
+  const TokenizerMismatch m;
+  const TempDir& dir = m.dir;
+  const fs::path& model = m.model;
+  const std::string &id = m.id, &hf_data = m.hf_data, &byte_data = m.byte_data;
   // A checkpoint of a run (the lookup reads its recipe, not its weights).
   auto run_checkpoint = [&](const std::string& name, const std::string& init_from,
                             const std::string& data_train) {
