@@ -154,7 +154,7 @@ def finetune(infllm, work, s, vocab, data, folder, mode):
     ran = {r["attention"] for r in steps}
     if ran != {mode}:
         sys.exit(f"FAILED: {mode}: metrics.jsonl says the attention was {sorted(ran)}")
-    first, last = losses[0], sum(losses[-4:]) / 4
+    first, last = losses[0], sum(losses[-4:]) / len(losses[-4:])
     tokens_per_s = sum(r["tokens_per_s"] for r in steps[1:]) / max(1, len(steps) - 1)
     print(f"{mode:6s} finetune from hf: loss {first:.3f} -> {last:.3f} (mean of the last 4 of "
           f"{len(losses)} steps), {tokens_per_s:,.0f} tokens/s")
