@@ -1,5 +1,6 @@
 #include "attention/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "attention/flash_attention.h"
@@ -166,6 +167,32 @@ Tensor cuda_packed_attention(const Tensor& qkv_in, int Hq, int Hkv,
 }
 
 }  // namespace
+
+double attention_flops_per_token(const AttentionOptions& options, int64_t T, int64_t Hq,
+                                 int64_t D) {
+  INFLLM_CHECK(T > 0, "attention_flops_per_token: T=", T, " must be positive");
+  // Sum over tokens t < T of min(t + 1, keys): the (query, key) pairs of a causal pass in which
+  // no token sees more than `keys` keys.
+  auto pairs = [T](double keys) {
+    const double n = double(T), k = std::min(keys, n);
+    return k * (k + 1) / 2 + (n - k) * k;
+  };
+  const double per_pair = 4.0 * double(Hq) * double(D);  // Q K^T and P V, forward
+  const attention::SparseConfig& cfg = options.sparse;
+  double forward_backward = pairs(double(T)), forward_only = 0;
+  if (attention::use_sparse(options.mode, int(T), cfg.dense_len)) {
+    const double selected = pairs(double(cfg.topk) * cfg.block_size);
+    // Compressed keys: one per kernel_stride tokens of the past.
+    const double compressed = pairs(double(T)) / cfg.kernel_stride;
+    if (options.variant == attention::AttentionVariant::nsa) {
+      forward_backward = compressed + selected + pairs(double(options.nsa.window_size));
+    } else {
+      forward_backward = selected;
+      forward_only = compressed / 2;  // Q K^T alone
+    }
+  }
+  return per_pair * (3.0 * forward_backward + forward_only) / double(T);
+}
 
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                         const AttentionOptions& options) {

@@ -38,6 +38,14 @@ struct AttentionOptions {
   bool operator==(const AttentionOptions&) const = default;
 };
 
+// Matmul FLOPs per token of one layer's attention core, forward + backward, averaged over a
+// sequence of T tokens, on the path `options` takes at that length (for MFU): Q K^T and P V
+// cost 2 D FLOPs per (query head, attended key) each, three times over with the backward.
+// Dense: token t attends to t + 1 keys. InfLLM-V2 sparse: at most topk * block_size keys, plus
+// the selection's compressed-key scores (forward only, no gradient). NSA: its three branches
+// (compressed keys, selected blocks, window) with their gradients.
+double attention_flops_per_token(const AttentionOptions& options, int64_t T, int64_t Hq, int64_t D);
+
 // q [B, T, Hq, D], k and v [B, T, Hkv, D] (RoPE already applied) -> [B, T, Hq, D].
 // CPU computes f32/f64 (the reference), CUDA bf16. Gradients flow to q, k, v; the block
 // selection of the sparse path carries none.

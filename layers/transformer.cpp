@@ -103,15 +103,16 @@ Tensor TransformerLM::decode_step(int32_t token, KvCache& cache) const {
 }
 
 double TransformerLM::flops_per_token(int64_t T) const {
-  // 6 FLOPs per weight per token (forward 2, backward 4), embedding lookups excluded, plus
-  // causal attention: 2 matmuls of T/2 keys on average, forward and backward (x3), 2 FLOPs each.
+  // 6 FLOPs per weight per token (forward 2, backward 4), embedding lookups excluded, plus the
+  // attention core on the path it takes at length T (dense causal, or the sparse path's keys).
   double matmul_params = 0;
   for (auto& [name, tensor] : const_cast<TransformerLM*>(this)->named_parameters()) {
     if (tensor->dim() == 2 && name != "embedding.weight") matmul_params += double(tensor->numel());
   }
   if (config_.tie_embeddings) matmul_params += double(config_.vocab_size * config_.d_model);
-  double attention =
-      6.0 * double(config_.n_layers) * double(T) * double(config_.n_heads * config_.head_dim);
+  const double attention =
+      double(config_.n_layers) *
+      attention_flops_per_token(config_.attention, T, config_.n_heads, config_.head_dim);
   return 6.0 * matmul_params + attention;
 }
 

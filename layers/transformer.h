@@ -40,7 +40,8 @@ class TransformerLM : public Module {
   const ModelConfig& config() const { return config_; }
   // Switches every layer to another attention schedule (same weights): eval --attention.
   void set_attention(const AttentionOptions& options) { config_.attention = options; }
-  // Matmul FLOPs per token for forward + backward (6 N plus causal attention), for MFU.
+  // Matmul FLOPs per token for forward + backward at length T (6 N plus the attention core on
+  // the path it takes at T: attention_flops_per_token), for MFU.
   double flops_per_token(int64_t T) const;
 
  private:

@@ -160,6 +160,41 @@ TEST(SwitchableAttention, AutoModeSwitchesAtDenseLen) {
   EXPECT_GT(testing::rel_error(causal_attention(q, k, v, options), ref), 1e-3);
 }
 
+// The FLOP count for MFU against one walk over the tokens: each token's attended keys (dense:
+// t + 1; sparse: at most topk blocks) and, sparse, the compressed keys its selection scores.
+TEST(SwitchableAttention, FlopsPerTokenCountTheKeysEachTokenAttends) {
+  AttentionOptions options;
+  options.sparse = {.kernel_size = 32,
+                    .kernel_stride = 16,
+                    .block_size = 64,
+                    .init_blocks = 1,
+                    .window_size = 256,
+                    .topk = 8,
+                    .dense_len = 1024};
+  const int64_t Hq = 4, D = 64;
+  auto walk = [&](int64_t T, bool sparse) {
+    double flops = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const double keys = sparse ? std::min<double>(t + 1, 8 * 64) : double(t + 1);
+      flops += 3 * 4.0 * Hq * D * keys;                        // forward + backward
+      if (sparse) flops += 2.0 * Hq * D * double(t + 1) / 16;  // selection scores, forward
+    }
+    return flops / double(T);
+  };
+  for (int64_t T : {1, 100, 512, 1024}) {  // at most dense_len: dense
+    EXPECT_NEAR(attention_flops_per_token(options, T, Hq, D), walk(T, false), 1e-9 * walk(T, false))
+        << T;
+  }
+  for (int64_t T : {1025, 4096, 65536}) {  // beyond: sparse, far below dense at length
+    EXPECT_NEAR(attention_flops_per_token(options, T, Hq, D), walk(T, true), 1e-9 * walk(T, true))
+        << T;
+  }
+  EXPECT_LT(attention_flops_per_token(options, 65536, Hq, D), 0.1 * walk(65536, false));
+  options.mode = attention::AttentionMode::dense;
+  EXPECT_NEAR(attention_flops_per_token(options, 4096, Hq, D), walk(4096, false),
+              1e-9 * walk(4096, false));
+}
+
 ModelConfig tiny_config() {
   ModelConfig config;
   config.vocab_size = 13;
