@@ -5,9 +5,10 @@
 //   ckey_logits_kernel  grid (ceil(n / 64), Hkv): the dots q_h . kc_i of the group's G heads with
 //                       64 causal compressed keys per CTA into `logits` [Hkv, G, n], and each
 //                       CTA's partial softmax (max m, sum l) per head
-//   select_kernel       grid Hkv, 1024 threads: each head's log-sum-exp from the partials; block
-//                       scores S_j = max over compressed keys [r*j - 1, r*j + r - 1] of the group's
-//                       summed probabilities (+inf for forced blocks); the top k = min(topk, j_t
+//   select_kernel       grid Hkv, 1024 threads: each head's log-sum-exp from the partials; each
+//                       compressed key's probabilities summed over the group's heads; block
+//                       scores S_j = the largest of those sums over compressed keys [r*j - 1,
+//                       r*j + r - 1] (+inf for forced blocks); the top k = min(topk, j_t
 //                       + 1) by a bitwise search for the k-th largest key, ties taken lowest block
 //                       first; written ascending, -1 padded
 //   append_kernel       one CTA per completed compressed key: the f32 mean of its keys
@@ -69,7 +70,7 @@ __global__ void __launch_bounds__(kThreads) ckey_logits_kernel(const LogitsArgs 
 }
 
 struct SelectArgs {
-  const float* logits;    // [Hkv, G, n]
+  float* logits;          // [Hkv, G, n]; select_kernel turns row 0 of each group into p
   const float2* partial;  // [Hkv, G, ctas]
   int32_t* blocks;        // [Hkv, topk]
   SparseConfig cfg;
@@ -139,23 +140,32 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const SelectArgs
   }
   __syncthreads();
 
+  // p_i = the group's probabilities of compressed key i summed over its heads (in head order,
+  // as the training selection sums them), one key per thread so that the loads coalesce and
+  // the CTA's cost grows by n / 1024 per thread. Written over logits row 0: column i is read
+  // and written by its own thread only.
+  float* logits = a.logits + size_t(g) * G * a.n;
+  for (int i = t; i < a.n; i += kSelectThreads) {
+    float s = 0.f;
+    for (int h = 0; h < G; ++h)
+      s += mma::fast_exp2(fmaf(logits[size_t(h) * a.n + i], a.scale_log2, -lse[h]));
+    logits[i] = s;
+  }
+  __syncthreads();  // also orders the global writes above before the reads below
+  const float* probs = logits;
+
   // Thread t owns blocks [j0, j1): contiguous, so thread order is block order.
   const int nb = a.position / cfg.block_size + 1, r = cfg.kernels_per_block();
   const int per = (nb + kSelectThreads - 1) / kSelectThreads;
   const int j0 = min(t * per, nb), j1 = min(j0 + per, nb);
-  const float* logits = a.logits + size_t(g) * G * a.n;
   for (int j = j0; j < j1; ++j) {
     if (is_forced_block(cfg, a.position, j)) {
       keys[j] = ~0u;
       continue;
     }
     float best = -INFINITY;
-    for (int i = max(r * j - 1, 0); i <= min(r * j + r - 1, a.n - 1); ++i) {
-      float s = 0.f;
-      for (int h = 0; h < G; ++h)
-        s += mma::fast_exp2(fmaf(logits[size_t(h) * a.n + i], a.scale_log2, -lse[h]));
-      best = fmaxf(best, s);
-    }
+    for (int i = max(r * j - 1, 0); i <= min(r * j + r - 1, a.n - 1); ++i)
+      best = fmaxf(best, probs[i]);
     keys[j] = score_key(best);
   }
   __syncthreads();
