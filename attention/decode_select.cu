@@ -9,7 +9,7 @@
 //                       compressed key's probabilities summed over the group's heads; block
 //                       scores S_j = the largest of those sums over compressed keys [r*j - 1,
 //                       r*j + r - 1] (+inf for forced blocks); the top k = min(topk, j_t
-//                       + 1) by a bitwise search for the k-th largest key, ties taken lowest block
+//                       + 1) by a radix select of the k-th largest key, ties taken lowest block
 //                       first; written ascending, -1 padded
 //   append_kernel       one CTA per completed compressed key: the f32 mean of its keys
 #include <cuda_runtime.h>
@@ -121,8 +121,51 @@ __device__ int block_exclusive_sum(int x, int* scratch) {
   return before + inclusive - x;
 }
 
+// The k-th largest of the CTA's keys (thread t holds keys[j0, j1)), a radix select on 8-bit
+// digits from the top: each pass counts, among the keys that share the digits found so far,
+// how many have each next digit, and keeps the largest digit whose count from the top reaches
+// the rank still wanted: four passes of three barriers each (bit by bit: 32 passes of two).
+// `digits` is shared memory for 256 counts plus the chosen digit and remaining rank.
+__device__ uint32_t kth_largest_key(const uint32_t* keys, int j0, int j1, int k, int* digits) {
+  uint32_t prefix = 0, known = 0;         // the digits found so far, and their bits
+  if (threadIdx.x == 0) digits[257] = k;  // ordered before its first read by the loop's barriers
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int d = threadIdx.x; d < 256; d += blockDim.x) digits[d] = 0;
+    __syncthreads();
+    for (int j = j0; j < j1; ++j)
+      if ((keys[j] & known) == prefix) atomicAdd(&digits[(keys[j] >> shift) & 255], 1);
+    __syncthreads();
+    if (threadIdx.x < 32) {  // lane l holds digits 255 - 8l down to 248 - 8l
+      const int lane = threadIdx.x;
+      int count[8], own = 0;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) own += count[e] = digits[255 - 8 * lane - e];
+      int above = own;  // keys with a digit of this lane or a higher one: inclusive scan
+#pragma unroll
+      for (int off = 1; off < 32; off *= 2) {
+        const int other = __shfl_up_sync(~0u, above, off);
+        if (lane >= off) above += other;
+      }
+      above -= own;                                   // now: keys with a digit above this lane's
+      const int wanted = digits[257];                 // rank still wanted among the prefix's keys
+      if (above < wanted && above + own >= wanted) {  // exactly one lane
+        int e = 0;
+        while (above + count[e] < wanted) above += count[e++];
+        digits[256] = 255 - 8 * lane - e;
+        digits[258] = wanted - above;
+      }
+    }
+    __syncthreads();
+    prefix |= uint32_t(digits[256]) << shift;
+    known |= 255u << shift;
+    if (threadIdx.x == 0) digits[257] = digits[258];
+  }
+  return prefix;
+}
+
 __global__ void __launch_bounds__(kSelectThreads) select_kernel(const SelectArgs a) {
   __shared__ uint32_t keys[kMaxSelectBlocks];
+  __shared__ int digits[259];
   __shared__ float lse[kMaxGroup];
   __shared__ int scratch[32];
   const int g = blockIdx.x, G = a.G, t = threadIdx.x, warp = t / 32, lane = t % 32;
@@ -170,15 +213,8 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const SelectArgs
   }
   __syncthreads();
 
-  // th = the k-th largest key: the largest value with count(key >= th) >= k, bit by bit.
   const int k = min(cfg.topk, nb);
-  uint32_t th = 0;
-  for (int bit = 31; bit >= 0; --bit) {
-    const uint32_t cand = th | (1u << bit);
-    int count = 0;
-    for (int j = j0; j < j1; ++j) count += keys[j] >= cand;
-    if (block_sum(count, scratch) >= k) th = cand;
-  }
+  const uint32_t th = kth_largest_key(keys, j0, j1, k, digits);
   // Every key above th, then the lowest-index ties until k are taken. A thread's ties rank after
   // those of the threads before it (block order).
   int above = 0, ties = 0;

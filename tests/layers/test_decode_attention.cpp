@@ -319,6 +319,29 @@ TEST(DecodeAttentionCuda, SelectionIsTheTrainingSelectionOnTheSameInputs) {
   }
 }
 
+// q = 0 makes every compressed key equally likely, so every free block ties: the list must be
+// the forced blocks plus the lowest-index others, as the training selection takes them, at a
+// small and a large topk (the radix select's ranks reach past one digit's 256 values).
+TEST(DecodeAttentionCuda, TiedScoresGoToTheLowestBlocks) {
+  INFLLM_REQUIRE_GPU();
+  for (const int topk : {6, 300}) {
+    SparseConfig cfg;
+    cfg.window_size = 128;
+    cfg.topk = topk;
+    Sequence s = random_sequence(30000, 8, 2, 64);
+    s.q = ops::zeros(s.q.shape());
+    const GpuSequence gs = to_gpu(s);
+    Tensor gkc =
+        Tensor::empty({attention::num_kernels(cfg, s.T), s.Hkv, s.D}, DType::bf16, Device::cuda());
+    append_compressed_keys(gs.k, gkc, 0, s.T, cfg);
+    for (const int p : {500, 19999, 29999}) {
+      const std::vector<int32_t> blocks =
+          select_decode_blocks(gs.q.select(0, p).contiguous(), gkc, p, cfg).to_vector<int32_t>();
+      EXPECT_EQ(blocks, training_row(cfg, s, p)) << "topk " << topk << ", position " << p;
+    }
+  }
+}
+
 // A long cache: the dense path splits it over many CTAs and combines them.
 TEST(DecodeAttentionCuda, LongDenseCacheSplitsAndCombines) {
   INFLLM_REQUIRE_GPU();
