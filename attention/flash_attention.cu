@@ -3,7 +3,8 @@
 //
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
 //   dense forward   sm90 forward (rows)
-//   dense backward  delta, sm90 dQ (rows), sm90 dK/dV (split over CTAs, then reduce_splits)
+//   dense backward  delta, sm90 dK/dV + dQ (split over CTAs, then reduce_splits; dQ from its f32
+//                   sums); with INFLLM_ATTENTION_DQ=separate: sm90 dQ (rows), then sm90 dK/dV
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
 //                   score could have overflowed the sums (it checks the flag on the GPU)
@@ -11,10 +12,11 @@
 //                   dQ from its sums, chunked dK/dV sums -> bf16
 // Other GPUs (and INFLLM_ATTENTION_KERNELS=portable) run the portable mma.sync passes
 // (flash_attention_passes.h): rows kernels for the forward and dQ, dK/dV kernels, with dQ in its
-// own pass (deterministic, at the price of recomputing S and dP). The Hopper sparse backward adds
-// dQ from its dK/dV pass instead: with per-token block lists a token-major dQ pass copies a whole
-// K/V block per (token, block) pair, where the block-major pass gathers only the token's Q and dO
-// rows (docs/attention_kernels.md).
+// own pass (deterministic, at the price of recomputing S and dP). The Hopper backward adds dQ from
+// its dK/dV pass instead: dense, it saves the row pass's S and dP (5 matmul units instead of 7);
+// sparse, with per-token block lists a token-major dQ pass copies a whole K/V block per (token,
+// block) pair, where the block-major pass gathers only the token's Q and dO rows
+// (docs/attention_kernels.md). Both round dQ in an order-dependent way (f32 atomics).
 #include <cuda_runtime.h>
 
 #include "attention/flash_attention.h"
@@ -126,8 +128,10 @@ void sparse_backward(const char* op, const RowsArgs& ra, KvArgs ka, const Proble
 }
 
 // dK and dV of the dense schedule: the group's heads split over CTAs until there are enough CTAs
-// to fill the GPU, their f32 partials reduced in a fixed order.
-void dense_dkdv(KvArgs ka, const Problem& p, int D, bool hopper, cudaStream_t stream) {
+// to fill the GPU, their f32 partials reduced in a fixed order. With `dq` set (Hopper, fused dQ)
+// the pass also adds dS K into zeroed f32 query sums, converted to bf16 dq at the end.
+void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper, bf16* dq,
+                cudaStream_t stream) {
   const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
   while (base * ka.splits < target && p.G % (ka.splits * 2) == 0) ka.splits *= 2;
   if (hopper) ka.splits = sm90::dkdv_splits(p);
@@ -136,10 +140,20 @@ void dense_dkdv(KvArgs ka, const Problem& p, int D, bool hopper, cudaStream_t st
     ka.dk_part = scratch<float>(ka.splits * n, stream);
     ka.dv_part = scratch<float>(ka.splits * n, stream);
   }
+  const size_t dq_n = size_t(p.B) * p.T * p.Hq * D;
+  if (dq != nullptr) {  // as the sparse backward's dQ sums
+    check_rows_fit_int(op, p);
+    ka.dq_acc = scratch<float>(dq_n, stream);
+    CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
+  }
   if (hopper)
     sm90::backward_dkdv(D, ka, p, stream);
   else
     portable::dkdv(false, D, ka, p, stream);
+  if (dq != nullptr) {
+    sm90::dq_from_sums(D, ka.dq_acc, p, dq, stream);
+    CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
+  }
   if (ka.splits > 1) {
     reduce_splits(ka, p, D, stream);
     CUDA_CHECK(cudaFreeAsync(ka.dk_part, stream));
@@ -178,6 +192,9 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const Problem p = make_problem(op, shape, blocks);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
+  // Dense on Hopper: dQ from the dK/dV pass unless INFLLM_ATTENTION_DQ=separate (a bad value
+  // throws on every GPU).
+  const bool fused_dq = !sparse && sm90::dense_dq_fused() && hopper;
   const int D = shape.D;
   const size_t rows = size_t(p.B) * p.T * p.Hq;
   float* delta = scratch<float>(rows, stream);
@@ -194,9 +211,9 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   ra.lse = lse;
   ra.delta = delta;
   ra.dq = reinterpret_cast<bf16*>(dq);
-  if (!sparse && hopper)
+  if (!sparse && hopper && !fused_dq)
     sm90::backward_dq(D, ra, p, stream);
-  else if (!hopper)  // sparse on Hopper: the block-major dK/dV pass below gives dQ
+  else if (!hopper)  // Hopper otherwise: the dK/dV pass below gives dQ
     portable_rows(op, true, D, ra, p, stream);
 
   KvArgs ka{};
@@ -212,7 +229,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   if (sparse)
     sparse_backward(op, ra, ka, p, D, hopper, stream);
   else
-    dense_dkdv(ka, p, D, hopper, stream);
+    dense_dkdv(op, ka, p, D, hopper, fused_dq ? ra.dq : nullptr, stream);
   CUDA_CHECK(cudaFreeAsync(delta, stream));
   if (lse_rows != nullptr) CUDA_CHECK(cudaFreeAsync(lse_rows, stream));
 }

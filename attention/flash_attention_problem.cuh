@@ -112,7 +112,8 @@ struct KvArgs {
   int splits;
   SparseIndex index;       // sparse
   float *dk_acc, *dv_acc;  // sparse: f32 sums of blocks walked in chunks (key_sums_offset)
-  float* dq_acc;           // sparse on Hopper: f32 sums of dS K (unscaled, query_sums_offset)
+  // Hopper sparse, and dense with the fused dQ: f32 sums of dS K (unscaled, query_sums_offset).
+  float* dq_acc;
 };
 
 // Tile blocks of the sparse forward (SparseSums): a block joins its 128-token tile's list when

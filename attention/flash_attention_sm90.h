@@ -1,5 +1,6 @@
-// Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward, dQ and dK/dV
-// passes of the dense schedule (flash_attention_sm90_dense.cu), the sparse forward in two passes
+// Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward and the backward
+// of the dense schedule (flash_attention_sm90_dense.cu: dK/dV and dQ in one pass, or dQ in a
+// separate row pass with INFLLM_ATTENTION_DQ=separate), the sparse forward in two passes
 // (each 128-row tile's list of shared blocks densely, then the other blocks block-major;
 // SparseSums) and the sparse backward (dK, dV and dQ in one pass). Same arguments, same results up
 // to f32 summation order; flash_attention.cu calls them when available() and keeps its portable
@@ -32,9 +33,17 @@ void sparse_far_forward(int D, const FarArgs& a, const Problem& p, cudaStream_t 
 void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, float* lse,
                     cudaStream_t stream);
 
+// Whether the dense backward takes dQ from its dK/dV pass (INFLLM_ATTENTION_DQ unset or "fused":
+// the default; dQ's f32 rounding then depends on the order the CTAs' atomics land) or from the
+// separate row pass backward_dq (INFLLM_ATTENTION_DQ=separate: run-to-run deterministic, two more
+// matmul units). Read at every call, so one process can time both; throws on another value.
+bool dense_dq_fused();
+
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
-// ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv.
+// ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv. With a.dq_acc
+// set it also adds dS K (unscaled) of the CTA's heads into those zeroed f32 query sums
+// (query_sums_offset, [B, T, Hq, D]), which dq_from_sums turns into bf16 dq (scaled).
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 // The sparse backward (p.blocks set, a.index of every selected block) in one block-major pass:

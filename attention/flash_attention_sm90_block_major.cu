@@ -35,45 +35,6 @@ constexpr size_t sparse_dkdv_smem() {
                                                                          // delta, tokens, entries
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Adds the m64 x D accumulator x of a one-warpgroup CTA into f32 query sums (query_sums_offset)
-// with atomics: tile row `row` to sums row row_index(row), nowhere if that is -1.
-template <int D, class RowIndex>
-__device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[D / 2],
-                                               RowIndex row_index, const Divisor& G, int lane) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * r);
-    if (row < 0) continue;
-    float* base = sums + query_sums_offset(row, 2 * (lane % 4), G, D);
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c)
-      atomicAdd(reinterpret_cast<float2*>(base + c * G.value * 8),
-                make_float2(x[4 * c + 2 * r], x[4 * c + 2 * r + 1]));
-  }
-}
-
-// dQ += dS K for the 64 rows of a sparse query tile, added into dq_acc (f32 query sums,
-// unscaled): dS^T in ds_tile as written by dkdv_tile, the block's keys in k_tile. dq_row(row) is
-// tile row `row`'s (b T + token) Hq + head, -1 for padding. The rows are other blocks' rows too,
-// so the sums go through atomics.
-template <int D, class DqRow>
-__device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
-                                       DqRow dq_row, const Divisor& G, int lane) {
-  float dq[D / 2] = {};
-  wgmma::hold(dq);
-  wgmma::fence();
-#pragma unroll
-  for (int ks = 0; ks < kTile / 16; ++ks)
-    wgmma::mma<1, D, 1>(dq, mn_major<kTile>(ds_tile, ks * 16, 0),
-                        mn_major<kTile>(k_tile, ks * 16, 0));
-  wgmma::commit();
-  wgmma::wait<0>();
-  wgmma::hold(dq);
-  add_query_sums<D>(dq_acc, dq, dq_row, G, lane);
-}
-#endif
-
 // The index entries (tokens) of query tile n of a block-major walk into entries[0 .. 64/G),
 // with cp.async, one tile ahead of the gather that reads them, so that no row's copy waits on a
 // token lookup in global memory.
@@ -191,7 +152,7 @@ __global__ void __launch_bounds__(kSparseDkdvThreads, D == 64 ? 3 : 2)
         [&](int col, int r) { return key[r] <= tokens[col]; }, ds_tile, all_visible);
     wgmma::fence_async_proxy();  // dS^T from every warp, before the tensor cores read it
     __syncthreads();
-    add_dq<D>(
+    add_dq<D, kTile, kTile>(
         a.dq_acc, ds_tile, k_tile, [&](int row) { return walk.query_row(p, tokens[row], row); },
         p.G_divisor, lane);
   }

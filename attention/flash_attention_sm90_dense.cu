@@ -4,6 +4,10 @@
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
+//  * fused dQ (kFusedDq, the default: dense_dq_fused): the dK/dV pass also stores each tile's
+//    dS^T (bf16, [128 keys][64 queries]) to shared memory and computes dQ = dS K for the tile's
+//    64 queries over the CTA's 128 keys, added into f32 query sums with atomics (add_dq), so the
+//    row pass's recomputation of S and dP disappears: 5 matmul units instead of 7.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -12,6 +16,7 @@
 #include "attention/flash_attention_sm90.h"
 #include "attention/flash_attention_sm90_rows.cuh"
 #include "attention/flash_attention_sm90_tiles.cuh"
+#include "core/error.h"
 
 namespace infllm::attention::cuda::sm90 {
 
@@ -23,23 +28,30 @@ __global__ void __launch_bounds__(kThreads, 1) dense_rows_kernel(RowsArgs a, Pro
 #endif
 }
 
-template <int D>
+template <int D, bool kFusedDq>
 constexpr size_t dkdv_smem() {
-  return 1024 + size_t(2) * kRows * D * 2 +  // K, V
+  return 1024 + size_t(2) * kRows * D * 2 +                   // K, V
+         (kFusedDq ? size_t(kRows) * kDkdvQueries * 2 : 0) +  // dS^T
          2 * (size_t(2) * kDkdvQueries * D * 2 +
               2 * kDkdvQueries * 4);  // 2 stages: q, dO, lse, delta
 }
 
 // 128 keys of one KV head per CTA (64 per warpgroup), 64-query tiles from the diagonal to the end
-// for each head of the CTA's share of the group.
-template <int D>
+// for each head of the CTA's share of the group. kFusedDq: also dQ += dS K of every tile into the
+// f32 query sums a.dq_acc (unscaled): both warpgroups store their dS^T halves, meet at named
+// barrier 1, and at D = 128 each computes 64 of dQ's columns over all 128 keys (m64n64, as many
+// MMA steps as one dK/dV product); at D = 64 (no m64n32 from a 128B-swizzled tile) the warpgroups
+// take turns, step by step, with all 64 columns. The next step's barrier (tiles_landed) comes
+// after every MMA that reads dS^T has finished, so one buffer serves every step.
+template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kQ = kDkdvQueries;
   extern __shared__ unsigned char smem_raw[];
-  bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
-  bf16* v_tile = k_tile + kRows * D;      // [128][D]
-  bf16* stages = v_tile + kRows * D;      // 2 x (q [64][D], dO [64][D])
+  bf16* k_tile = aligned_smem(smem_raw);                 // [128][D]
+  bf16* v_tile = k_tile + kRows * D;                     // [128][D]
+  bf16* ds_tile = v_tile + kRows * D;                    // kFusedDq: dS^T [128 keys][64 queries]
+  bf16* stages = ds_tile + (kFusedDq ? kRows * kQ : 0);  // 2 x (q [64][D], dO [64][D])
   float* row_stats = reinterpret_cast<float*>(stages + 2 * 2 * kQ * D);  // 2 x (lse, delta) [64]
   auto q_tile = [&](int i) { return stages + (i & 1) * 2 * kQ * D; };
   auto do_tile = [&](int i) { return q_tile(i) + kQ * D; };
@@ -51,6 +63,9 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
   const int heads = p.G / a.splits, head0 = kvh * p.G + blockIdx.z * heads;
   const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int group_key0 = key0 + group * 64;
+  // This warpgroup's half of dS^T: keys group_key0 .. + 63 are rows 64 group .. + 63 (a whole
+  // [64][64] tile, 8 KB: the 1024-byte alignment of the swizzle holds).
+  bf16* group_ds = kFusedDq ? ds_tile + group * 64 * kQ : nullptr;
   int key[2];  // the thread's rows (keys): accumulator registers 4c + 2r + (0, 1) are key r
 #pragma unroll
   for (int r = 0; r < 2; ++r) key[r] = group_key0 + warp * 16 + lane / 4 + 8 * r;
@@ -77,13 +92,37 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
   for (int i = 0; i < n_steps; ++i) {
     tiles_landed();
     if (i + 1 < n_steps) load_step(i + 1);
-    const int q0 = (first_tile + i % n_tiles) * kQ;
-    if (q0 + kQ - 1 < group_key0) continue;  // every query before every key of this warpgroup
-    dkdv_tile<D, kRows>(dk, dv, k_tile, v_tile, group * 64, q_tile(i), do_tile(i), lse_of(i),
-                        delta_of(i), p, lane, [&](int col, int r) {
-                          const int query = q0 + col;
-                          return query >= key[r] && query < p.T;
-                        });
+    const int head = head0 + i / n_tiles, q0 = (first_tile + i % n_tiles) * kQ;
+    // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile.
+    const bool seen = q0 + kQ - 1 >= group_key0;
+    if (seen)
+      dkdv_tile<D, kRows>(
+          dk, dv, k_tile, v_tile, group * 64, q_tile(i), do_tile(i), lse_of(i), delta_of(i), p,
+          lane,
+          [&](int col, int r) {
+            const int query = q0 + col;
+            return query >= key[r] && query < p.T;
+          },
+          group_ds);
+    if constexpr (kFusedDq) {
+      if (!seen) {  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
+        uint4* zero = reinterpret_cast<uint4*>(group_ds);
+        for (int j = threadIdx.x % 128; j < 64 * kQ * 2 / 16; j += 128) zero[j] = uint4{};
+      }
+      wgmma::fence_async_proxy();  // this thread's dS^T stores, before the tensor cores read them
+      named_barrier_sync(1, kThreads);
+      // Tile row `row` % 64 (add_query_sums counts warpgroup 1's rows from 64) is query
+      // q0 + row % 64: padding at or past T, else the sums row of (b, query, head).
+      auto dq_row = [&](int row) {
+        const int query = q0 + row % 64;
+        return query < p.T ? (b * p.T + query) * p.Hq + head : -1;
+      };
+      if constexpr (D == 128)
+        add_dq<D, kRows, kRows, 64>(a.dq_acc, ds_tile, k_tile, dq_row, p.G_divisor, lane,
+                                    group * 64);
+      else if (group == (i & 1))
+        add_dq<D, kRows, kRows>(a.dq_acc, ds_tile, k_tile, dq_row, p.G_divisor, lane);
+    }
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, false, dk, dv);
 #endif
@@ -117,6 +156,15 @@ bool available() {
   return compiled_for_this_gpu;
 }
 
+bool dense_dq_fused() {
+  const char* mode = std::getenv("INFLLM_ATTENTION_DQ");
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "fused") == 0) return true;
+  INFLLM_CHECK(std::strcmp(mode, "separate") == 0, "INFLLM_ATTENTION_DQ=", mode,
+               " is not a dQ mode of the Hopper dense backward; use fused (the default) or "
+               "separate (the deterministic row pass)");
+  return false;
+}
+
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
   launch_dense_rows<false>(D, a, p, stream);
 }
@@ -138,7 +186,10 @@ void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch(dense_dkdv_kernel<kD>, grid, dkdv_smem<kD>(), stream, a, p);
+    if (a.dq_acc != nullptr)
+      launch(dense_dkdv_kernel<kD, true>, grid, dkdv_smem<kD, true>(), stream, a, p);
+    else
+      launch(dense_dkdv_kernel<kD, false>, grid, dkdv_smem<kD, false>(), stream, a, p);
   });
 }
 

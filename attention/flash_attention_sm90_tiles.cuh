@@ -1,6 +1,7 @@
 // What the Hopper (sm_90a) attention kernels share: CTA shapes, the copy of row tiles into
-// wgmma's swizzled shared-memory layout, the one-tile dK/dV step (dense and sparse backward) and
-// the store of a thread's dK/dV rows, and the host-side launch helper.
+// wgmma's swizzled shared-memory layout, the one-tile dK/dV step (dense and sparse backward), the
+// store of a thread's dK/dV rows, dQ += dS K from a dS^T tile into f32 query sums (the fused dense
+// and sparse backward), and the host-side launch helper.
 //
 // Operand tiles live in shared memory in the 128B-swizzled layout of wgmma.cuh and are copied there
 // with cp.async, one tile ahead of the MMAs that read them. Kernels compile their bodies only under
@@ -72,13 +73,18 @@ __device__ __forceinline__ void tiles_landed() {
   __syncthreads();
 }
 
+// Named barrier `id` (1 .. 15; 0 is __syncthreads') for `threads` threads, whole warps.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // One 64-query tile of a dK/dV walk for this warpgroup's 64 keys (rows key_row0 .. +63 of the
 // [kKeyRows][D] K and V tiles): S^T = K Q^T, dP^T = V dO^T, P^T and dS^T from the saved lse and
 // delta, dV += P^T dO, dK += dS^T Q. visible(col, r): query column col sees the thread's key r
 // (accumulator register i holds key (i % 4) / 2, column 8 (i / 4) + 2 (lane % 4) + i % 2).
-// Given ds_tile ([64 keys][64 queries], key_row0 = 0), dS^T is also stored there in bf16 for the
-// caller's dQ += dS K.
+// Given ds_tile (this warpgroup's [64 keys][64 queries], 1024-byte aligned), dS^T is also stored
+// there in bf16 (the values dK uses) for the caller's dQ += dS K (add_dq).
 template <int D, int kKeyRows, class Visible>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2],
                                           const bf16* k_tile, const bf16* v_tile, int key_row0,
@@ -150,6 +156,51 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
     wgmma::hold(pa[ks]);
     wgmma::hold(dsa[ks]);
   }
+}
+
+// Adds the m64 x N accumulator x of a warpgroup (columns col0 .. col0 + N of D) into f32 query
+// sums (query_sums_offset) with atomics: tile row `row` to sums row row_index(row), nowhere if
+// that is -1. Rows count over the CTA, 16 per warp: warpgroup g's accumulator rows are tile rows
+// 64 g .. 64 g + 63, so a two-warpgroup caller's row_index reads row % 64.
+template <int D, int N = D, class RowIndex>
+__device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[N / 2],
+                                               RowIndex row_index, const Divisor& G, int lane,
+                                               int col0 = 0) {
+  static_assert(N % 8 == 0 && N <= D);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = row_index(threadIdx.x / 32 * 16 + lane / 4 + 8 * r);
+    if (row < 0) continue;
+    // Columns col0 + 8c + 2 (lane % 4) + (0, 1): chunk col0 / 8 + c, G * 8 floats apart.
+    float* base = sums + query_sums_offset(row, col0 + 2 * (lane % 4), G, D);
+#pragma unroll
+    for (int c = 0; c < N / 8; ++c)
+      atomicAdd(reinterpret_cast<float2*>(base + c * G.value * 8),
+                make_float2(x[4 * c + 2 * r], x[4 * c + 2 * r + 1]));
+  }
+}
+
+// dQ += dS K for the 64 query rows of a tile, columns col0 .. col0 + N (a multiple of 64) of D,
+// added into dq_acc (f32 query sums, unscaled) by one warpgroup: dS^T in ds_tile ([kKeys keys][64
+// rows] as dkdv_tile writes it, read as a transposed A operand), the keys in rows 0 .. kKeys of
+// k_tile ([kKeyRows][D]). dq_row(row) is tile row `row`'s (b T + token) Hq + head, -1 for
+// padding (`row` counts as in add_query_sums). Other CTAs add into the same rows, hence the
+// atomics. The caller fences dS^T for the async proxy and meets its writers at a barrier first.
+template <int D, int kKeys, int kKeyRows, int N = D, class DqRow>
+__device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
+                                       DqRow dq_row, const Divisor& G, int lane, int col0 = 0) {
+  static_assert(kKeys % 16 == 0 && kKeys <= kKeyRows && (N == 64 || N == 128) && D % N == 0);
+  float dq[N / 2] = {};
+  wgmma::hold(dq);
+  wgmma::fence();
+#pragma unroll
+  for (int ks = 0; ks < kKeys / 16; ++ks)
+    wgmma::mma<1, N, 1>(dq, mn_major<kKeys>(ds_tile, ks * 16, 0),
+                        mn_major<kKeyRows>(k_tile, ks * 16, col0));
+  wgmma::commit();
+  wgmma::wait<0>();
+  wgmma::hold(dq);
+  add_query_sums<D, N>(dq_acc, dq, dq_row, G, lane, col0);
 }
 
 // The thread's two keys' dK (scaled) and dV, from m64 x D accumulators.

@@ -412,14 +412,26 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
                           dout.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
 
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
-  // (other GPUs) are checked too.
-  const char* kernels[] = {"default", "portable"};
+  // (other GPUs) are checked too. The Hopper dense backward runs with dQ from its dK/dV pass
+  // (fused, the default) and from the separate row pass; the portable kernels and the sparse
+  // schedule have one dQ path each.
+  struct Kernels {
+    const char* kernels;  // INFLLM_ATTENTION_KERNELS
+    const char* dq;       // INFLLM_ATTENTION_DQ
+  };
+  std::vector<Kernels> runs = {{"default", "fused"}, {"portable", "fused"}};
+  if (c.block_size == 0) runs.insert(runs.begin() + 1, {"default", "separate"});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
-    ~RestoreKernels() { unsetenv("INFLLM_ATTENTION_KERNELS"); }
+    ~RestoreKernels() {
+      unsetenv("INFLLM_ATTENTION_KERNELS");
+      unsetenv("INFLLM_ATTENTION_DQ");
+    }
   } restore;
-  for (const char* kernel : kernels) {
-    SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + kernel);
-    setenv("INFLLM_ATTENTION_KERNELS", kernel, 1);
+  for (const Kernels& run : runs) {
+    SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + run.kernels +
+                 " INFLLM_ATTENTION_DQ=" + run.dq);
+    setenv("INFLLM_ATTENTION_KERNELS", run.kernels, 1);
+    setenv("INFLLM_ATTENTION_DQ", run.dq, 1);
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
@@ -494,11 +506,18 @@ TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
       dq_dk_tol);
 }
 
+// Dense lengths mostly not multiples of the 64-query and 128-key tiles; on an H100 every case with
+// G > 1 splits the group's heads over CTAs (sm90::dkdv_splits), G = 1 cannot.
 const Case kGpuCases[] = {
     {2, 333, 2, 2, 64, 0, 0},      // dense, G=1, odd T
+    {3, 190, 2, 2, 128, 0, 0},     // dense, G=1, B=3
     {1, 333, 4, 2, 128, 0, 0},     // dense, G=2
+    {2, 97, 4, 2, 64, 0, 0},       // dense, G=2, one key tile whose second half is partly past T
     {1, 300, 16, 4, 64, 0, 0},     // dense, G=4
+    {2, 451, 16, 2, 64, 0, 0},     // dense, G=8, B=2
+    {1, 37, 8, 1, 128, 0, 0},      // dense, G=8, T below one query tile
     {1, 1061, 16, 1, 128, 0, 0},   // dense, G=16, several query tiles and head splits
+    {2, 330, 32, 2, 64, 0, 0},     // dense, G=16, B=2
     {2, 1024, 4, 1, 64, 0, 0},     // dense, T a multiple of every tile size
     {2, 333, 2, 2, 128, 64, 3},    // sparse, G=1
     {1, 400, 6, 2, 64, 64, 4},     // sparse, G=3 (tiles not a multiple of G)
@@ -510,6 +529,18 @@ const Case kGpuCases[] = {
 };
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
+
+// The dQ mode is read at every backward call; an unknown one is an error, not a silent default.
+TEST(GpuAttention, RejectsUnknownDqMode) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreDq {
+    ~RestoreDq() { unsetenv("INFLLM_ATTENTION_DQ"); }
+  } restore;
+  setenv("INFLLM_ATTENTION_DQ", "atomic", 1);
+  EXPECT_THROW(cuda::attention_backward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, nullptr,
+                                        nullptr, nullptr, {}, nullptr, nullptr, nullptr, nullptr),
+               Error);
+}
 
 TEST(GpuAttention, RejectsUnsupportedHeadDim) {
   INFLLM_REQUIRE_GPU();
