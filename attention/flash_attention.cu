@@ -2,7 +2,8 @@
 // which pick and order the passes of the dense causal and the InfLLM-V2 block-sparse schedules.
 //
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
-//   dense forward   sm90 forward (rows)
+//   dense forward   sm90 forward (rows; with INFLLM_ATTENTION_FWD=pipelined the warp-specialized
+//                   pipeline)
 //   dense backward  delta, sm90 dK/dV + dQ (split over CTAs, then reduce_splits; dQ from its f32
 //                   sums); with INFLLM_ATTENTION_DQ=separate: sm90 dQ (rows), then sm90 dK/dV
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
@@ -176,8 +177,10 @@ void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf
   a.lse_out = lse;
   const auto s = static_cast<cudaStream_t>(stream);
   const bool hopper = sm90::available();
+  // The dense Hopper forward's kernel (INFLLM_ATTENTION_FWD; a bad value throws on every GPU).
+  const bool pipelined = blocks.blocks == nullptr && sm90::dense_forward_pipelined();
   if (blocks.blocks == nullptr && hopper)
-    sm90::forward(shape.D, a, p, s);
+    sm90::forward(shape.D, a, p, s, pipelined);
   else if (hopper)  // sparse
     sparse_forward_hopper(op, a, p, shape.D, s);
   else

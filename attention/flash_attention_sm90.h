@@ -18,9 +18,11 @@ namespace infllm::attention::cuda::sm90 {
 // True when this binary holds sm_90a code for the current GPU and the environment allows it.
 bool available();
 
-// D = 64 or 128. forward writes a.out and a.lse_out; backward_dq writes a.dq from a.lse and
-// a.delta.
-void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+// D = 64 or 128. forward writes a.out and a.lse_out: with the row pass, or (pipelined) with the
+// warp-specialized pipeline of flash_attention_sm90_forward.cu, whose launcher is
+// pipelined_forward. backward_dq writes a.dq from a.lse and a.delta.
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
+void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 
 // The sparse forward's two passes (p.blocks set). sparse_tile_pass writes a.sums (o_sum,
@@ -38,6 +40,11 @@ void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, 
 // separate row pass backward_dq (INFLLM_ATTENTION_DQ=separate: run-to-run deterministic, two more
 // matmul units). Read at every call, so one process can time both; throws on another value.
 bool dense_dq_fused();
+
+// Whether the dense forward runs the pipelined kernel (INFLLM_ATTENTION_FWD=pipelined) or the
+// row pass (unset, empty or "rows": the default). Read at every call, so one process can time
+// both; throws on another value.
+bool dense_forward_pipelined();
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part

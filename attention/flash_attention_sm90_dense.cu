@@ -1,5 +1,6 @@
 // Dense causal attention on Hopper with warpgroup MMAs (flash_attention_sm90.h): the forward and
-// dQ row passes (flash_attention_sm90_rows.cuh) and the dK/dV pass.
+// dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choice between the row
+// pass and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD).
 //  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
@@ -165,8 +166,20 @@ bool dense_dq_fused() {
   return false;
 }
 
-void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
-  launch_dense_rows<false>(D, a, p, stream);
+bool dense_forward_pipelined() {
+  const char* mode = std::getenv("INFLLM_ATTENTION_FWD");
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "rows") == 0) return false;
+  INFLLM_CHECK(std::strcmp(mode, "pipelined") == 0, "INFLLM_ATTENTION_FWD=", mode,
+               " is not a kernel of the Hopper dense forward; use rows (the default: the row "
+               "pass) or pipelined (the warp-specialized pipeline)");
+  return true;
+}
+
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+  if (pipelined)
+    pipelined_forward(D, a, p, stream);
+  else
+    launch_dense_rows<false>(D, a, p, stream);
 }
 
 void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {

@@ -412,26 +412,32 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
                           dout.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
 
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
-  // (other GPUs) are checked too. The Hopper dense backward runs with dQ from its dK/dV pass
-  // (fused, the default) and from the separate row pass; the portable kernels and the sparse
-  // schedule have one dQ path each.
+  // (other GPUs) are checked too. The Hopper dense forward runs as the row pass and as the
+  // pipelined kernel; the Hopper dense backward runs with dQ from its dK/dV pass (fused, the
+  // default) and from the separate row pass; the portable kernels and the sparse schedule have
+  // one forward and one dQ path each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
+    const char* fwd;      // INFLLM_ATTENTION_FWD
   };
-  std::vector<Kernels> runs = {{"default", "fused"}, {"portable", "fused"}};
-  if (c.block_size == 0) runs.insert(runs.begin() + 1, {"default", "separate"});
+  std::vector<Kernels> runs = {{"default", "fused", "rows"}, {"portable", "fused", "rows"}};
+  if (c.block_size == 0)
+    runs.insert(runs.begin() + 1,
+                {{"default", "separate", "rows"}, {"default", "fused", "pipelined"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
       unsetenv("INFLLM_ATTENTION_DQ");
+      unsetenv("INFLLM_ATTENTION_FWD");
     }
   } restore;
   for (const Kernels& run : runs) {
     SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + run.kernels +
-                 " INFLLM_ATTENTION_DQ=" + run.dq);
+                 " INFLLM_ATTENTION_DQ=" + run.dq + " INFLLM_ATTENTION_FWD=" + run.fwd);
     setenv("INFLLM_ATTENTION_KERNELS", run.kernels, 1);
     setenv("INFLLM_ATTENTION_DQ", run.dq, 1);
+    setenv("INFLLM_ATTENTION_FWD", run.fwd, 1);
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
@@ -507,8 +513,10 @@ TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
 }
 
 // Dense lengths mostly not multiples of the 64-query and 128-key tiles; on an H100 every case with
-// G > 1 splits the group's heads over CTAs (sm90::dkdv_splits), G = 1 cannot.
+// G > 1 splits the group's heads over CTAs (sm90::dkdv_splits), G = 1 cannot. The pipelined
+// forward's K/V ring (3 stages at D=128, 4 at D=64) wraps in the cases of more than 4 key tiles.
 const Case kGpuCases[] = {
+    {2, 1, 4, 2, 128, 0, 0},       // dense, G=2, B=2, a single token
     {2, 333, 2, 2, 64, 0, 0},      // dense, G=1, odd T
     {3, 190, 2, 2, 128, 0, 0},     // dense, G=1, B=3
     {1, 333, 4, 2, 128, 0, 0},     // dense, G=2
@@ -519,6 +527,8 @@ const Case kGpuCases[] = {
     {1, 1061, 16, 1, 128, 0, 0},   // dense, G=16, several query tiles and head splits
     {2, 330, 32, 2, 64, 0, 0},     // dense, G=16, B=2
     {2, 1024, 4, 1, 64, 0, 0},     // dense, T a multiple of every tile size
+    {1, 1000, 16, 2, 128, 0, 0},   // dense, G=8, 8 key tiles: the 3-stage ring wraps twice
+    {2, 1000, 32, 2, 64, 0, 0},    // dense, G=16, B=2, the 4-stage ring wraps
     {2, 333, 2, 2, 128, 64, 3},    // sparse, G=1
     {1, 400, 6, 2, 64, 64, 4},     // sparse, G=3 (tiles not a multiple of G)
     {1, 333, 16, 2, 128, 64, 4},   // sparse, G=8
@@ -539,6 +549,18 @@ TEST(GpuAttention, RejectsUnknownDqMode) {
   setenv("INFLLM_ATTENTION_DQ", "atomic", 1);
   EXPECT_THROW(cuda::attention_backward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, nullptr,
                                         nullptr, nullptr, {}, nullptr, nullptr, nullptr, nullptr),
+               Error);
+}
+
+// The same for the dense forward's kernel (INFLLM_ATTENTION_FWD), read at every forward call.
+TEST(GpuAttention, RejectsUnknownForwardKernel) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreFwd {
+    ~RestoreFwd() { unsetenv("INFLLM_ATTENTION_FWD"); }
+  } restore;
+  setenv("INFLLM_ATTENTION_FWD", "warp_specialized", 1);
+  EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, {},
+                                       nullptr, nullptr, nullptr),
                Error);
 }
 
