@@ -35,10 +35,7 @@ constexpr int kPipelineThreads = kConsumerThreads + kProducerThreads;
 constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
 static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
               kPipelineThreads * 168);
-constexpr int kPipelineKeys = 128;                     // keys per K/V tile, as the row pass
-constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
-constexpr int kTurnBarrier = 2;   // named barriers 2, 3: the warpgroups' turns (256 threads)
-constexpr int kQueryBarrier = 4;  // named barriers 4, 5: a warpgroup's Q rows landed (128)
+constexpr int kPipelineKeys = 128;  // keys per K/V tile, as the row pass
 
 // Stages of the K/V ring: three at D = 128 (227 KB of shared memory allow no fourth), four at
 // D = 64. The two warpgroups are half a step apart, so a stage stays busy for 1.5 steps; the
@@ -55,10 +52,6 @@ constexpr size_t pipeline_smem() {
                                          3 * sizeof(uint64_t));               // k/v_full, empty
 }
 static_assert(pipeline_smem<128>() <= 227 * 1024 && pipeline_smem<64>() <= 227 * 1024);
-
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 
 // load_tile's copy with the copying thread's index given (0 .. kCopyThreads - 1), for copiers
 // that are not threads 0 .. kCopyThreads - 1 of the CTA (the producer, warpgroup 1): rows
@@ -85,6 +78,15 @@ __device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, in
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Used only by the sm_90a kernel body (the portable PTX pass compiles it empty).
+constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
+constexpr int kTurnBarrier = 2;   // named barriers 2, 3: the warpgroups' turns (256 threads)
+constexpr int kQueryBarrier = 4;  // named barriers 4, 5: a warpgroup's Q rows landed (128)
+
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // online_softmax without the rescale of O: turns s into P, rescales the running sum and returns
 // the factor O must be rescaled by (rescale_rows) once the P V that is still running has landed.
 // The operations and their order are online_softmax's (dense rows: kTileList = false).
