@@ -2,10 +2,10 @@
 // which pick and order the passes of the dense causal and the InfLLM-V2 block-sparse schedules.
 //
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
-//   dense forward   sm90 forward (rows; with INFLLM_ATTENTION_FWD=pipelined the warp-specialized
-//                   pipeline)
-//   dense backward  delta, sm90 dK/dV + dQ (split over CTAs, then reduce_splits; dQ from its f32
-//                   sums); with INFLLM_ATTENTION_DQ=separate: sm90 dQ (rows), then sm90 dK/dV
+//   dense forward   sm90 forward (the warp-specialized pipeline; with INFLLM_ATTENTION_FWD=rows
+//                   the row pass)
+//   dense backward  delta, sm90 dQ (rows), then sm90 dK/dV (split over CTAs, then reduce_splits);
+//                   with INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ, dQ from its f32 sums
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
 //                   score could have overflowed the sums (it checks the flag on the GPU)
@@ -13,11 +13,12 @@
 //                   dQ from its sums, chunked dK/dV sums -> bf16
 // Other GPUs (and INFLLM_ATTENTION_KERNELS=portable) run the portable mma.sync passes
 // (flash_attention_passes.h): rows kernels for the forward and dQ, dK/dV kernels, with dQ in its
-// own pass (deterministic, at the price of recomputing S and dP). The Hopper backward adds dQ from
-// its dK/dV pass instead: dense, it saves the row pass's S and dP (5 matmul units instead of 7);
-// sparse, with per-token block lists a token-major dQ pass copies a whole K/V block per (token,
+// own pass (deterministic, at the price of recomputing S and dP), as does the Hopper dense
+// backward by default: its fused dQ saves the row pass's S and dP (5 matmul units instead of 7)
+// but its f32 atomics cost more than they save. The Hopper sparse backward adds dQ from its dK/dV
+// pass: with per-token block lists a token-major dQ pass copies a whole K/V block per (token,
 // block) pair, where the block-major pass gathers only the token's Q and dO rows
-// (docs/attention_kernels.md). Both round dQ in an order-dependent way (f32 atomics).
+// (docs/attention_kernels.md); it rounds dQ in an order-dependent way (f32 atomics).
 #include <cuda_runtime.h>
 
 #include "attention/flash_attention.h"
@@ -195,7 +196,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const Problem p = make_problem(op, shape, blocks);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
-  // Dense on Hopper: dQ from the dK/dV pass unless INFLLM_ATTENTION_DQ=separate (a bad value
+  // Dense on Hopper: dQ from its own row pass unless INFLLM_ATTENTION_DQ=fused (a bad value
   // throws on every GPU).
   const bool fused_dq = !sparse && sm90::dense_dq_fused() && hopper;
   const int D = shape.D;

@@ -35,15 +35,16 @@ void sparse_far_forward(int D, const FarArgs& a, const Problem& p, cudaStream_t 
 void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, float* lse,
                     cudaStream_t stream);
 
-// Whether the dense backward takes dQ from its dK/dV pass (INFLLM_ATTENTION_DQ unset or "fused":
-// the default; dQ's f32 rounding then depends on the order the CTAs' atomics land) or from the
-// separate row pass backward_dq (INFLLM_ATTENTION_DQ=separate: run-to-run deterministic, two more
-// matmul units). Read at every call, so one process can time both; throws on another value.
+// Whether the dense backward takes dQ from its dK/dV pass (INFLLM_ATTENTION_DQ=fused: two matmul
+// units fewer, but dQ's f32 rounding depends on the order the CTAs' atomics land, and the atomics
+// make it slower than the row pass on an H100) or from the separate row pass backward_dq (unset,
+// empty or "separate": the default, run-to-run deterministic). Read at every call, so one process
+// can time both; throws on another value.
 bool dense_dq_fused();
 
-// Whether the dense forward runs the pipelined kernel (INFLLM_ATTENTION_FWD=pipelined) or the
-// row pass (unset, empty or "rows": the default). Read at every call, so one process can time
-// both; throws on another value.
+// Whether the dense forward runs the pipelined kernel (unset, empty or "pipelined": the default)
+// or the row pass (INFLLM_ATTENTION_FWD=rows). Read at every call, so one process can time both;
+// throws on another value.
 bool dense_forward_pipelined();
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until

@@ -5,7 +5,7 @@
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
-//  * fused dQ (kFusedDq, the default: dense_dq_fused): the dK/dV pass also stores each tile's
+//  * fused dQ (kFusedDq, opt-in: dense_dq_fused): the dK/dV pass also stores each tile's
 //    dS^T (bf16, [128 keys][64 queries]) to shared memory and computes dQ = dS K for the tile's
 //    64 queries over the CTA's 128 keys, added into f32 query sums with atomics (add_dq), so the
 //    row pass's recomputation of S and dP disappears: 5 matmul units instead of 7.
@@ -159,20 +159,20 @@ bool available() {
 
 bool dense_dq_fused() {
   const char* mode = std::getenv("INFLLM_ATTENTION_DQ");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "fused") == 0) return true;
-  INFLLM_CHECK(std::strcmp(mode, "separate") == 0, "INFLLM_ATTENTION_DQ=", mode,
-               " is not a dQ mode of the Hopper dense backward; use fused (the default) or "
-               "separate (the deterministic row pass)");
-  return false;
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "separate") == 0) return false;
+  INFLLM_CHECK(std::strcmp(mode, "fused") == 0, "INFLLM_ATTENTION_DQ=", mode,
+               " is not a dQ mode of the Hopper dense backward; use separate (the default: the "
+               "deterministic row pass) or fused (dQ from the dK/dV pass)");
+  return true;
 }
 
 bool dense_forward_pipelined() {
   const char* mode = std::getenv("INFLLM_ATTENTION_FWD");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "rows") == 0) return false;
-  INFLLM_CHECK(std::strcmp(mode, "pipelined") == 0, "INFLLM_ATTENTION_FWD=", mode,
-               " is not a kernel of the Hopper dense forward; use rows (the default: the row "
-               "pass) or pipelined (the warp-specialized pipeline)");
-  return true;
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0) return true;
+  INFLLM_CHECK(std::strcmp(mode, "rows") == 0, "INFLLM_ATTENTION_FWD=", mode,
+               " is not a kernel of the Hopper dense forward; use pipelined (the default: the "
+               "warp-specialized pipeline) or rows (the row pass)");
+  return false;
 }
 
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {

@@ -4,17 +4,17 @@
 // `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
 // (random blocks shared by 128 query tokens), so both kernels do the same work.
 // `--dq` picks the dense backward's dQ path on Hopper (INFLLM_ATTENTION_DQ, set before each dense
-// measurement): fused (dQ from the dK/dV pass, the library default), separate (the deterministic
-// row pass; rows named dense_dq_separate) or both, measured one after the other at each length
+// measurement): separate (the deterministic row pass, the library default), fused (dQ from the
+// dK/dV pass; rows named dense_dq_fused) or both, measured one after the other at each length
 // for an A/B in one process; without it the environment decides. `--fwd` does the same for the
-// dense forward's kernel on Hopper (INFLLM_ATTENTION_FWD): rows (the row pass, the library
-// default), pipelined (the warp-specialized pipeline; rows named dense_fwd_pipelined) or both.
+// dense forward's kernel on Hopper (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized
+// pipeline, the library default), rows (the row pass; rows named dense_fwd_rows) or both.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq fused|separate|both] [--fwd rows|pipelined|both] (a list of "0"
+//                   [--dq separate|fused|both] [--fwd pipelined|rows|both] (a list of "0"
 //                   skips that mode)
 #include <cuda_runtime.h>
 
@@ -207,10 +207,10 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
     cuda::attention_backward(shape, q, k, v, out, lse, dout, list, dq, dk, dv, nullptr);
   };
   Row r;
-  r.mode = mode == Mode::dense    ? (dq_mode == "separate" ? "dense_dq_separate" : "dense")
+  r.mode = mode == Mode::dense    ? (dq_mode == "fused" ? "dense_dq_fused" : "dense")
            : mode == Mode::sparse ? "sparse_top64"
                                   : "flex_mask";
-  if (!sparse && fwd_kernel == "pipelined") r.mode += "_fwd_pipelined";
+  if (!sparse && fwd_kernel == "rows") r.mode += "_fwd_rows";
   r.dq = sparse ? "fused" : dq_mode;  // the Hopper sparse backward has only the fused dQ
   r.fwd = sparse ? "sparse" : fwd_kernel;
   r.L = L;
@@ -264,10 +264,10 @@ int main(int argc, char** argv) {
   // The dense rows' dQ paths; without --dq, the one the environment selects.
   std::vector<std::string> dq_modes = {o.dq};
   if (o.dq == "both") {
-    dq_modes = {"fused", "separate"};
+    dq_modes = {"separate", "fused"};
   } else if (o.dq.empty()) {
     const char* env = std::getenv("INFLLM_ATTENTION_DQ");
-    dq_modes = {env != nullptr && std::strcmp(env, "separate") == 0 ? "separate" : "fused"};
+    dq_modes = {env != nullptr && std::strcmp(env, "fused") == 0 ? "fused" : "separate"};
   } else if (o.dq != "fused" && o.dq != "separate") {
     std::fprintf(stderr, "bench_attention: --dq %s; use fused, separate or both\n", o.dq.c_str());
     return 2;
@@ -275,10 +275,10 @@ int main(int argc, char** argv) {
   // The dense forward's kernels; without --fwd, the one the environment selects.
   std::vector<std::string> fwd_kernels = {o.fwd};
   if (o.fwd == "both") {
-    fwd_kernels = {"rows", "pipelined"};
+    fwd_kernels = {"pipelined", "rows"};
   } else if (o.fwd.empty()) {
     const char* env = std::getenv("INFLLM_ATTENTION_FWD");
-    fwd_kernels = {env != nullptr && std::strcmp(env, "pipelined") == 0 ? "pipelined" : "rows"};
+    fwd_kernels = {env != nullptr && std::strcmp(env, "rows") == 0 ? "rows" : "pipelined"};
   } else if (o.fwd != "rows" && o.fwd != "pipelined") {
     std::fprintf(stderr, "bench_attention: --fwd %s; use rows, pipelined or both\n", o.fwd.c_str());
     return 2;
