@@ -428,7 +428,8 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   std::vector<Kernels> runs = {{"default", "separate", "pipelined"},
                                {"portable", "separate", "pipelined"}};
   if (c.block_size == 0)
-    runs.insert(runs.begin() + 1, {{"default", "fused", "pipelined"}, {"default", "separate", "rows"}});
+    runs.insert(runs.begin() + 1,
+                {{"default", "fused", "pipelined"}, {"default", "separate", "rows"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
