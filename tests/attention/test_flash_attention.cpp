@@ -588,6 +588,36 @@ TEST(GpuAttention, RejectsUnknownDkdvKernel) {
                Error);
 }
 
+// The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
+// math, so dK and dV come out bit for bit the same. At these shapes the dK/dV pass has at least
+// 528 key tiles per head split: on a 132-SM H100 or H200 (4 CTAs per SM) the heads are not split,
+// so each CTA walks two heads and its ring wraps many times (the reference cases above split the
+// heads down to one per CTA).
+TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreDkdv {
+    ~RestoreDkdv() { unsetenv("INFLLM_ATTENTION_DKDV"); }
+  } restore;
+  for (const Case& c : {Case{1, 4224, 32, 16, 128, 0, 0}, Case{1, 2112, 64, 32, 64, 0, 0}}) {
+    SCOPED_TRACE("D=" + std::to_string(c.D));
+    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+    const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+    GpuRun rows, pipelined;
+    setenv("INFLLM_ATTENTION_DKDV", "rows", 1);
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
+    setenv("INFLLM_ATTENTION_DKDV", "pipelined", 1);
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
+    size_t dk_differ = 0, dv_differ = 0;
+    for (size_t i = 0; i < nk; ++i) {
+      dk_differ += rows.dk[i] != pipelined.dk[i];
+      dv_differ += rows.dv[i] != pipelined.dv[i];
+    }
+    EXPECT_EQ(dk_differ, 0u);
+    EXPECT_EQ(dv_differ, 0u);
+  }
+}
+
 TEST(GpuAttention, RejectsUnsupportedHeadDim) {
   INFLLM_REQUIRE_GPU();
   EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 96, 0.1f}, nullptr, nullptr, nullptr, {},
