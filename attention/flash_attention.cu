@@ -4,7 +4,8 @@
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
 //   dense forward   sm90 forward (the warp-specialized pipeline; with INFLLM_ATTENTION_FWD=rows
 //                   the row pass)
-//   dense backward  delta, sm90 dQ (rows), then sm90 dK/dV (split over CTAs, then reduce_splits);
+//   dense backward  delta, sm90 dQ (rows), then sm90 dK/dV (split over CTAs, then reduce_splits;
+//                   with INFLLM_ATTENTION_DKDV=pipelined the warp-specialized pipeline);
 //                   with INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ, dQ from its f32 sums
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
@@ -131,9 +132,10 @@ void sparse_backward(const char* op, const RowsArgs& ra, KvArgs ka, const Proble
 
 // dK and dV of the dense schedule: the group's heads split over CTAs until there are enough CTAs
 // to fill the GPU, their f32 partials reduced in a fixed order. With `dq` set (Hopper, fused dQ)
-// the pass also adds dS K into zeroed f32 query sums, converted to bf16 dq at the end.
+// the pass also adds dS K into zeroed f32 query sums, converted to bf16 dq at the end; without
+// it, `pipelined` (Hopper) runs the warp-specialized dK/dV kernel.
 void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper, bf16* dq,
-                cudaStream_t stream) {
+                bool pipelined, cudaStream_t stream) {
   const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
   while (base * ka.splits < target && p.G % (ka.splits * 2) == 0) ka.splits *= 2;
   if (hopper) ka.splits = sm90::dkdv_splits(p);
@@ -149,7 +151,7 @@ void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper,
     CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
   }
   if (hopper)
-    sm90::backward_dkdv(D, ka, p, stream);
+    sm90::backward_dkdv(D, ka, p, stream, pipelined);
   else
     portable::dkdv(false, D, ka, p, stream);
   if (dq != nullptr) {
@@ -196,9 +198,11 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const Problem p = make_problem(op, shape, blocks);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
-  // Dense on Hopper: dQ from its own row pass unless INFLLM_ATTENTION_DQ=fused (a bad value
-  // throws on every GPU).
+  // Dense on Hopper: dQ from its own row pass unless INFLLM_ATTENTION_DQ=fused, and dK/dV from
+  // the pipelined kernel with INFLLM_ATTENTION_DKDV=pipelined, unless dQ is fused (the fused
+  // kernel has no pipelined twin). A bad value of either throws on every GPU.
   const bool fused_dq = !sparse && sm90::dense_dq_fused() && hopper;
+  const bool pipelined_dkdv = !sparse && sm90::dense_dkdv_pipelined() && hopper && !fused_dq;
   const int D = shape.D;
   const size_t rows = size_t(p.B) * p.T * p.Hq;
   float* delta = scratch<float>(rows, stream);
@@ -233,7 +237,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   if (sparse)
     sparse_backward(op, ra, ka, p, D, hopper, stream);
   else
-    dense_dkdv(op, ka, p, D, hopper, fused_dq ? ra.dq : nullptr, stream);
+    dense_dkdv(op, ka, p, D, hopper, fused_dq ? ra.dq : nullptr, pipelined_dkdv, stream);
   CUDA_CHECK(cudaFreeAsync(delta, stream));
   if (lse_rows != nullptr) CUDA_CHECK(cudaFreeAsync(lse_rows, stream));
 }

@@ -47,13 +47,21 @@ bool dense_dq_fused();
 // throws on another value.
 bool dense_forward_pipelined();
 
+// Whether the dense dK/dV pass (with dQ from the separate row pass) runs the warp-specialized
+// pipeline of flash_attention_sm90_dkdv_pipelined.cu (INFLLM_ATTENTION_DKDV=pipelined) or the
+// kernel whose 256 threads all copy and compute (unset, empty or "rows": the default). Read at
+// every call, so one process can time both; throws on another value.
+bool dense_dkdv_pipelined();
+
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
 // ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv. With a.dq_acc
 // set it also adds dS K (unscaled) of the CTA's heads into those zeroed f32 query sums
-// (query_sums_offset, [B, T, Hq, D]), which dq_from_sums turns into bf16 dq (scaled).
+// (query_sums_offset, [B, T, Hq, D]), which dq_from_sums turns into bf16 dq (scaled). Without
+// a.dq_acc, `pipelined` runs pipelined_dkdv: the same CTAs, results and outputs.
 int dkdv_splits(const Problem& p);
-void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
+void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
 // The sparse backward (p.blocks set, a.index of every selected block) in one block-major pass:
 // dK and dV as bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks, and
 // dS K (unscaled) added into the zeroed f32 query sums a.dq_acc, which dq_from_sums turns into

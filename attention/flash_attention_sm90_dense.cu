@@ -1,6 +1,8 @@
 // Dense causal attention on Hopper with warpgroup MMAs (flash_attention_sm90.h): the forward and
-// dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choice between the row
-// pass and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD).
+// dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choices between the row
+// pass and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD) and
+// between this dK/dV pass and the pipelined one (flash_attention_sm90_dkdv_pipelined.cu,
+// INFLLM_ATTENTION_DKDV).
 //  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
@@ -175,6 +177,15 @@ bool dense_forward_pipelined() {
   return false;
 }
 
+bool dense_dkdv_pipelined() {
+  const char* mode = std::getenv("INFLLM_ATTENTION_DKDV");
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "rows") == 0) return false;
+  INFLLM_CHECK(std::strcmp(mode, "pipelined") == 0, "INFLLM_ATTENTION_DKDV=", mode,
+               " is not a kernel of the Hopper dense dK/dV pass; use rows (the default: all "
+               "threads copy and compute) or pipelined (the warp-specialized pipeline)");
+  return true;
+}
+
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
   if (pipelined)
     pipelined_forward(D, a, p, stream);
@@ -195,7 +206,11 @@ int dkdv_splits(const Problem& p) {
   return splits;
 }
 
-void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+  if (pipelined && a.dq_acc == nullptr) {
+    pipelined_dkdv(D, a, p, stream);
+    return;
+  }
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;

@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include "attention/flash_attention_sm90.h"
+#include "attention/flash_attention_sm90_pipeline.cuh"
 #include "attention/flash_attention_sm90_rows.cuh"
 #include "attention/flash_attention_sm90_tiles.cuh"
 
@@ -29,7 +30,6 @@ namespace infllm::attention::cuda::sm90 {
 namespace {
 
 constexpr int kConsumerThreads = kThreads;  // two warpgroups of 64 query rows
-constexpr int kProducerThreads = 128;       // one warpgroup: setmaxnreg works per warpgroup
 constexpr int kPipelineThreads = kConsumerThreads + kProducerThreads;
 // 65536 registers per SM: 384 x 168 at launch = 128 x 40 + 256 x 232 after setmaxnreg.
 constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
@@ -52,30 +52,6 @@ constexpr size_t pipeline_smem() {
                                          3 * sizeof(uint64_t));               // k/v_full, empty
 }
 static_assert(pipeline_smem<128>() <= 227 * 1024 && pipeline_smem<64>() <= 227 * 1024);
-
-// load_tile's copy with the copying thread's index given (0 .. kCopyThreads - 1), for copiers
-// that are not threads 0 .. kCopyThreads - 1 of the CTA (the producer, warpgroup 1): rows
-// [row0, row0 + kCopyRows) of head `head` of a [B, T, heads, D] tensor into rows tile_row0 .. of
-// a swizzled [kTileRows][D] tile; rows >= T are zero-filled.
-template <int D, int kTileRows, int kCopyThreads, int kCopyRows>
-__device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, int head, int heads,
-                                          int row0, int T, int tile_row0, int thread) {
-  constexpr int kChunks = D / 8, kRowsPerStep = kCopyThreads / kChunks;
-  // Whole 8-row swizzle periods per step: the destination moves by a constant.
-  static_assert(kCopyThreads % kChunks == 0 && kRowsPerStep % 8 == 0 &&
-                kCopyRows % kRowsPerStep == 0);
-  const int chunk = thread % kChunks, r0 = thread / kChunks;
-  const bf16* from = src + ((size_t(b) * T + row0 + r0) * heads + head) * D + chunk * 8;
-  const size_t step = size_t(kRowsPerStep) * heads * D;
-  const uint32_t to = mma::smem_u32(tile + tile_offset<kTileRows>(tile_row0 + r0, chunk * 8));
-  const int rows_left = T - row0 - r0;  // rows i * kRowsPerStep below it are in the sequence
-  // Partly unrolled: the producer runs in few registers (kProducerRegisters).
-#pragma unroll 4
-  for (int i = 0; i < kCopyRows / kRowsPerStep; ++i) {
-    const bool valid = i * kRowsPerStep < rows_left;
-    cp_async_16(to + i * kRowsPerStep * 128, valid ? from + i * step : src, valid);
-  }
-}
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Used only by the sm_90a kernel body (the portable PTX pass compiles it empty).
@@ -166,7 +142,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
   // j - kStages (empty parity (j / kStages - 1) & 1). A stage's phases cannot run two ahead of a
   // waiter: tile j + kStages is copied only after both warpgroups released tile j.
   if (group == 2) {
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+    release_registers<kProducerRegisters>();
     const int thread = threadIdx.x - kConsumerThreads;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % kStages, key0 = j * kKeys;
@@ -180,7 +156,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
     }
     return;  // the copies still in flight complete their barriers by themselves
   }
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+  claim_registers<kConsumerRegisters>();
 
   const int warp = threadIdx.x % 128 / 32, group_row0 = group * 64;  // rows within the CTA
   const int warp_first = row0 + group_row0 + warp * 16;              // first token of the warp

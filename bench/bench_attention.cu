@@ -9,13 +9,16 @@
 // for an A/B in one process; without it the environment decides. `--fwd` does the same for the
 // dense forward's kernel on Hopper (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized
 // pipeline, the library default), rows (the row pass; rows named dense_fwd_rows) or both.
+// `--dkdv` does the same for the dense dK/dV pass on Hopper (INFLLM_ATTENTION_DKDV; with the
+// separate dQ only, the fused dQ has one kernel): rows (the library default), pipelined (the
+// warp-specialized pipeline; rows named with _dkdv_pipelined) or both.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq separate|fused|both] [--fwd pipelined|rows|both] (a list of "0"
-//                   skips that mode)
+//                   [--dq separate|fused|both] [--fwd pipelined|rows|both]
+//                   [--dkdv rows|pipelined|both] (a list of "0" skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,8 +43,9 @@ struct Options {
   std::vector<int> sparse = {32768, 65536, 131072};
   std::vector<int> flex_mask = {};
   int b = 1, hq = 32, hkv = 2, d = 128, reps = 10;
-  std::string dq;   // "fused", "separate", "both"; empty: INFLLM_ATTENTION_DQ as set
-  std::string fwd;  // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_FWD as set
+  std::string dq;    // "fused", "separate", "both"; empty: INFLLM_ATTENTION_DQ as set
+  std::string fwd;   // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_FWD as set
+  std::string dkdv;  // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_DKDV as set
 };
 
 // Uniform values in [-2, 2) from a counter hash: random data without a host round trip.
@@ -146,7 +150,7 @@ float median_ms(F&& f, int reps) {
 }
 
 struct Row {
-  std::string mode, dq, fwd;
+  std::string mode, dq, fwd, dkdv;
   int L;
   float fwd_ms, fwd_bwd_ms;
   double fwd_tflops, fwd_bwd_tflops;
@@ -171,9 +175,10 @@ double scratch_peak_mib(F&& f) {
 enum class Mode { dense, sparse, flex_mask };
 
 // dq_mode: the dense backward's dQ path on Hopper ("fused" or "separate"), fwd_kernel: the dense
-// forward's kernel ("rows" or "pipelined"), both already in the environment.
+// forward's kernel ("rows" or "pipelined"), dkdv_kernel: the dense dK/dV pass's ("rows" or
+// "pipelined"; the fused dQ ignores it), all already in the environment.
 Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
-        const std::string& fwd_kernel) {
+        const std::string& fwd_kernel, const std::string& dkdv_kernel) {
   const bool sparse = mode != Mode::dense;
   const AttentionShape shape{o.b, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
   const size_t nq = size_t(o.b) * L * o.hq * o.d, nk = size_t(o.b) * L * o.hkv * o.d;
@@ -211,8 +216,12 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
            : mode == Mode::sparse ? "sparse_top64"
                                   : "flex_mask";
   if (!sparse && fwd_kernel == "rows") r.mode += "_fwd_rows";
+  // The fused dQ's dK/dV pass has one kernel: INFLLM_ATTENTION_DKDV does not apply to it.
+  const bool dkdv_applies = !sparse && dq_mode != "fused";
+  if (dkdv_applies && dkdv_kernel == "pipelined") r.mode += "_dkdv_pipelined";
   r.dq = sparse ? "fused" : dq_mode;  // the Hopper sparse backward has only the fused dQ
   r.fwd = sparse ? "sparse" : fwd_kernel;
+  r.dkdv = sparse ? "sparse" : dkdv_applies ? dkdv_kernel : "fused";
   r.L = L;
   r.fwd_ms = median_ms(forward, o.reps);
   r.fwd_bwd_ms = median_ms(
@@ -232,11 +241,13 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
     backward();
   });
   std::printf(
-      "{\"bench\":\"attention\",\"mode\":\"%s\",\"dq\":\"%s\",\"fwd\":\"%s\",\"B\":%d,\"L\":%d,"
-      "\"hq\":%d,\"hkv\":%d,\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%.1f,"
+      "{\"bench\":\"attention\",\"mode\":\"%s\",\"dq\":\"%s\",\"fwd\":\"%s\",\"dkdv\":\"%s\",\"B\":"
+      "%d,"
+      "\"L\":%d,\"hq\":%d,\"hkv\":%d,\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%."
+      "1f,"
       "\"fwd_bwd_tflops\":%.1f,\"tensors_mib\":%.1f,\"scratch_mib\":%.1f}\n",
-      r.mode.c_str(), r.dq.c_str(), r.fwd.c_str(), o.b, L, o.hq, o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms,
-      r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
+      r.mode.c_str(), r.dq.c_str(), r.fwd.c_str(), r.dkdv.c_str(), o.b, L, o.hq, o.hkv, o.d,
+      r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
                   (void*)dv, (void*)lse, (void*)gblocks})
@@ -259,7 +270,8 @@ int main(int argc, char** argv) {
                       {"--d", int_option(o.d)},
                       {"--reps", int_option(o.reps)},
                       {"--dq", [&o](const char* v) { o.dq = v; }},
-                      {"--fwd", [&o](const char* v) { o.fwd = v; }}}))
+                      {"--fwd", [&o](const char* v) { o.fwd = v; }},
+                      {"--dkdv", [&o](const char* v) { o.dkdv = v; }}}))
     return 2;
   // The dense rows' dQ paths; without --dq, the one the environment selects.
   std::vector<std::string> dq_modes = {o.dq};
@@ -283,6 +295,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: --fwd %s; use rows, pipelined or both\n", o.fwd.c_str());
     return 2;
   }
+  // The dense dK/dV kernels; without --dkdv, the one the environment selects.
+  std::vector<std::string> dkdv_kernels = {o.dkdv};
+  if (o.dkdv == "both") {
+    dkdv_kernels = {"rows", "pipelined"};
+  } else if (o.dkdv.empty()) {
+    const char* env = std::getenv("INFLLM_ATTENTION_DKDV");
+    dkdv_kernels = {env != nullptr && std::strcmp(env, "pipelined") == 0 ? "pipelined" : "rows"};
+  } else if (o.dkdv != "rows" && o.dkdv != "pipelined") {
+    std::fprintf(stderr, "bench_attention: --dkdv %s; use rows, pipelined or both\n",
+                 o.dkdv.c_str());
+    return 2;
+  }
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("{\"gpu\":\"%s\"}\n", prop.name);
@@ -290,22 +314,28 @@ int main(int argc, char** argv) {
   try {
     for (int L : o.dense)
       for (const std::string& fwd : fwd_kernels)
-        for (const std::string& dq : dq_modes) {
-          if (!o.fwd.empty()) setenv("INFLLM_ATTENTION_FWD", fwd.c_str(), 1);
-          if (!o.dq.empty()) setenv("INFLLM_ATTENTION_DQ", dq.c_str(), 1);
-          rows.push_back(run(o, L, Mode::dense, dq, fwd));
-        }
-    for (int L : o.sparse) rows.push_back(run(o, L, Mode::sparse, "fused", "sparse"));
-    for (int L : o.flex_mask) rows.push_back(run(o, L, Mode::flex_mask, "fused", "sparse"));
+        for (const std::string& dq : dq_modes)
+          for (const std::string& dkdv : dkdv_kernels) {
+            // The fused dQ has one dK/dV kernel: time it once.
+            if (dq == "fused" && dkdv != dkdv_kernels.front()) continue;
+            if (!o.fwd.empty()) setenv("INFLLM_ATTENTION_FWD", fwd.c_str(), 1);
+            if (!o.dq.empty()) setenv("INFLLM_ATTENTION_DQ", dq.c_str(), 1);
+            if (!o.dkdv.empty()) setenv("INFLLM_ATTENTION_DKDV", dkdv.c_str(), 1);
+            rows.push_back(run(o, L, Mode::dense, dq, fwd, dkdv));
+          }
+    for (int L : o.sparse) rows.push_back(run(o, L, Mode::sparse, "fused", "sparse", "sparse"));
+    for (int L : o.flex_mask)
+      rows.push_back(run(o, L, Mode::flex_mask, "fused", "sparse", "sparse"));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;
   }
-  std::printf("\n%-31s %8s %9s %7s %10s %12s %10s %12s %12s %12s\n", "mode", "dQ", "fwd", "L",
-              "fwd ms", "fwd+bwd ms", "fwd TF/s", "f+b TF/s", "tensors MiB", "scratch MiB");
+  std::printf("\n%-31s %8s %9s %9s %7s %10s %12s %10s %12s %12s %12s\n", "mode", "dQ", "fwd",
+              "dK/dV", "L", "fwd ms", "fwd+bwd ms", "fwd TF/s", "f+b TF/s", "tensors MiB",
+              "scratch MiB");
   for (const Row& r : rows)
-    std::printf("%-31s %8s %9s %7d %10.3f %12.3f %10.1f %12.1f %12.1f %12.1f\n", r.mode.c_str(),
-                r.dq.c_str(), r.fwd.c_str(), r.L, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops,
-                r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
+    std::printf("%-31s %8s %9s %9s %7d %10.3f %12.3f %10.1f %12.1f %12.1f %12.1f\n", r.mode.c_str(),
+                r.dq.c_str(), r.fwd.c_str(), r.dkdv.c_str(), r.L, r.fwd_ms, r.fwd_bwd_ms,
+                r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
   return 0;
 }

@@ -418,31 +418,37 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too. The Hopper dense forward runs as the pipelined kernel (the
   // default) and as the row pass; the Hopper dense backward runs with dQ from the separate row
-  // pass (the default) and from its dK/dV pass (fused); the portable kernels and the sparse
-  // schedule have one forward and one dQ path each.
+  // pass (the default) and from its dK/dV pass (fused), and with the separate dQ, dK/dV from the
+  // default kernel and from the pipelined one; the portable kernels and the sparse schedule have
+  // one forward, one dQ path and one dK/dV kernel each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
     const char* fwd;      // INFLLM_ATTENTION_FWD
+    const char* dkdv;     // INFLLM_ATTENTION_DKDV
   };
-  std::vector<Kernels> runs = {{"default", "separate", "pipelined"},
-                               {"portable", "separate", "pipelined"}};
+  std::vector<Kernels> runs = {{"default", "separate", "pipelined", "rows"},
+                               {"portable", "separate", "pipelined", "rows"}};
   if (c.block_size == 0)
-    runs.insert(runs.begin() + 1,
-                {{"default", "fused", "pipelined"}, {"default", "separate", "rows"}});
+    runs.insert(runs.begin() + 1, {{"default", "fused", "pipelined", "rows"},
+                                   {"default", "separate", "rows", "rows"},
+                                   {"default", "separate", "pipelined", "pipelined"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
       unsetenv("INFLLM_ATTENTION_DQ");
       unsetenv("INFLLM_ATTENTION_FWD");
+      unsetenv("INFLLM_ATTENTION_DKDV");
     }
   } restore;
   for (const Kernels& run : runs) {
     SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + run.kernels +
-                 " INFLLM_ATTENTION_DQ=" + run.dq + " INFLLM_ATTENTION_FWD=" + run.fwd);
+                 " INFLLM_ATTENTION_DQ=" + run.dq + " INFLLM_ATTENTION_FWD=" + run.fwd +
+                 " INFLLM_ATTENTION_DKDV=" + run.dkdv);
     setenv("INFLLM_ATTENTION_KERNELS", run.kernels, 1);
     setenv("INFLLM_ATTENTION_DQ", run.dq, 1);
     setenv("INFLLM_ATTENTION_FWD", run.fwd, 1);
+    setenv("INFLLM_ATTENTION_DKDV", run.dkdv, 1);
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
@@ -567,6 +573,49 @@ TEST(GpuAttention, RejectsUnknownForwardKernel) {
   EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, {},
                                        nullptr, nullptr, nullptr),
                Error);
+}
+
+// The same for the dense dK/dV pass's kernel (INFLLM_ATTENTION_DKDV), read at every backward
+// call.
+TEST(GpuAttention, RejectsUnknownDkdvKernel) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreDkdv {
+    ~RestoreDkdv() { unsetenv("INFLLM_ATTENTION_DKDV"); }
+  } restore;
+  setenv("INFLLM_ATTENTION_DKDV", "warp_specialized", 1);
+  EXPECT_THROW(cuda::attention_backward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, nullptr,
+                                        nullptr, nullptr, {}, nullptr, nullptr, nullptr, nullptr),
+               Error);
+}
+
+// The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
+// math, so dK and dV come out bit for bit the same. At these shapes the dK/dV pass has at least
+// 528 key tiles per head split: on a 132-SM H100 or H200 (4 CTAs per SM) the heads are not split,
+// so each CTA walks two heads and its ring wraps many times (the reference cases above split the
+// heads down to one per CTA).
+TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreDkdv {
+    ~RestoreDkdv() { unsetenv("INFLLM_ATTENTION_DKDV"); }
+  } restore;
+  for (const Case& c : {Case{1, 4224, 32, 16, 128, 0, 0}, Case{1, 2112, 64, 32, 64, 0, 0}}) {
+    SCOPED_TRACE("D=" + std::to_string(c.D));
+    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+    const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+    GpuRun rows, pipelined;
+    setenv("INFLLM_ATTENTION_DKDV", "rows", 1);
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
+    setenv("INFLLM_ATTENTION_DKDV", "pipelined", 1);
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
+    size_t dk_differ = 0, dv_differ = 0;
+    for (size_t i = 0; i < nk; ++i) {
+      dk_differ += rows.dk[i] != pipelined.dk[i];
+      dv_differ += rows.dv[i] != pipelined.dv[i];
+    }
+    EXPECT_EQ(dk_differ, 0u);
+    EXPECT_EQ(dv_differ, 0u);
+  }
 }
 
 TEST(GpuAttention, RejectsUnsupportedHeadDim) {
