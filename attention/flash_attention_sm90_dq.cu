@@ -44,9 +44,7 @@ constexpr size_t dq_smem() {
 static_assert(dq_smem<128>() <= 227 * 1024 && dq_smem<64>() <= 227 * 1024);
 static_assert(pipeline_smem<128, kDqKeys, dq_stages<128>() + 1, 2>() > 227 * 1024);
 
-// Grid as the row pass: (T / 128 tiles, longest first; B * Hq). Threads 0 .. 255 are the consumer
-// warpgroups, 256 .. 383 the producer. Shared memory: Q [128][D], dO [128][D], then the ring
-// (KvRing).
+// CTAs and threads: PipelineCta. Shared memory: Q [128][D], dO [128][D], then the ring (KvRing).
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -56,33 +54,26 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
   bf16* do_tile = q_tile + kRows * D;     // [128][D]
   const KvRing<D, kKeys, dq_stages<D>()> ring(do_tile + kRows * D);
 
-  const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, kvh = h / p.G;
-  const int row0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // longest rows first
-  // Tiles 0 .. the one holding the CTA's last row: the producer copies all of them.
-  const int n_tiles = (min(p.T, row0 + kRows) - 1) / kKeys + 1;
+  const PipelineCta<kKeys> cta(p);  // the producer copies all the CTA's tiles
   const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
-
   ring.init();
   __syncthreads();
   if (group == 2) {
-    ring.produce(a, p, b, kvh, n_tiles);
+    ring.produce(a, p, cta.b, cta.kvh, cta.n_tiles);
     return;
   }
   consumer_registers();
-
-  const int warp = threadIdx.x % 128 / 32, group_row0 = group * 64;  // rows within the CTA
-  const int warp_first = row0 + group_row0 + warp * 16;              // first token of the warp
+  const int group_row0 = group * 64;  // rows within the CTA
+  int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
+  const int warp_first = cta.rows(group_row0, lane, token);
   // The warpgroup's tiles start at or before its last row (the row pass skips the others):
   // warpgroup 0 stops one tile short of the CTA's last when that tile starts at row0 + 64; it
   // then takes one empty turn, so both warpgroups take n_tiles + 1 turns (Turns).
-  const int n_mine = min(n_tiles, (row0 + group_row0) / kKeys + 1);
-  int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
+  const int n_mine = min(cta.n_tiles, (cta.row0 + group_row0) / kKeys + 1);
   float row_lse2[2], row_delta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) token[r] = warp_first + lane / 4 + 8 * r;
-  backward_row_stats(a, p, b, h, token, row_lse2, row_delta);
-  copy_group_rows<D>(q_tile, a.q, b, h, p.q_heads, row0, p.T, group_row0);
-  copy_group_rows<D>(do_tile, a.dout, b, h, p.o_heads, row0, p.T, group_row0);
+  backward_row_stats(a, p, cta.b, cta.h, token, row_lse2, row_delta);
+  copy_group_rows<D>(q_tile, a.q, cta.b, cta.h, p.q_heads, cta.row0, p.T, group_row0);
+  copy_group_rows<D>(do_tile, a.dout, cta.b, cta.h, p.o_heads, cta.row0, p.T, group_row0);
   group_rows_landed(group);
   const Turns turns(group);
 
@@ -96,7 +87,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
     for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::hold(ds[ks]);
   };
   pingpong_walk(
-      ring, turns, n_mine, n_tiles - n_mine, lane,
+      ring, turns, n_mine, cta.n_tiles - n_mine, lane,
       [&](int t) {  // turn t reads K_t and V_t (and K_{t-1}, waited for last turn)
         if (t < n_mine) {
           ring.wait_k(t);
@@ -133,7 +124,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
         for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(ds[ks], dp, ks);
       });
   float unused_max[2] = {}, unused_sum[2] = {};  // the forward's row statistics
-  store_rows<D, true, false>(a, p, b, h, token, dq, unused_max, unused_sum, lane);
+  store_rows<D, true, false>(a, p, cta.b, cta.h, token, dq, unused_max, unused_sum, lane);
 #endif
 }
 

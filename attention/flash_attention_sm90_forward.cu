@@ -79,8 +79,7 @@ __device__ __forceinline__ void rescale_rows(float (&acc)[D / 2], const float (&
 }
 #endif
 
-// Grid as the row pass: (T / 128 tiles, longest first; B * Hq). Threads 0 .. 255 are the consumer
-// warpgroups, 256 .. 383 the producer. Shared memory: Q [128][D], then the ring (KvRing).
+// CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring (KvRing).
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_forward_kernel(RowsArgs a, Problem p) {
@@ -90,33 +89,27 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
   bf16* q_tile = aligned_smem(smem_raw);  // [128][D]
   const KvRing<D, kKeys, pipeline_stages<D>()> ring(q_tile + kRows * D);
 
-  const int b = blockIdx.y / p.Hq, h = blockIdx.y % p.Hq, kvh = h / p.G;
-  const int row0 = (gridDim.x - 1 - blockIdx.x) * kRows;  // longest rows first
-  // Tiles 0 .. the one holding the CTA's last row (both warpgroups walk all of them: the last
-  // tile starts at row0, before every row of the CTA).
-  const int n_tiles = (min(p.T, row0 + kRows) - 1) / kKeys + 1;
+  // Both warpgroups walk all the CTA's tiles: the last one starts at row0, before every row.
+  const PipelineCta<kKeys> cta(p);
   const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
-
   ring.init();
   __syncthreads();
   if (group == 2) {
-    ring.produce(a, p, b, kvh, n_tiles);
+    ring.produce(a, p, cta.b, cta.kvh, cta.n_tiles);
     return;
   }
   consumer_registers();
-
-  const int warp = threadIdx.x % 128 / 32, group_row0 = group * 64;  // rows within the CTA
-  const int warp_first = row0 + group_row0 + warp * 16;              // first token of the warp
+  const int group_row0 = group * 64;  // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
+  const int warp_first = cta.rows(group_row0, lane, token);
   float row_max[2], row_sum[2], correction[2];
   const uint64_t all_rows[2] = {};  // mask_tile's tile-list masks, unused by the dense walk
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    token[r] = warp_first + lane / 4 + 8 * r;
     row_max[r] = -INFINITY;
     row_sum[r] = 0.f;
   }
-  copy_group_rows<D>(q_tile, a.q, b, h, p.q_heads, row0, p.T, group_row0);
+  copy_group_rows<D>(q_tile, a.q, cta.b, cta.h, p.q_heads, cta.row0, p.T, group_row0);
   group_rows_landed(group);
   const Turns turns(group);
 
@@ -130,9 +123,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
     for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::hold(pa[ks]);
   };
   pingpong_walk(
-      ring, turns, n_tiles, 0, lane,
+      ring, turns, cta.n_tiles, 0, lane,
       [&](int t) {  // turn t reads K_t and V_{t-1}
-        if (t < n_tiles) ring.wait_k(t);
+        if (t < cta.n_tiles) ring.wait_k(t);
         if (t > 0) ring.wait_v(t - 1);
       },
       // Zeroes S and pins every register the turn's MMAs read or write before wgmma.fence (so
@@ -167,7 +160,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 #pragma unroll
         for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(pa[ks], s, ks);
       });
-  store_rows<D, false, false>(a, p, b, h, token, acc, row_max, row_sum, lane);
+  store_rows<D, false, false>(a, p, cta.b, cta.h, token, acc, row_max, row_sum, lane);
 #endif
 }
 

@@ -185,6 +185,33 @@ struct Turns {
   }
 };
 
+// A pipelined kernel's CTA: the row pass's grid ((T / 128 tiles, longest first; B * Hq)), threads
+// 0 .. 255 the consumer warpgroups, 256 .. 383 the producer (warpgroup_index() 2); the key tiles
+// of kKeys keys up to the one holding the CTA's last row, and a consumer thread's two rows
+// (accumulator registers 4c + 2r + (0, 1) are row r). The warpgroup index and lane stay the
+// kernel's own locals: held in this struct they led ptxas to treat the epilogue's shuffles as
+// possibly divergent (a second copy of the epilogue behind BRA.DIV).
+template <int kKeys>
+struct PipelineCta {
+  int b, h, kvh, row0, n_tiles;
+
+  __device__ explicit PipelineCta(const Problem& p)
+      : b(blockIdx.y / p.Hq),
+        h(blockIdx.y % p.Hq),
+        kvh(h / p.G),
+        row0((gridDim.x - 1 - blockIdx.x) * kRows),  // longest rows first
+        n_tiles((min(p.T, row0 + kRows) - 1) / kKeys + 1) {}
+
+  // A consumer thread's rows: returns the first token of its warp (group_row0 = 64 g: the
+  // warpgroup's rows within the CTA).
+  __device__ int rows(int group_row0, int lane, int (&token)[2]) const {
+    const int warp_first = row0 + group_row0 + threadIdx.x % 128 / 32 * 16;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) token[r] = warp_first + lane / 4 + 8 * r;
+    return warp_first;
+  }
+};
+
 // One consumer warpgroup's walk over tiles 0 .. n - 1 in n + 1 turns, then idle_turns empty ones
 // (a warpgroup whose rows end before the other's last tile still takes as many turns):
 //   turn 0:          first(0)
