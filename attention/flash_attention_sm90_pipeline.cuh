@@ -166,9 +166,9 @@ struct KvRing {
 // The two consumer warpgroups' turns at the tensor cores: warpgroup g takes its turn at barrier
 // kTurnBarrier + g, which completes once the other warpgroup has handed it over (bar.arrive, 256 =
 // both groups). Both warpgroups take the same number of turns and hand over after each, except
-// warpgroup 1 after its last; warpgroup 1 hands warpgroup 0 its first turn (start). So every
-// barrier sees as many arrivals as syncs, the turns alternate 0, 1, 0, 1, ..., and no bar.arrive
-// can run a barrier's count past one generation.
+// warpgroup 1 after its last; warpgroup 1 hands warpgroup 0 its first turn (the constructor). So
+// every barrier sees as many arrivals as syncs, the turns alternate 0, 1, 0, 1, ..., and no
+// bar.arrive can run a barrier's count past one generation.
 struct Turns {
   int group;
 
