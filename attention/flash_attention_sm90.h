@@ -1,7 +1,7 @@
 // Attention on Hopper with warpgroup MMAs (wgmma) instead of mma.sync: the forward and the backward
-// of the dense schedule (flash_attention_sm90_dense.cu: dK/dV and dQ in one pass, or dQ in a
-// separate row pass with INFLLM_ATTENTION_DQ=separate), the sparse forward in two passes
-// (each 128-row tile's list of shared blocks densely, then the other blocks block-major;
+// of the dense schedule (flash_attention_sm90_dense.cu: dK/dV, and dQ from a separate row pass,
+// from the dK/dV pass or from the pipelined dQ kernel: INFLLM_ATTENTION_DQ), the sparse forward in
+// two passes (each 128-row tile's list of shared blocks densely, then the other blocks block-major;
 // SparseSums) and the sparse backward (dK, dV and dQ in one pass). Same arguments, same results up
 // to f32 summation order; flash_attention.cu calls them when available() and keeps its portable
 // kernels for other GPUs, for the rare sparse forward whose far scores would overflow the sums, and
@@ -20,10 +20,13 @@ bool available();
 
 // D = 64 or 128. forward writes a.out and a.lse_out: with the row pass, or (pipelined) with the
 // warp-specialized pipeline of flash_attention_sm90_forward.cu, whose launcher is
-// pipelined_forward. backward_dq writes a.dq from a.lse and a.delta.
+// pipelined_forward. backward_dq writes a.dq from a.lse and a.delta: with the row pass, or
+// (pipelined) with the warp-specialized pipeline of flash_attention_sm90_dq.cu, whose launcher is
+// pipelined_dq.
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
 void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
-void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
+void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
 
 // The sparse forward's two passes (p.blocks set). sparse_tile_pass writes a.sums (o_sum,
 // row_max, row_sum) for every row from the blocks of its tile list that a.sums.row_masks holds;
@@ -35,12 +38,16 @@ void sparse_far_forward(int D, const FarArgs& a, const Problem& p, cudaStream_t 
 void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, float* lse,
                     cudaStream_t stream);
 
-// Whether the dense backward takes dQ from its dK/dV pass (INFLLM_ATTENTION_DQ=fused: two matmul
-// units fewer, but dQ's f32 rounding depends on the order the CTAs' atomics land, and the atomics
-// make it slower than the row pass on an H100) or from the separate row pass backward_dq (unset,
-// empty or "separate": the default, run-to-run deterministic). Read at every call, so one process
-// can time both; throws on another value.
-bool dense_dq_fused();
+// Where the dense backward takes dQ from (INFLLM_ATTENTION_DQ):
+//  * separate (unset, empty or "separate": the default): the row pass backward_dq, run-to-run
+//    deterministic;
+//  * fused: the dK/dV pass (two matmul units fewer, but dQ's f32 rounding depends on the order
+//    the CTAs' atomics land, and the atomics make it slower than the row pass on an H100);
+//  * pipelined: backward_dq as the warp-specialized pipeline (pipelined_dq), the row pass's tile
+//    math step for step, so the same dQ, deterministic too.
+// Read at every call, so one process can time all three; throws on another value.
+enum class DenseDq { separate, fused, pipelined };
+DenseDq dense_dq_mode();
 
 // Whether the dense forward runs the pipelined kernel (unset, empty or "pipelined": the default)
 // or the row pass (INFLLM_ATTENTION_FWD=rows). Read at every call, so one process can time both;

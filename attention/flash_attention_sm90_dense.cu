@@ -1,13 +1,13 @@
 // Dense causal attention on Hopper with warpgroup MMAs (flash_attention_sm90.h): the forward and
 // dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choices between the row
-// pass and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD) and
-// between this dK/dV pass and the pipelined one (flash_attention_sm90_dkdv_pipelined.cu,
-// INFLLM_ATTENTION_DKDV).
+// passes and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD), dQ
+// (flash_attention_sm90_dq.cu, INFLLM_ATTENTION_DQ) and dK/dV
+// (flash_attention_sm90_dkdv_pipelined.cu, INFLLM_ATTENTION_DKDV).
 //  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
-//  * fused dQ (kFusedDq, opt-in: dense_dq_fused): the dK/dV pass also stores each tile's
+//  * fused dQ (kFusedDq, opt-in: DenseDq::fused): the dK/dV pass also stores each tile's
 //    dS^T (bf16, [128 keys][64 queries]) to shared memory and computes dQ = dS K for the tile's
 //    64 queries over the CTA's 128 keys, added into f32 query sums with atomics (add_dq), so the
 //    row pass's recomputation of S and dP disappears: 5 matmul units instead of 7.
@@ -159,13 +159,16 @@ bool available() {
   return compiled_for_this_gpu;
 }
 
-bool dense_dq_fused() {
+DenseDq dense_dq_mode() {
   const char* mode = std::getenv("INFLLM_ATTENTION_DQ");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "separate") == 0) return false;
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "separate") == 0)
+    return DenseDq::separate;
+  if (std::strcmp(mode, "pipelined") == 0) return DenseDq::pipelined;
   INFLLM_CHECK(std::strcmp(mode, "fused") == 0, "INFLLM_ATTENTION_DQ=", mode,
                " is not a dQ mode of the Hopper dense backward; use separate (the default: the "
-               "deterministic row pass) or fused (dQ from the dK/dV pass)");
-  return true;
+               "deterministic row pass), fused (dQ from the dK/dV pass) or pipelined (the row "
+               "pass's math as a warp-specialized pipeline)");
+  return DenseDq::fused;
 }
 
 bool dense_forward_pipelined() {
@@ -193,8 +196,11 @@ void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bo
     launch_dense_rows<false>(D, a, p, stream);
 }
 
-void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
-  launch_dense_rows<true>(D, a, p, stream);
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+  if (pipelined)
+    pipelined_dq(D, a, p, stream);
+  else
+    launch_dense_rows<true>(D, a, p, stream);
 }
 
 int dkdv_splits(const Problem& p) {

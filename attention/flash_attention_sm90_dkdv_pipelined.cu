@@ -25,16 +25,11 @@
 namespace infllm::attention::cuda::sm90 {
 namespace {
 
-constexpr int kConsumerThreads = kThreads;  // two warpgroups of 64 keys
-constexpr int kPipelineThreads = kConsumerThreads + kProducerThreads;
-// 65536 registers per SM: 384 x 168 at launch = 128 x 40 + 256 x 232 after setmaxnreg. The
-// consumers hold dK and dV (m64 x D f32 each: D registers) across the walk, and inside
-// dkdv_tile S^T and dP^T (32 each) and then their A fragments (16 each): they fit 232 at
-// D = 128 without spills. The producer's copy loop (two 64-bit sources, the head and tile
-// counters) spills at 24, the only lower count that would give the consumers 240.
-constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
-static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
-              kPipelineThreads * 168);
+// Registers: the pipeline header's split (producer 40, consumers 232). The consumers hold dK and
+// dV (m64 x D f32 each: D registers) across the walk, and inside dkdv_tile S^T and dP^T (32 each)
+// and then their A fragments (16 each): they fit 232 at D = 128 without spills. The producer's
+// copy loop (two 64-bit sources, the head and tile counters) spills at 24, the only lower count
+// that would give the consumers 240.
 
 // Stages of the query-side ring. Shared memory (227 KB = 232448 bytes per CTA at most): 1024 for
 // the swizzle's alignment, K and V of 128 keys (2 x 128 x D x 2 bytes), then per stage q and dO
@@ -65,7 +60,6 @@ static_assert(pipelined_dkdv_smem<64>() <= 227 * 1024);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Used only by the sm_90a kernel body (the portable PTX pass compiles it empty).
-constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
 constexpr int kGroupBarrier = 2;  // named barriers 2, 3: one consumer warpgroup's 128 threads
 #endif
 
@@ -109,7 +103,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
   // consumer warp waits for a step's full phase before it releases the step (also where it skips
   // the step's math), so no release counts towards a later phase.
   if (group == 2) {
-    release_registers<kProducerRegisters>();
+    producer_registers();
     const int thread = threadIdx.x - kConsumerThreads;
     // lse (threads 0 .. 63) or delta (64 .. 127) of the thread's query: [B, Hq, T] f32.
     const float* stats = thread < kQ ? a.lse : a.delta;
@@ -131,7 +125,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
     }
     return;  // the copies still in flight complete their barriers by themselves
   }
-  claim_registers<kConsumerRegisters>();
+  consumer_registers();
 
   const int warp = threadIdx.x % 128 / 32, group_key0 = key0 + group * 64;
   int key[2];  // the thread's rows (keys): accumulator registers 4c + 2r + (0, 1) are key r
@@ -139,14 +133,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
   for (int r = 0; r < 2; ++r) key[r] = group_key0 + warp * 16 + lane / 4 + 8 * r;
   // Each warpgroup copies its own 64 rows of K and V (rows 64 group .. + 63 of the tiles, the
   // only ones its dkdv_tile reads); the producer starts on the query side at once.
-  copy_rows<D, kRows, 128, 64>(k_tile, a.k, b, kvh, p.kv_heads, group_key0, p.T, group * 64,
-                               threadIdx.x % 128);
-  copy_rows<D, kRows, 128, 64>(v_tile, a.v, b, kvh, p.kv_heads, group_key0, p.T, group * 64,
-                               threadIdx.x % 128);
-  cp_async_commit();
-  cp_async_wait<0>();
-  wgmma::fence_async_proxy();
-  named_barrier_sync(kGroupBarrier + group, 128);
+  copy_group_rows<D>(k_tile, a.k, b, kvh, p.kv_heads, key0, p.T, group * 64);
+  copy_group_rows<D>(v_tile, a.v, b, kvh, p.kv_heads, key0, p.T, group * 64);
+  group_rows_landed(group);
 
   float dk[D / 2] = {}, dv[D / 2] = {};  // m64 x D accumulators
   int tile = first_tile;                 // step i's query tile

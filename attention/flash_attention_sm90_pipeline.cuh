@@ -1,9 +1,23 @@
-// What the warp-specialized Hopper kernels share (the pipelined forward,
-// flash_attention_sm90_forward.cu, and the pipelined dK/dV pass,
-// flash_attention_sm90_dkdv_pipelined.cu): the producer warpgroup's size, the hand-over of
-// registers between producer and consumer warpgroups (setmaxnreg), and the producer's copy of
-// row tiles. The rings' mbarriers (init, wait, arrive, cp.async arrive) are
-// flash_attention_mma.cuh's.
+// The warp-specialized pipeline that the Hopper dense forward (flash_attention_sm90_forward.cu)
+// and the pipelined dQ pass (flash_attention_sm90_dq.cu) share; the pipelined dK/dV pass
+// (flash_attention_sm90_dkdv_pipelined.cu) takes its thread and register split and row copies
+// (with a ring of query tiles of its own). The forward and dQ: 128 query rows of one head per
+// CTA, as the row pass, scheduled as
+//  * a producer warpgroup (warps 8-11) that only copies K and V tiles, with cp.async, into a ring
+//    of kStages stages (KvRing). Each stage has three mbarriers: k_full and v_full complete when
+//    the producer's copies of the tile's K (V) have landed (cp.async.mbarrier.arrive, one arrival
+//    per producer thread), empty when all 8 consumer warps have finished the MMAs that read the
+//    stage. No __syncthreads after the start: a warpgroup waits only for the data it needs. The
+//    producer gives registers to the consumers (setmaxnreg): 384 threads start with 168 each, the
+//    producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
+//  * two consumer warpgroups (warps 0-3, 4-7) of 64 rows each that take turns at the tensor cores
+//    (pingpong, Turns): named barrier kTurnBarrier + g is warpgroup g's turn. A turn issues the
+//    MMAs of one step and hands the turn over at once, so one warpgroup's register math runs
+//    while the other's MMAs do and the tensor cores see a steady stream.
+//  * within a warpgroup (pingpong_walk), turn t issues the tile's first product (scores) for tile
+//    t and its second product (a register-A MMA into the accumulator) for tile t - 1 as two commit
+//    groups, waits for the first alone (wgmma.wait_group 1) and works on it while the second
+//    still runs.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,13 +26,27 @@
 
 namespace infllm::attention::cuda::sm90 {
 
-constexpr int kProducerThreads = 128;  // one warpgroup: setmaxnreg works per warpgroup
+constexpr int kConsumerThreads = kThreads;  // two warpgroups of 64 query rows
+constexpr int kProducerThreads = 128;       // one warpgroup: setmaxnreg works per warpgroup
+constexpr int kPipelineThreads = kConsumerThreads + kProducerThreads;
+// 65536 registers per SM: 384 x 168 at launch = 128 x 40 + 256 x 232 after setmaxnreg.
+constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
+static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
+              kPipelineThreads * 168);
+
+// Shared memory of a pipelined kernel: the 1024-byte alignment pad, the row tiles the consumers
+// keep (Q; dQ: Q and dO, [128][D] each), then kStages x (K, V) [kKeys][D] and 3 mbarriers per
+// stage.
+template <int D, int kKeys, int kStages, int kRowTiles>
+constexpr size_t pipeline_smem() {
+  return 1024 + size_t(kRowTiles) * kRows * D * 2 +
+         size_t(kStages) * (size_t(2) * kKeys * D * 2 + 3 * sizeof(uint64_t));
+}
 
 // load_tile's copy with the copying thread's index given (0 .. kCopyThreads - 1), for copiers
-// that are not threads 0 .. kCopyThreads - 1 of the CTA (a producer warpgroup, a consumer
-// warpgroup copying its own rows): rows [row0, row0 + kCopyRows) of head `head` of a
-// [B, T, heads, D] tensor into rows tile_row0 .. of a swizzled [kTileRows][D] tile; rows >= T are
-// zero-filled.
+// that are not threads 0 .. kCopyThreads - 1 of the CTA (the producer, a consumer warpgroup):
+// rows [row0, row0 + kCopyRows) of head `head` of a [B, T, heads, D] tensor into rows
+// tile_row0 .. of a swizzled [kTileRows][D] tile; rows >= T are zero-filled.
 template <int D, int kTileRows, int kCopyThreads, int kCopyRows>
 __device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, int head, int heads,
                                           int row0, int T, int tile_row0, int thread) {
@@ -31,7 +59,7 @@ __device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, in
   const size_t step = size_t(kRowsPerStep) * heads * D;
   const uint32_t to = mma::smem_u32(tile + tile_offset<kTileRows>(tile_row0 + r0, chunk * 8));
   const int rows_left = T - row0 - r0;  // rows i * kRowsPerStep below it are in the sequence
-  // Partly unrolled: producers run in few registers.
+  // Partly unrolled: the producer runs in few registers (kProducerRegisters).
 #pragma unroll 4
   for (int i = 0; i < kCopyRows / kRowsPerStep; ++i) {
     const bool valid = i * kRowsPerStep < rows_left;
@@ -39,20 +67,215 @@ __device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, in
   }
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// setmaxnreg (sm_90a): a whole warpgroup lowers (release) or raises (claim) its threads'
-// register count to kRegisters, a multiple of 8 in 24 .. 256. The kernel launches with the
-// register count its thread count allows (__launch_bounds__); the producer releases first and
-// the consumers' claims wait until the SM's register file has room.
-template <int kRegisters>
-__device__ __forceinline__ void release_registers() {
-  static_assert(kRegisters % 8 == 0 && kRegisters >= 24 && kRegisters <= 256);
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+// A consumer warpgroup's 64 rows (group_row0 = 64 g) of a [B, T, heads, D] tensor into its half
+// of a [128][D] tile, copied by the warpgroup itself (the producer starts on K at once).
+template <int D>
+__device__ __forceinline__ void copy_group_rows(bf16* tile, const bf16* src, int b, int head,
+                                                int heads, int row0, int T, int group_row0) {
+  copy_rows<D, kRows, 128, 64>(tile, src, b, head, heads, row0 + group_row0, T, group_row0,
+                               threadIdx.x % 128);
 }
-template <int kRegisters>
-__device__ __forceinline__ void claim_registers() {
-  static_assert(kRegisters % 8 == 0 && kRegisters >= 24 && kRegisters <= 256);
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Used only by the sm_90a kernel bodies (the portable PTX pass compiles them empty).
+constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
+constexpr int kTurnBarrier = 2;   // named barriers 2, 3: the warpgroups' turns (256 threads)
+constexpr int kQueryBarrier = 4;  // named barriers 4, 5: a warpgroup's own rows landed (128)
+
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// The register split of the file comment; every thread of the warpgroup calls it.
+__device__ __forceinline__ void producer_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+}
+__device__ __forceinline__ void consumer_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+}
+
+// Waits for the warpgroup's own row copies (copy_group_rows), publishes them to its tensor cores.
+__device__ __forceinline__ void group_rows_landed(int group) {
+  cp_async_commit();
+  cp_async_wait<0>();
+  wgmma::fence_async_proxy();
+  named_barrier_sync(kQueryBarrier + group, 128);
+}
+
+// The K/V ring in shared memory at `stages`: kStages x (K, V) [kKeys][D], then the mbarriers
+// k_full, v_full, empty [kStages] each. Tile j goes to stage j % kStages, whose barriers then run
+// their phase j / kStages: the consumers wait for full parity (j / kStages) & 1, the producer for
+// the release of tile j - kStages (empty parity (j / kStages - 1) & 1). A stage's phases cannot
+// run two ahead of a waiter: tile j + kStages is copied only after both warpgroups released
+// tile j.
+template <int D, int kKeys, int kStages>
+struct KvRing {
+  bf16* stages;
+  uint64_t *k_full, *v_full, *empty;
+
+  __device__ explicit KvRing(bf16* base)
+      : stages(base),
+        k_full(reinterpret_cast<uint64_t*>(base + kStages * 2 * kKeys * D)),
+        v_full(k_full + kStages),
+        empty(v_full + kStages) {}
+
+  __device__ bf16* k_tile(int j) const { return stages + j % kStages * 2 * kKeys * D; }
+  __device__ bf16* v_tile(int j) const { return k_tile(j) + kKeys * D; }
+
+  // By threads 0 .. kStages - 1, before the CTA's one __syncthreads.
+  __device__ void init() const {
+    if (threadIdx.x < kStages) {
+      mma::mbarrier_init(&k_full[threadIdx.x], kProducerThreads);  // one arrival per thread
+      mma::mbarrier_init(&v_full[threadIdx.x], kProducerThreads);
+      mma::mbarrier_init(&empty[threadIdx.x], kConsumerWarps);
+    }
+  }
+
+  // The producer warpgroup's whole life: tiles 0 .. n_tiles - 1 of KV head kvh, keys j kKeys ..
+  // (keys >= T zero-filled). The copies still in flight at the end complete their barriers by
+  // themselves.
+  __device__ void produce(const RowsArgs& a, const Problem& p, int b, int kvh, int n_tiles) const {
+    producer_registers();
+    const int thread = threadIdx.x - kConsumerThreads;
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % kStages, key0 = j * kKeys;
+      if (j >= kStages) mma::mbarrier_wait(&empty[stage], (j / kStages - 1) & 1);
+      copy_rows<D, kKeys, kProducerThreads, kKeys>(k_tile(j), a.k, b, kvh, p.kv_heads, key0, p.T, 0,
+                                                   thread);
+      mma::cp_async_arrive(&k_full[stage]);
+      copy_rows<D, kKeys, kProducerThreads, kKeys>(v_tile(j), a.v, b, kvh, p.kv_heads, key0, p.T, 0,
+                                                   thread);
+      mma::cp_async_arrive(&v_full[stage]);
+    }
+  }
+
+  // Waits for tile j's K (V) copies; the caller then fences them for the async proxy before this
+  // thread's tensor-core reads, and the turn's bar.sync covers all 128 threads of the warpgroup.
+  __device__ void wait_k(int j) const {
+    mma::mbarrier_wait(&k_full[j % kStages], (j / kStages) & 1);
+  }
+  __device__ void wait_v(int j) const {
+    mma::mbarrier_wait(&v_full[j % kStages], (j / kStages) & 1);
+  }
+
+  // This warp's MMAs that read tile j's stage have completed (wgmma.wait_group before).
+  __device__ void release(int j, int lane) const {
+    __syncwarp();
+    if (lane == 0) mma::mbarrier_arrive(&empty[j % kStages]);
+  }
+};
+
+// The two consumer warpgroups' turns at the tensor cores: warpgroup g takes its turn at barrier
+// kTurnBarrier + g, which completes once the other warpgroup has handed it over (bar.arrive, 256 =
+// both groups). Both warpgroups take the same number of turns and hand over after each, except
+// warpgroup 1 after its last; warpgroup 1 hands warpgroup 0 its first turn (the constructor). So
+// every barrier sees as many arrivals as syncs, the turns alternate 0, 1, 0, 1, ..., and no
+// bar.arrive can run a barrier's count past one generation.
+struct Turns {
+  int group;
+
+  __device__ explicit Turns(int g) : group(g) {
+    if (group == 1) hand_over();
+  }
+  __device__ void take() const { named_barrier_sync(kTurnBarrier + group, kConsumerThreads); }
+  __device__ void hand_over() const {
+    named_barrier_arrive(kTurnBarrier + 1 - group, kConsumerThreads);
+  }
+  // After a warpgroup's turn; `last`: it takes no more.
+  __device__ void hand_over_after(bool last) const {
+    if (group == 0 || !last) hand_over();
+  }
+};
+
+// A pipelined kernel's CTA: the row pass's grid ((T / 128 tiles, longest first; B * Hq)), threads
+// 0 .. 255 the consumer warpgroups, 256 .. 383 the producer (warpgroup_index() 2); the key tiles
+// of kKeys keys up to the one holding the CTA's last row, and a consumer thread's two rows
+// (accumulator registers 4c + 2r + (0, 1) are row r). The warpgroup index and lane stay the
+// kernel's own locals: held in this struct they led ptxas to treat the epilogue's shuffles as
+// possibly divergent (a second copy of the epilogue behind BRA.DIV).
+template <int kKeys>
+struct PipelineCta {
+  int b, h, kvh, row0, n_tiles;
+
+  __device__ explicit PipelineCta(const Problem& p)
+      : b(blockIdx.y / p.Hq),
+        h(blockIdx.y % p.Hq),
+        kvh(h / p.G),
+        row0((gridDim.x - 1 - blockIdx.x) * kRows),  // longest rows first
+        n_tiles((min(p.T, row0 + kRows) - 1) / kKeys + 1) {}
+
+  // A consumer thread's rows: returns the first token of its warp (group_row0 = 64 g: the
+  // warpgroup's rows within the CTA).
+  __device__ int rows(int group_row0, int lane, int (&token)[2]) const {
+    const int warp_first = row0 + group_row0 + threadIdx.x % 128 / 32 * 16;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) token[r] = warp_first + lane / 4 + 8 * r;
+    return warp_first;
+  }
+};
+
+// One consumer warpgroup's walk over tiles 0 .. n - 1 in n + 1 turns, then idle_turns empty ones
+// (a warpgroup whose rows end before the other's last tile still takes as many turns):
+//   turn 0:          first(0)
+//   turn t < n:      first(t), second(t - 1)  (two commit groups: first lands before second)
+//   turn n:          second(n - 1)
+// The callbacks: wait_data(t) waits for the ring data that turn t's MMAs read (the walk then
+// fences it for the async proxy); start(scores) zeroes the first product's accumulators if
+// `scores` and pins every register the turn's MMAs touch before wgmma.fence; issue_first(t) and
+// issue_second(t) issue tile t's MMAs; on_first(t) works on first(t)'s landed results while
+// second(t - 1) still runs; on_second() pins the second product's registers once it has landed
+// (then the walk releases its stage); finish(t) ends tile t's register math, ready for
+// second(t).
+template <class Ring, class WaitData, class Start, class IssueFirst, class IssueSecond,
+          class OnFirst, class OnSecond, class Finish>
+__device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns& turns, int n,
+                                              int idle_turns, int lane, WaitData wait_data,
+                                              Start start, IssueFirst issue_first,
+                                              IssueSecond issue_second, OnFirst on_first,
+                                              OnSecond on_second, Finish finish) {
+  wait_data(0);
+  wgmma::fence_async_proxy();
+  turns.take();
+  start(true);
+  issue_first(0);
+  wgmma::commit();
+  turns.hand_over();
+  wgmma::wait<0>();
+  on_first(0);
+  finish(0);
+
+  for (int t = 1; t < n; ++t) {
+    wait_data(t);
+    wgmma::fence_async_proxy();
+    turns.take();
+    start(true);
+    issue_first(t);
+    wgmma::commit();
+    issue_second(t - 1);
+    wgmma::commit();
+    turns.hand_over();
+    wgmma::wait<1>();  // first(t) (the older group) has landed; second(t - 1) may still run
+    on_first(t);
+    wgmma::wait<0>();
+    on_second();
+    ring.release(t - 1, lane);
+    finish(t);
+  }
+
+  wait_data(n);
+  wgmma::fence_async_proxy();
+  turns.take();
+  start(false);
+  issue_second(n - 1);
+  wgmma::commit();
+  turns.hand_over_after(idle_turns == 0);
+  wgmma::wait<0>();
+  on_second();
+  ring.release(n - 1, lane);
+  for (int t = 1; t <= idle_turns; ++t) {
+    turns.take();
+    turns.hand_over_after(t == idle_turns);
+  }
 }
 #endif
 

@@ -30,7 +30,24 @@ constexpr size_t rows_smem() {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// S = Q K^T (and, backward, dP = dO V^T) of this warpgroup's 64 rows x the tile's kKeys keys.
+// Issues S = Q K^T (and, backward, dP = dO V^T) of this warpgroup's 64 rows x the tile's kKeys
+// keys; the caller fences before and commits after (the pipelined kernels overlap them).
+template <int D, int kKeys, bool kBackward>
+__device__ __forceinline__ void issue_tile_scores(float (&s)[kKeys / 2],
+                                                  float (&dp)[kBackward ? kKeys / 2 : 1],
+                                                  const bf16* q_tile, const bf16* do_tile,
+                                                  int group_row0, const bf16* kt, const bf16* vt) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    wgmma::mma<0, kKeys>(s, k_major<kRows>(q_tile, group_row0, ks * 16),
+                         k_major<kKeys>(kt, 0, ks * 16));
+    if constexpr (kBackward)
+      wgmma::mma<0, kKeys>(dp, k_major<kRows>(do_tile, group_row0, ks * 16),
+                           k_major<kKeys>(vt, 0, ks * 16));
+  }
+}
+
+// The same, issued and waited for.
 template <int D, int kKeys, bool kBackward>
 __device__ __forceinline__ void tile_scores(float (&s)[kKeys / 2],
                                             float (&dp)[kBackward ? kKeys / 2 : 1],
@@ -40,14 +57,7 @@ __device__ __forceinline__ void tile_scores(float (&s)[kKeys / 2],
   wgmma::hold(s);
   wgmma::hold(dp);
   wgmma::fence();
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks) {
-    wgmma::mma<0, kKeys>(s, k_major<kRows>(q_tile, group_row0, ks * 16),
-                         k_major<kKeys>(kt, 0, ks * 16));
-    if constexpr (kBackward)
-      wgmma::mma<0, kKeys>(dp, k_major<kRows>(do_tile, group_row0, ks * 16),
-                           k_major<kKeys>(vt, 0, ks * 16));
-  }
+  issue_tile_scores<D, kKeys, kBackward>(s, dp, q_tile, do_tile, group_row0, kt, vt);
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::hold(s);
@@ -127,6 +137,34 @@ __device__ __forceinline__ void scores_to_ds(const float (&s)[kKeys / 2], float 
     const int r = (i % 4) / 2;
     const float prob = fast_exp2(fmaf(s[i], scale_log2, -row_lse2[r]));
     dp[i] = prob * (dp[i] - row_delta[r]);  // dS; masked keys have s = -inf, prob = 0
+  }
+}
+
+// Backward, dense tile j of kKeys keys (blocks kKeys / kTile j ..): the mask, then dS in dp.
+template <int kKeys>
+__device__ __forceinline__ void dense_tile_ds(float (&s)[kKeys / 2], float (&dp)[kKeys / 2], int j,
+                                              bool diagonal, const int (&token)[2],
+                                              const float (&row_lse2)[2],
+                                              const float (&row_delta)[2], float scale_log2,
+                                              int lane) {
+  constexpr int kHalves = kKeys / kTile;
+  const uint64_t all_rows[2] = {};  // mask_tile's tile-list masks, unused by the dense walk
+  mask_tile<kKeys, kHalves, false>(
+      s, [](int tile, int half) { return kHalves * tile + half; }, j, diagonal, token, all_rows,
+      lane);
+  scores_to_ds<kKeys>(s, dp, row_lse2, row_delta, scale_log2);
+}
+
+// Backward: the thread's rows' lse (base 2) and delta; padding rows get P = 0.
+__device__ __forceinline__ void backward_row_stats(const RowsArgs& a, const Problem& p, int b,
+                                                   int h, const int (&token)[2],
+                                                   float (&row_lse2)[2], float (&row_delta)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const bool valid = token[r] < p.T;
+    const size_t idx = (size_t(b) * p.Hq + h) * p.T + token[r];
+    row_lse2[r] = valid ? a.lse[idx] * kLog2e : INFINITY;
+    row_delta[r] = valid ? a.delta[idx] : 0.f;
   }
 }
 
@@ -216,13 +254,8 @@ __device__ __forceinline__ void rows_pass(const RowsArgs& a, const Problem& p) {
     if constexpr (kTileList)
       row_mask[r] =
           token[r] < p.T ? a.sums.row_masks[(size_t(b) * p.T + token[r]) * p.Hkv + kvh] : 0;
-    if constexpr (kBackward) {
-      const bool valid = token[r] < p.T;
-      const size_t idx = (size_t(b) * p.Hq + h) * p.T + token[r];
-      row_lse2[r] = valid ? a.lse[idx] * kLog2e : INFINITY;  // padding rows: P = 0
-      row_delta[r] = valid ? a.delta[idx] : 0.f;
-    }
   }
+  if constexpr (kBackward) backward_row_stats(a, p, b, h, token, row_lse2, row_delta);
 
   load_tile<D, kRows>(q_tile, a.q, b, h, p.q_heads, row0, p.T);
   if constexpr (kBackward) load_tile<D, kRows>(do_tile, a.dout, b, h, p.o_heads, row0, p.T);
@@ -253,15 +286,15 @@ __device__ __forceinline__ void rows_pass(const RowsArgs& a, const Problem& p) {
     float s[kKeys / 2] = {};                   // S = Q K^T, m64 x kKeys
     float dp[kBackward ? kKeys / 2 : 1] = {};  // dP = dO V^T
     tile_scores<D, kKeys, kBackward>(s, dp, q_tile, do_tile, group_row0, kt, vt);
-    mask_tile<kKeys, kHalves, kTileList>(s, block_of, j, diagonal, token, row_mask, lane);
 
     uint32_t a_frag[kKeys / 16][4];  // P (forward) or dS (backward) as A fragments
     if constexpr (!kBackward) {
+      mask_tile<kKeys, kHalves, kTileList>(s, block_of, j, diagonal, token, row_mask, lane);
       online_softmax<D, kKeys, kTileList>(s, acc, row_max, row_sum, p.scale_log2);
 #pragma unroll
       for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(a_frag[ks], s, ks);
     } else {
-      scores_to_ds<kKeys>(s, dp, row_lse2, row_delta, p.scale_log2);
+      dense_tile_ds<kKeys>(s, dp, j, diagonal, token, row_lse2, row_delta, p.scale_log2, lane);
 #pragma unroll
       for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(a_frag[ks], dp, ks);
     }

@@ -157,14 +157,21 @@ __device__ __forceinline__ void accumulator_to_a(uint32_t (&a)[4], const float (
 }
 
 // acc[64 x N] += A B with A = kSteps A fragments in registers (P or dS) and B = rows 0 .. 16
-// kSteps of an MN-major [kTileRows][N] tile (V, K, Q or dO): issued, waited for, and the
-// registers pinned on both sides.
+// kSteps of an MN-major [kTileRows][N] tile (V, K, Q or dO). issue_registers_times_tile only
+// issues the MMAs (the caller fences before and commits after); registers_times_tile also waits
+// for them and pins the registers on both sides.
+template <int N, int kTileRows, int kSteps>
+__device__ __forceinline__ void issue_registers_times_tile(float (&acc)[N / 2],
+                                                           const uint32_t (&a)[kSteps][4],
+                                                           const __nv_bfloat16* tile) {
+#pragma unroll
+  for (int ks = 0; ks < kSteps; ++ks) mma<1, N>(acc, a[ks], mn_major<kTileRows>(tile, ks * 16, 0));
+}
 template <int N, int kTileRows, int kSteps>
 __device__ __forceinline__ void registers_times_tile(float (&acc)[N / 2], uint32_t (&a)[kSteps][4],
                                                      const __nv_bfloat16* tile) {
   fence();
-#pragma unroll
-  for (int ks = 0; ks < kSteps; ++ks) mma<1, N>(acc, a[ks], mn_major<kTileRows>(tile, ks * 16, 0));
+  issue_registers_times_tile<N, kTileRows, kSteps>(acc, a, tile);
   commit();
   wait<0>();
   hold(acc);

@@ -3,22 +3,25 @@
 // block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
 // `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
 // (random blocks shared by 128 query tokens), so both kernels do the same work.
-// `--dq` picks the dense backward's dQ path on Hopper (INFLLM_ATTENTION_DQ, set before each dense
+// `--dq` picks the dense backward's dQ paths on Hopper (INFLLM_ATTENTION_DQ, set before each dense
 // measurement): separate (the deterministic row pass, the library default), fused (dQ from the
-// dK/dV pass; rows named dense_dq_fused) or both, measured one after the other at each length
-// for an A/B in one process; without it the environment decides. `--fwd` does the same for the
-// dense forward's kernel on Hopper (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized
-// pipeline, the library default), rows (the row pass; rows named dense_fwd_rows) or both.
-// `--dkdv` does the same for the dense dK/dV pass on Hopper (INFLLM_ATTENTION_DKDV; with the
-// separate dQ only, the fused dQ has one kernel): rows (the library default), pipelined (the
+// dK/dV pass; rows named dense_dq_fused), pipelined (the row pass's math as a warp-specialized
+// pipeline; rows named dense_dq_pipelined), a comma list of them, or all (the three), measured
+// one after the other at each length for an A/B in one process; without it the environment
+// decides. `--fwd` does the same for the dense forward's kernel on Hopper
+// (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized pipeline, the library default), rows
+// (the row pass; rows named dense_fwd_rows) or both.
+// `--dkdv` does the same for the dense dK/dV pass on Hopper (INFLLM_ATTENTION_DKDV; not with
+// the fused dQ, which has one kernel): rows (the library default), pipelined (the
 // warp-specialized pipeline; rows named with _dkdv_pipelined) or both.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq separate|fused|both] [--fwd pipelined|rows|both]
-//                   [--dkdv rows|pipelined|both] (a list of "0" skips that mode)
+//                   [--dq separate|fused|pipelined|all or a comma list]
+//                   [--fwd pipelined|rows|both] [--dkdv rows|pipelined|both] (a list of "0"
+//                   skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -43,7 +46,7 @@ struct Options {
   std::vector<int> sparse = {32768, 65536, 131072};
   std::vector<int> flex_mask = {};
   int b = 1, hq = 32, hkv = 2, d = 128, reps = 10;
-  std::string dq;    // "fused", "separate", "both"; empty: INFLLM_ATTENTION_DQ as set
+  std::string dq;    // "separate", "fused", "pipelined", "all" or a comma list; empty: as set
   std::string fwd;   // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_FWD as set
   std::string dkdv;  // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_DKDV as set
 };
@@ -174,9 +177,9 @@ double scratch_peak_mib(F&& f) {
 
 enum class Mode { dense, sparse, flex_mask };
 
-// dq_mode: the dense backward's dQ path on Hopper ("fused" or "separate"), fwd_kernel: the dense
-// forward's kernel ("rows" or "pipelined"), dkdv_kernel: the dense dK/dV pass's ("rows" or
-// "pipelined"; the fused dQ ignores it), all already in the environment.
+// dq_mode: the dense backward's dQ path on Hopper ("separate", "fused" or "pipelined"),
+// fwd_kernel: the dense forward's kernel ("rows" or "pipelined"), dkdv_kernel: the dense dK/dV
+// pass's ("rows" or "pipelined"; the fused dQ ignores it), all already in the environment.
 Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
         const std::string& fwd_kernel, const std::string& dkdv_kernel) {
   const bool sparse = mode != Mode::dense;
@@ -212,7 +215,7 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
     cuda::attention_backward(shape, q, k, v, out, lse, dout, list, dq, dk, dv, nullptr);
   };
   Row r;
-  r.mode = mode == Mode::dense    ? (dq_mode == "fused" ? "dense_dq_fused" : "dense")
+  r.mode = mode == Mode::dense    ? (dq_mode == "separate" ? "dense" : "dense_dq_" + dq_mode)
            : mode == Mode::sparse ? "sparse_top64"
                                   : "flex_mask";
   if (!sparse && fwd_kernel == "rows") r.mode += "_fwd_rows";
@@ -274,15 +277,27 @@ int main(int argc, char** argv) {
                       {"--dkdv", [&o](const char* v) { o.dkdv = v; }}}))
     return 2;
   // The dense rows' dQ paths; without --dq, the one the environment selects.
-  std::vector<std::string> dq_modes = {o.dq};
-  if (o.dq == "both") {
-    dq_modes = {"separate", "fused"};
+  const std::vector<std::string> all_dq = {"separate", "fused", "pipelined"};
+  std::vector<std::string> dq_modes;
+  if (o.dq == "all") {
+    dq_modes = all_dq;
   } else if (o.dq.empty()) {
     const char* env = std::getenv("INFLLM_ATTENTION_DQ");
-    dq_modes = {env != nullptr && std::strcmp(env, "fused") == 0 ? "fused" : "separate"};
-  } else if (o.dq != "fused" && o.dq != "separate") {
-    std::fprintf(stderr, "bench_attention: --dq %s; use fused, separate or both\n", o.dq.c_str());
-    return 2;
+    dq_modes = {env != nullptr && *env != '\0' ? env : "separate"};
+  } else {
+    for (size_t at = 0; at <= o.dq.size();) {
+      const size_t comma = std::min(o.dq.find(',', at), o.dq.size());
+      dq_modes.push_back(o.dq.substr(at, comma - at));
+      at = comma + 1;
+    }
+    for (const std::string& m : dq_modes)
+      if (std::find(all_dq.begin(), all_dq.end(), m) == all_dq.end()) {
+        std::fprintf(stderr,
+                     "bench_attention: --dq %s; use separate, fused, pipelined, all or a comma "
+                     "list of them\n",
+                     o.dq.c_str());
+        return 2;
+      }
   }
   // The dense forward's kernels; without --fwd, the one the environment selects.
   std::vector<std::string> fwd_kernels = {o.fwd};

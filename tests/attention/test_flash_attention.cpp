@@ -418,9 +418,9 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too. The Hopper dense forward runs as the pipelined kernel (the
   // default) and as the row pass; the Hopper dense backward runs with dQ from the separate row
-  // pass (the default) and from its dK/dV pass (fused), and with the separate dQ, dK/dV from the
-  // default kernel and from the pipelined one; the portable kernels and the sparse schedule have
-  // one forward, one dQ path and one dK/dV kernel each.
+  // pass (the default), from its dK/dV pass (fused) and from the pipelined dQ kernel, and with
+  // the separate dQ, dK/dV from the default kernel and from the pipelined one; the portable
+  // kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
@@ -431,8 +431,10 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
                                {"portable", "separate", "pipelined", "rows"}};
   if (c.block_size == 0)
     runs.insert(runs.begin() + 1, {{"default", "fused", "pipelined", "rows"},
+                                   {"default", "pipelined", "pipelined", "rows"},
                                    {"default", "separate", "rows", "rows"},
-                                   {"default", "separate", "pipelined", "pipelined"}});
+                                   {"default", "separate", "pipelined", "pipelined"},
+                                   {"default", "pipelined", "pipelined", "pipelined"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
@@ -525,7 +527,9 @@ TEST(GpuAttention, FarScoresBeyondTheTileMaximumMatchF64Reference) {
 
 // Dense lengths mostly not multiples of the 64-query and 128-key tiles; on an H100 every case with
 // G > 1 splits the group's heads over CTAs (sm90::dkdv_splits), G = 1 cannot. The pipelined
-// forward's K/V ring (3 stages at D=128, 4 at D=64) wraps in the cases of more than 4 key tiles.
+// forward's K/V ring (3 stages at D=128, 4 at D=64) wraps in the cases of more than 4 128-key
+// tiles, the pipelined dQ's (5 stages of 64 keys at D=128, 8 at D=64) in those of more than 320
+// (D=128) or 512 (D=64) keys.
 const Case kGpuCases[] = {
     {2, 1, 4, 2, 128, 0, 0},       // dense, G=2, B=2, a single token
     {2, 333, 2, 2, 64, 0, 0},      // dense, G=1, odd T
