@@ -4,9 +4,9 @@
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
 //   dense forward   sm90 forward (the warp-specialized pipeline; with INFLLM_ATTENTION_FWD=rows
 //                   the row pass)
-//   dense backward  delta, sm90 dQ (rows), then sm90 dK/dV (split over CTAs, then reduce_splits);
-//                   INFLLM_ATTENTION_DQ=pipelined runs the dQ pass and INFLLM_ATTENTION_DKDV=
-//                   pipelined the dK/dV pass as warp-specialized pipelines; with
+//   dense backward  delta, sm90 dQ, then sm90 dK/dV (split over CTAs, then reduce_splits), both
+//                   warp-specialized pipelines (INFLLM_ATTENTION_DQ=separate and
+//                   INFLLM_ATTENTION_DKDV=rows run their row passes instead); with
 //                   INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ, dQ from its f32 sums
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
@@ -199,10 +199,10 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const Problem p = make_problem(op, shape, blocks);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
-  // Dense on Hopper: dQ from its own row pass, from the pipelined dQ kernel or from the dK/dV
-  // pass (INFLLM_ATTENTION_DQ), and dK/dV from the pipelined kernel with
-  // INFLLM_ATTENTION_DKDV=pipelined unless dQ is fused (the fused kernel has no pipelined twin).
-  // A bad value of either throws on every GPU.
+  // Dense on Hopper: dQ from the pipelined dQ kernel, its row pass or the dK/dV pass
+  // (INFLLM_ATTENTION_DQ), and dK/dV from the pipelined kernel unless INFLLM_ATTENTION_DKDV=rows
+  // or dQ is fused (the fused kernel has no pipelined twin). A bad value of either throws on
+  // every GPU.
   const sm90::DenseDq dq_mode = sparse ? sm90::DenseDq::separate : sm90::dense_dq_mode();
   const bool fused_dq = !sparse && hopper && dq_mode == sm90::DenseDq::fused;
   const bool pipelined_dkdv = !sparse && sm90::dense_dkdv_pipelined() && hopper && !fused_dq;

@@ -39,12 +39,12 @@ void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, 
                     cudaStream_t stream);
 
 // Where the dense backward takes dQ from (INFLLM_ATTENTION_DQ):
-//  * separate (unset, empty or "separate": the default): the row pass backward_dq, run-to-run
-//    deterministic;
+//  * pipelined (unset, empty or "pipelined": the default): backward_dq as the warp-specialized
+//    pipeline (pipelined_dq), the row pass's tile math step for step, so the row pass's dQ,
+//    run-to-run deterministic;
+//  * separate: the row pass backward_dq itself;
 //  * fused: the dK/dV pass (two matmul units fewer, but dQ's f32 rounding depends on the order
-//    the CTAs' atomics land, and the atomics make it slower than the row pass on an H100);
-//  * pipelined: backward_dq as the warp-specialized pipeline (pipelined_dq), the row pass's tile
-//    math step for step, so the same dQ, deterministic too.
+//    the CTAs' atomics land, and the atomics make it slower than the row pass on an H100).
 // Read at every call, so one process can time all three; throws on another value.
 enum class DenseDq { separate, fused, pipelined };
 DenseDq dense_dq_mode();
@@ -54,9 +54,9 @@ DenseDq dense_dq_mode();
 // throws on another value.
 bool dense_forward_pipelined();
 
-// Whether the dense dK/dV pass (with dQ from the separate row pass) runs the warp-specialized
-// pipeline of flash_attention_sm90_dkdv_pipelined.cu (INFLLM_ATTENTION_DKDV=pipelined) or the
-// kernel whose 256 threads all copy and compute (unset, empty or "rows": the default). Read at
+// Whether the dense dK/dV pass (with dQ from a pass of its own) runs the warp-specialized
+// pipeline of flash_attention_sm90_dkdv_pipelined.cu (unset, empty or "pipelined": the default)
+// or the kernel whose 256 threads all copy and compute (INFLLM_ATTENTION_DKDV=rows). Read at
 // every call, so one process can time both; throws on another value.
 bool dense_dkdv_pipelined();
 

@@ -161,13 +161,13 @@ bool available() {
 
 DenseDq dense_dq_mode() {
   const char* mode = std::getenv("INFLLM_ATTENTION_DQ");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "separate") == 0)
-    return DenseDq::separate;
-  if (std::strcmp(mode, "pipelined") == 0) return DenseDq::pipelined;
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0)
+    return DenseDq::pipelined;
+  if (std::strcmp(mode, "separate") == 0) return DenseDq::separate;
   INFLLM_CHECK(std::strcmp(mode, "fused") == 0, "INFLLM_ATTENTION_DQ=", mode,
-               " is not a dQ mode of the Hopper dense backward; use separate (the default: the "
-               "deterministic row pass), fused (dQ from the dK/dV pass) or pipelined (the row "
-               "pass's math as a warp-specialized pipeline)");
+               " is not a dQ mode of the Hopper dense backward; use pipelined (the default: the "
+               "row pass's math as a warp-specialized pipeline), separate (the row pass) or "
+               "fused (dQ from the dK/dV pass)");
   return DenseDq::fused;
 }
 
@@ -182,11 +182,11 @@ bool dense_forward_pipelined() {
 
 bool dense_dkdv_pipelined() {
   const char* mode = std::getenv("INFLLM_ATTENTION_DKDV");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "rows") == 0) return false;
-  INFLLM_CHECK(std::strcmp(mode, "pipelined") == 0, "INFLLM_ATTENTION_DKDV=", mode,
-               " is not a kernel of the Hopper dense dK/dV pass; use rows (the default: all "
-               "threads copy and compute) or pipelined (the warp-specialized pipeline)");
-  return true;
+  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0) return true;
+  INFLLM_CHECK(std::strcmp(mode, "rows") == 0, "INFLLM_ATTENTION_DKDV=", mode,
+               " is not a kernel of the Hopper dense dK/dV pass; use pipelined (the default: "
+               "the warp-specialized pipeline) or rows (all threads copy and compute)");
+  return false;
 }
 
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {

@@ -4,23 +4,23 @@
 // `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
 // (random blocks shared by 128 query tokens), so both kernels do the same work.
 // `--dq` picks the dense backward's dQ paths on Hopper (INFLLM_ATTENTION_DQ, set before each dense
-// measurement): separate (the deterministic row pass, the library default), fused (dQ from the
-// dK/dV pass; rows named dense_dq_fused), pipelined (the row pass's math as a warp-specialized
-// pipeline; rows named dense_dq_pipelined), a comma list of them, or all (the three), measured
+// measurement): pipelined (the row pass's math as a warp-specialized pipeline, the library
+// default), separate (the row pass; rows named dense_dq_separate), fused (dQ from the dK/dV
+// pass; rows named dense_dq_fused), a comma list of them, or all (the three), measured
 // one after the other at each length for an A/B in one process; without it the environment
 // decides. `--fwd` does the same for the dense forward's kernel on Hopper
 // (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized pipeline, the library default), rows
 // (the row pass; rows named dense_fwd_rows) or both.
 // `--dkdv` does the same for the dense dK/dV pass on Hopper (INFLLM_ATTENTION_DKDV; not with
-// the fused dQ, which has one kernel): rows (the library default), pipelined (the
-// warp-specialized pipeline; rows named with _dkdv_pipelined) or both.
+// the fused dQ, which has one kernel): pipelined (the warp-specialized pipeline, the library
+// default), rows (all threads copy and compute; rows named with _dkdv_rows) or both.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq separate|fused|pipelined|all or a comma list]
-//                   [--fwd pipelined|rows|both] [--dkdv rows|pipelined|both] (a list of "0"
+//                   [--dq pipelined|separate|fused|all or a comma list]
+//                   [--fwd pipelined|rows|both] [--dkdv pipelined|rows|both] (a list of "0"
 //                   skips that mode)
 #include <cuda_runtime.h>
 
@@ -215,13 +215,13 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
     cuda::attention_backward(shape, q, k, v, out, lse, dout, list, dq, dk, dv, nullptr);
   };
   Row r;
-  r.mode = mode == Mode::dense    ? (dq_mode == "separate" ? "dense" : "dense_dq_" + dq_mode)
+  r.mode = mode == Mode::dense    ? (dq_mode == "pipelined" ? "dense" : "dense_dq_" + dq_mode)
            : mode == Mode::sparse ? "sparse_top64"
                                   : "flex_mask";
   if (!sparse && fwd_kernel == "rows") r.mode += "_fwd_rows";
   // The fused dQ's dK/dV pass has one kernel: INFLLM_ATTENTION_DKDV does not apply to it.
   const bool dkdv_applies = !sparse && dq_mode != "fused";
-  if (dkdv_applies && dkdv_kernel == "pipelined") r.mode += "_dkdv_pipelined";
+  if (dkdv_applies && dkdv_kernel == "rows") r.mode += "_dkdv_rows";
   r.dq = sparse ? "fused" : dq_mode;  // the Hopper sparse backward has only the fused dQ
   r.fwd = sparse ? "sparse" : fwd_kernel;
   r.dkdv = sparse ? "sparse" : dkdv_applies ? dkdv_kernel : "fused";
@@ -277,13 +277,13 @@ int main(int argc, char** argv) {
                       {"--dkdv", [&o](const char* v) { o.dkdv = v; }}}))
     return 2;
   // The dense rows' dQ paths; without --dq, the one the environment selects.
-  const std::vector<std::string> all_dq = {"separate", "fused", "pipelined"};
+  const std::vector<std::string> all_dq = {"pipelined", "separate", "fused"};
   std::vector<std::string> dq_modes;
   if (o.dq == "all") {
     dq_modes = all_dq;
   } else if (o.dq.empty()) {
     const char* env = std::getenv("INFLLM_ATTENTION_DQ");
-    dq_modes = {env != nullptr && *env != '\0' ? env : "separate"};
+    dq_modes = {env != nullptr && *env != '\0' ? env : "pipelined"};
   } else {
     for (size_t at = 0; at <= o.dq.size();) {
       const size_t comma = std::min(o.dq.find(',', at), o.dq.size());
@@ -293,7 +293,7 @@ int main(int argc, char** argv) {
     for (const std::string& m : dq_modes)
       if (std::find(all_dq.begin(), all_dq.end(), m) == all_dq.end()) {
         std::fprintf(stderr,
-                     "bench_attention: --dq %s; use separate, fused, pipelined, all or a comma "
+                     "bench_attention: --dq %s; use pipelined, separate, fused, all or a comma "
                      "list of them\n",
                      o.dq.c_str());
         return 2;
@@ -313,10 +313,10 @@ int main(int argc, char** argv) {
   // The dense dK/dV kernels; without --dkdv, the one the environment selects.
   std::vector<std::string> dkdv_kernels = {o.dkdv};
   if (o.dkdv == "both") {
-    dkdv_kernels = {"rows", "pipelined"};
+    dkdv_kernels = {"pipelined", "rows"};
   } else if (o.dkdv.empty()) {
     const char* env = std::getenv("INFLLM_ATTENTION_DKDV");
-    dkdv_kernels = {env != nullptr && std::strcmp(env, "pipelined") == 0 ? "pipelined" : "rows"};
+    dkdv_kernels = {env != nullptr && std::strcmp(env, "rows") == 0 ? "rows" : "pipelined"};
   } else if (o.dkdv != "rows" && o.dkdv != "pipelined") {
     std::fprintf(stderr, "bench_attention: --dkdv %s; use rows, pipelined or both\n",
                  o.dkdv.c_str());

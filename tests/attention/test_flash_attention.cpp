@@ -416,25 +416,23 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
                           dout.data(), list_of(c, blocks), dq.data(), dk.data(), dv.data());
 
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
-  // (other GPUs) are checked too. The Hopper dense forward runs as the pipelined kernel (the
-  // default) and as the row pass; the Hopper dense backward runs with dQ from the separate row
-  // pass (the default), from its dK/dV pass (fused) and from the pipelined dQ kernel, and with
-  // the separate dQ, dK/dV from the default kernel and from the pipelined one; the portable
-  // kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel each.
+  // (other GPUs) are checked too. The Hopper dense passes run as the warp-specialized pipelines
+  // (the default) and each as its row pass in turn: the forward, dQ (separate) and dK/dV (rows);
+  // dQ also from the dK/dV pass (fused). The portable kernels and the sparse schedule have one
+  // forward, one dQ path and one dK/dV kernel each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
     const char* fwd;      // INFLLM_ATTENTION_FWD
     const char* dkdv;     // INFLLM_ATTENTION_DKDV
   };
-  std::vector<Kernels> runs = {{"default", "separate", "pipelined", "rows"},
-                               {"portable", "separate", "pipelined", "rows"}};
+  std::vector<Kernels> runs = {{"default", "pipelined", "pipelined", "pipelined"},
+                               {"portable", "pipelined", "pipelined", "pipelined"}};
   if (c.block_size == 0)
-    runs.insert(runs.begin() + 1, {{"default", "fused", "pipelined", "rows"},
-                                   {"default", "pipelined", "pipelined", "rows"},
-                                   {"default", "separate", "rows", "rows"},
+    runs.insert(runs.begin() + 1, {{"default", "pipelined", "rows", "pipelined"},
                                    {"default", "separate", "pipelined", "pipelined"},
-                                   {"default", "pipelined", "pipelined", "pipelined"}});
+                                   {"default", "pipelined", "pipelined", "rows"},
+                                   {"default", "fused", "pipelined", "pipelined"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
