@@ -55,15 +55,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
   const KvRing<D, kKeys, dq_stages<D>()> ring(do_tile + kRows * D);
 
   const PipelineCta<kKeys> cta(p);  // the producer copies all the CTA's tiles
-  const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
-  ring.init();
-  __syncthreads();
-  if (group == 2) {
-    ring.produce(a, p, cta.b, cta.kvh, cta.n_tiles);
-    return;
-  }
-  consumer_registers();
-  const int group_row0 = group * 64;  // rows within the CTA
+  const int group = warpgroup_index(), lane = threadIdx.x % 32;       // group 2: the producer
+  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles)) return;  // the producer is done
+  const int group_row0 = group * 64;                                  // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
   const int warp_first = cta.rows(group_row0, lane, token);
   // The warpgroup's tiles start at or before its last row (the row pass skips the others):
@@ -131,10 +125,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
 }  // namespace
 
 void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
-  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch(pipelined_dq_kernel<kD>, grid, dq_smem<kD>(), stream, a, p, kPipelineThreads);
+    launch_row_pipeline(pipelined_dq_kernel<kD>, dq_smem<kD>(), a, p, stream);
   });
 }
 

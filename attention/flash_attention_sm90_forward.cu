@@ -35,50 +35,6 @@ constexpr size_t forward_smem() {
 }
 static_assert(forward_smem<128>() <= 227 * 1024 && forward_smem<64>() <= 227 * 1024);
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// online_softmax without the rescale of O: turns s into P, rescales the running sum and returns
-// the factor O must be rescaled by (rescale_rows) once the P V that is still running has landed.
-// The operations and their order are online_softmax's (dense rows: kTileList = false).
-template <int kKeys>
-__device__ __forceinline__ void tile_probabilities(float (&s)[kKeys / 2], float (&row_max)[2],
-                                                   float (&row_sum)[2], float (&correction)[2],
-                                                   float scale_log2) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < kKeys / 8; ++c)
-      mx = fmaxf(mx, fmaxf(s[4 * c + 2 * r], s[4 * c + 2 * r + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    // Every dense row sees key 0 in the first tile: the maximum is finite from then on.
-    const float new_max = fmaxf(row_max[r], mx * scale_log2);
-    correction[r] = fast_exp2(row_max[r] - new_max);
-    row_max[r] = new_max;
-    row_sum[r] *= correction[r];
-#pragma unroll
-    for (int c = 0; c < kKeys / 8; ++c)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float& x = s[4 * c + 2 * r + e];
-        x = fast_exp2(fmaf(x, scale_log2, -new_max));
-        row_sum[r] += x;
-      }
-  }
-}
-
-template <int D>
-__device__ __forceinline__ void rescale_rows(float (&acc)[D / 2], const float (&correction)[2]) {
-#pragma unroll
-  for (int r = 0; r < 2; ++r)
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      acc[4 * c + 2 * r] *= correction[r];
-      acc[4 * c + 2 * r + 1] *= correction[r];
-    }
-}
-#endif
-
 // CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring (KvRing).
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
@@ -91,15 +47,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 
   // Both warpgroups walk all the CTA's tiles: the last one starts at row0, before every row.
   const PipelineCta<kKeys> cta(p);
-  const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
-  ring.init();
-  __syncthreads();
-  if (group == 2) {
-    ring.produce(a, p, cta.b, cta.kvh, cta.n_tiles);
-    return;
-  }
-  consumer_registers();
-  const int group_row0 = group * 64;  // rows within the CTA
+  const int group = warpgroup_index(), lane = threadIdx.x % 32;       // group 2: the producer
+  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles)) return;  // the producer is done
+  const int group_row0 = group * 64;                                  // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
   const int warp_first = cta.rows(group_row0, lane, token);
   float row_max[2], row_sum[2], correction[2];
@@ -152,7 +102,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
         mask_tile<kKeys, 2, false>(
             s, [](int tile, int half) { return 2 * tile + half; }, j, diagonal, token, all_rows,
             lane);
-        tile_probabilities<kKeys>(s, row_max, row_sum, correction, p.scale_log2);
+        tile_probabilities<kKeys, false>(s, row_max, row_sum, correction, p.scale_log2);
       },
       hold_values,
       [&](int) {
@@ -167,10 +117,9 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 }  // namespace
 
 void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
-  const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hq);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch(pipelined_forward_kernel<kD>, grid, forward_smem<kD>(), stream, a, p, kPipelineThreads);
+    launch_row_pipeline(pipelined_forward_kernel<kD>, forward_smem<kD>(), a, p, stream);
   });
 }
 

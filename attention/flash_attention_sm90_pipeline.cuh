@@ -131,6 +131,20 @@ struct KvRing {
     }
   }
 
+  // The CTA's start, by every thread: the barriers set up; then the producer warpgroup (group 2)
+  // copies the CTA's tiles and is done (false), the consumers claim their registers (true).
+  __device__ bool start(int group, const RowsArgs& a, const Problem& p, int b, int kvh,
+                        int n_tiles) const {
+    init();
+    __syncthreads();
+    if (group == 2) {
+      produce(a, p, b, kvh, n_tiles);
+      return false;
+    }
+    consumer_registers();
+    return true;
+  }
+
   // The producer warpgroup's whole life: tiles 0 .. n_tiles - 1 of KV head kvh, keys j kKeys ..
   // (keys >= T zero-filled). The copies still in flight at the end complete their barriers by
   // themselves.
@@ -278,5 +292,12 @@ __device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns& tur
   }
 }
 #endif
+
+// Host: a row pipeline's kernel on the row pass's grid (T / 128 query tiles, B * Hq).
+template <class Kernel>
+void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
+                         cudaStream_t stream) {
+  launch(kernel, dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), smem, stream, a, p, kPipelineThreads);
+}
 
 }  // namespace infllm::attention::cuda::sm90

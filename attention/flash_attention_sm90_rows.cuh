@@ -91,12 +91,14 @@ __device__ __forceinline__ void mask_tile(float (&s)[kKeys / 2], BlockOf block_o
   }
 }
 
-// Forward: online softmax in base 2. Rescales the running sum and O (acc) to the new row maximum
-// and turns s into P.
-template <int D, int kKeys, bool kTileList>
-__device__ __forceinline__ void online_softmax(float (&s)[kKeys / 2], float (&acc)[D / 2],
-                                               float (&row_max)[2], float (&row_sum)[2],
-                                               float scale_log2) {
+// Forward, online softmax in base 2 without O: moves each row's maximum to take s in, scales the
+// running sum to it, turns s into P and adds P to the sum. `correction` is the factor O must be
+// scaled by (rescale_rows): at once in the row pass, once the P V still running has landed in the
+// pipelined forward.
+template <int kKeys, bool kTileList>
+__device__ __forceinline__ void tile_probabilities(float (&s)[kKeys / 2], float (&row_max)[2],
+                                                   float (&row_sum)[2], float (&correction)[2],
+                                                   float scale_log2) {
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float mx = -INFINITY;
@@ -108,14 +110,9 @@ __device__ __forceinline__ void online_softmax(float (&s)[kKeys / 2], float (&ac
     const float new_max = fmaxf(row_max[r], mx * scale_log2);
     // A tile-list row may have seen no key yet; a dense row sees key 0 in the first tile.
     const float base = kTileList && new_max == -INFINITY ? 0.f : new_max;
-    const float correction = fast_exp2(row_max[r] - base);
+    correction[r] = fast_exp2(row_max[r] - base);
     row_max[r] = new_max;
-    row_sum[r] *= correction;
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      acc[4 * c + 2 * r] *= correction;
-      acc[4 * c + 2 * r + 1] *= correction;
-    }
+    row_sum[r] *= correction[r];
 #pragma unroll
     for (int c = 0; c < kKeys / 8; ++c)
 #pragma unroll
@@ -125,6 +122,27 @@ __device__ __forceinline__ void online_softmax(float (&s)[kKeys / 2], float (&ac
         row_sum[r] += x;
       }
   }
+}
+
+template <int D>
+__device__ __forceinline__ void rescale_rows(float (&acc)[D / 2], const float (&correction)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      acc[4 * c + 2 * r] *= correction[r];
+      acc[4 * c + 2 * r + 1] *= correction[r];
+    }
+}
+
+// Forward: the online softmax step with O (acc) rescaled at once.
+template <int D, int kKeys, bool kTileList>
+__device__ __forceinline__ void online_softmax(float (&s)[kKeys / 2], float (&acc)[D / 2],
+                                               float (&row_max)[2], float (&row_sum)[2],
+                                               float scale_log2) {
+  float correction[2];
+  tile_probabilities<kKeys, kTileList>(s, row_max, row_sum, correction, scale_log2);
+  rescale_rows<D>(acc, correction);
 }
 
 // Backward: dS = P (dP - delta) in dp, P recomputed from the saved lse (base 2).

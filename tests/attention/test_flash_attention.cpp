@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -553,41 +554,28 @@ const Case kGpuCases[] = {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
 
-// The dQ mode is read at every backward call; an unknown one is an error, not a silent default.
-TEST(GpuAttention, RejectsUnknownDqMode) {
+// The dense kernels' choices are read at every call (the forward's at a forward, dQ's and dK/dV's
+// at a backward); an unknown value is an error, not a silent default.
+TEST(GpuAttention, RejectsUnknownKernelChoices) {
   INFLLM_REQUIRE_GPU();
-  struct RestoreDq {
-    ~RestoreDq() { unsetenv("INFLLM_ATTENTION_DQ"); }
-  } restore;
-  setenv("INFLLM_ATTENTION_DQ", "atomic", 1);
-  EXPECT_THROW(cuda::attention_backward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, nullptr,
-                                        nullptr, nullptr, {}, nullptr, nullptr, nullptr, nullptr),
-               Error);
-}
-
-// The same for the dense forward's kernel (INFLLM_ATTENTION_FWD), read at every forward call.
-TEST(GpuAttention, RejectsUnknownForwardKernel) {
-  INFLLM_REQUIRE_GPU();
-  struct RestoreFwd {
-    ~RestoreFwd() { unsetenv("INFLLM_ATTENTION_FWD"); }
-  } restore;
-  setenv("INFLLM_ATTENTION_FWD", "warp_specialized", 1);
-  EXPECT_THROW(cuda::attention_forward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, {},
-                                       nullptr, nullptr, nullptr),
-               Error);
-}
-
-// The same for the dense dK/dV pass's kernel (INFLLM_ATTENTION_DKDV), read at every backward
-// call.
-TEST(GpuAttention, RejectsUnknownDkdvKernel) {
-  INFLLM_REQUIRE_GPU();
-  struct RestoreDkdv {
-    ~RestoreDkdv() { unsetenv("INFLLM_ATTENTION_DKDV"); }
-  } restore;
-  setenv("INFLLM_ATTENTION_DKDV", "warp_specialized", 1);
-  EXPECT_THROW(cuda::attention_backward({1, 64, 2, 2, 64, 0.1f}, nullptr, nullptr, nullptr, nullptr,
-                                        nullptr, nullptr, {}, nullptr, nullptr, nullptr, nullptr),
-               Error);
+  const AttentionShape shape{1, 64, 2, 2, 64, 0.1f};
+  for (const char* name :
+       {"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_DQ", "INFLLM_ATTENTION_DKDV"}) {
+    SCOPED_TRACE(name);
+    struct Restore {
+      const char* name;
+      ~Restore() { unsetenv(name); }
+    } restore{name};
+    setenv(name, "warp_specialized", 1);
+    if (std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0)
+      EXPECT_THROW(
+          cuda::attention_forward(shape, nullptr, nullptr, nullptr, {}, nullptr, nullptr, nullptr),
+          Error);
+    else
+      EXPECT_THROW(cuda::attention_backward(shape, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                            nullptr, {}, nullptr, nullptr, nullptr, nullptr),
+                   Error);
+  }
 }
 
 // The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
