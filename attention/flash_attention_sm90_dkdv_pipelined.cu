@@ -1,10 +1,10 @@
-// The dense dK/dV pass on Hopper as a warp-specialized pipeline (INFLLM_ATTENTION_DKDV=pipelined,
-// flash_attention_sm90.h): the same CTAs as dense_dkdv_kernel<D, false>
-// (flash_attention_sm90_dense.cu: 128 keys of one KV head, 64 per consumer warpgroup, 64-query
-// tiles from the diagonal to the end for each head of the CTA's share of the group, the same head
-// split), the same one-tile step (dkdv_tile), masks and stores (store_dkdv), steps in the same
-// order: dK and dV are what the row-walking kernel computes, operation for operation. Scheduled
-// differently:
+// The dense dK/dV pass on Hopper as a warp-specialized pipeline (the default;
+// INFLLM_ATTENTION_DKDV=rows runs the row kernel, flash_attention_sm90.h): the same CTAs as
+// dense_dkdv_kernel<D, false> (flash_attention_sm90_dense.cu: 128 keys of one KV head, 64 per
+// consumer warpgroup, 64-query tiles from the diagonal to the end for each head of the CTA's
+// share of the group, the same head split), the same one-tile step (dkdv_tile), masks and stores
+// (store_dkdv), steps in the same order: dK and dV are what the row-walking kernel computes,
+// operation for operation. Scheduled differently:
 //  * a producer warpgroup (warps 8-11) only copies the query side of each step (q and dO
 //    [64][D], lse and delta [64]) with cp.async into a ring of kStages stages. Each stage has two
 //    mbarriers: full completes when the producer's copies have landed

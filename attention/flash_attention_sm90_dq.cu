@@ -1,8 +1,8 @@
-// The dense dQ pass on Hopper as a warp-specialized pipeline (INFLLM_ATTENTION_DQ=pipelined,
-// flash_attention_sm90.h): the same 128 query rows of one head per CTA, the same 64-key tiles and
-// the same tile math as the row pass (flash_attention_sm90_rows.cuh: issue_tile_scores,
-// dense_tile_ds, store_rows; dQ += dS_j K_j in the order j = 0, 1, ...: dQ is what
-// dense_rows_kernel<D, true> computes, step for step), scheduled by the pipeline of
+// The dense dQ pass on Hopper as a warp-specialized pipeline (the default; INFLLM_ATTENTION_DQ=
+// separate runs the row pass, flash_attention_sm90.h): the same 128 query rows of one head per CTA,
+// the same 64-key tiles and the same tile math as the row pass (flash_attention_sm90_rows.cuh:
+// issue_tile_scores, dense_tile_ds, store_rows; dQ += dS_j K_j in the order j = 0, 1, ...: dQ is
+// what dense_rows_kernel<D, true> computes, step for step), scheduled by the pipeline of
 // flash_attention_sm90_pipeline.cuh (a producer warpgroup filling a K/V ring, two consumer
 // warpgroups taking turns at the tensor cores), as the pipelined forward.
 // Within a warpgroup, turn j issues S_j = Q K_j^T with dP_j = dO V_j^T (the walk's first product:

@@ -1,6 +1,6 @@
-// The dense causal forward on Hopper as a warp-specialized pipeline
-// (INFLLM_ATTENTION_FWD=pipelined, flash_attention_sm90.h): the same 128 query rows of one head per
-// CTA, the same 128-key tiles and the same tile math as the row pass
+// The dense causal forward on Hopper as a warp-specialized pipeline (the default;
+// INFLLM_ATTENTION_FWD=rows runs the row pass, flash_attention_sm90.h): the same 128 query rows of
+// one head per CTA, the same 128-key tiles and the same tile math as the row pass
 // (flash_attention_sm90_rows.cuh: mask_tile, store_rows, the online softmax's operations in the
 // same order: O and lse are what dense_rows_kernel<D, false> computes, step for step), scheduled
 // by the pipeline of flash_attention_sm90_pipeline.cuh (a producer warpgroup filling a K/V ring,
