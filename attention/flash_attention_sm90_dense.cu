@@ -15,6 +15,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 
 #include "attention/flash_attention_sm90.h"
 #include "attention/flash_attention_sm90_rows.cuh"
@@ -159,34 +161,41 @@ bool available() {
   return compiled_for_this_gpu;
 }
 
+namespace {
+// The index in `choices` of the kernel choice `variable` holds: 0 (the default) when it is unset or
+// empty; another value throws, naming the variable, what it chooses and the values it takes.
+int kernel_choice(const char* variable, std::initializer_list<const char*> choices,
+                  const char* what) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr || *value == '\0') return 0;
+  int index = 0;
+  std::string names;
+  for (const char* choice : choices) {
+    if (std::strcmp(value, choice) == 0) return index;
+    names += (index == 0                         ? ""
+              : index + 1 == int(choices.size()) ? " or "
+                                                 : ", ") +
+             std::string(choice) + (index == 0 ? " (the default)" : "");
+    ++index;
+  }
+  fail(variable, "=", value, " is not a ", what, "; use ", names);
+}
+}  // namespace
+
 DenseDq dense_dq_mode() {
-  const char* mode = std::getenv("INFLLM_ATTENTION_DQ");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0)
-    return DenseDq::pipelined;
-  if (std::strcmp(mode, "separate") == 0) return DenseDq::separate;
-  INFLLM_CHECK(std::strcmp(mode, "fused") == 0, "INFLLM_ATTENTION_DQ=", mode,
-               " is not a dQ mode of the Hopper dense backward; use pipelined (the default: the "
-               "row pass's math as a warp-specialized pipeline), separate (the row pass) or "
-               "fused (dQ from the dK/dV pass)");
-  return DenseDq::fused;
+  constexpr DenseDq modes[] = {DenseDq::pipelined, DenseDq::separate, DenseDq::fused};
+  return modes[kernel_choice("INFLLM_ATTENTION_DQ", {"pipelined", "separate", "fused"},
+                             "dQ path of the Hopper dense backward")];
 }
 
 bool dense_forward_pipelined() {
-  const char* mode = std::getenv("INFLLM_ATTENTION_FWD");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0) return true;
-  INFLLM_CHECK(std::strcmp(mode, "rows") == 0, "INFLLM_ATTENTION_FWD=", mode,
-               " is not a kernel of the Hopper dense forward; use pipelined (the default: the "
-               "warp-specialized pipeline) or rows (the row pass)");
-  return false;
+  return kernel_choice("INFLLM_ATTENTION_FWD", {"pipelined", "rows"},
+                       "kernel of the Hopper dense forward") == 0;
 }
 
 bool dense_dkdv_pipelined() {
-  const char* mode = std::getenv("INFLLM_ATTENTION_DKDV");
-  if (mode == nullptr || *mode == '\0' || std::strcmp(mode, "pipelined") == 0) return true;
-  INFLLM_CHECK(std::strcmp(mode, "rows") == 0, "INFLLM_ATTENTION_DKDV=", mode,
-               " is not a kernel of the Hopper dense dK/dV pass; use pipelined (the default: "
-               "the warp-specialized pipeline) or rows (all threads copy and compute)");
-  return false;
+  return kernel_choice("INFLLM_ATTENTION_DKDV", {"pipelined", "rows"},
+                       "kernel of the Hopper dense dK/dV pass") == 0;
 }
 
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {

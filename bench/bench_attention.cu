@@ -3,25 +3,20 @@
 // block, the 32 local blocks ending at the token's own, 31 random earlier ones) at 32K-128K.
 // `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
 // (random blocks shared by 128 query tokens), so both kernels do the same work.
-// `--dq` picks the dense backward's dQ paths on Hopper (INFLLM_ATTENTION_DQ, set before each dense
-// measurement): pipelined (the row pass's math as a warp-specialized pipeline, the library
-// default), separate (the row pass; rows named dense_dq_separate), fused (dQ from the dK/dV
-// pass; rows named dense_dq_fused), a comma list of them, or all (the three), measured
-// one after the other at each length for an A/B in one process; without it the environment
-// decides. `--fwd` does the same for the dense forward's kernel on Hopper
-// (INFLLM_ATTENTION_FWD): pipelined (the warp-specialized pipeline, the library default), rows
-// (the row pass; rows named dense_fwd_rows) or both.
-// `--dkdv` does the same for the dense dK/dV pass on Hopper (INFLLM_ATTENTION_DKDV; not with
-// the fused dQ, which has one kernel): pipelined (the warp-specialized pipeline, the library
-// default), rows (all threads copy and compute; rows named with _dkdv_rows) or both.
+// `--dq`, `--fwd` and `--dkdv` pick the Hopper dense kernels (INFLLM_ATTENTION_DQ, _FWD, _DKDV,
+// set before each dense measurement), each a name, a comma list or all (both), measured one
+// after the other at each length for an A/B in one process; without one the environment
+// decides. The library defaults are the warp-specialized pipelines (pipelined); the others:
+// --dq separate (the row pass) or fused (dQ from the dK/dV pass), --fwd rows, --dkdv rows (not
+// with the fused dQ, which has one dK/dV kernel). Rows name the non-defaults: dense_dq_separate,
+// dense_dq_fused, _fwd_rows, _dkdv_rows.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq pipelined|separate|fused|all or a comma list]
-//                   [--fwd pipelined|rows|both] [--dkdv pipelined|rows|both] (a list of "0"
-//                   skips that mode)
+//                   [--dq pipelined|separate|fused|all] [--fwd pipelined|rows|both]
+//                   [--dkdv pipelined|rows|both] (a list of "0" skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -258,6 +253,37 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
   return r;
 }
 
+// The kernels one of --dq, --fwd, --dkdv asks for: "all" or "both" gives every one of `choices`,
+// a comma list those listed; without the option, the one `variable` selects (choices[0], the
+// library's default, when unset). False, after saying why, for a name not among `choices`.
+bool kernel_list(const std::string& option, const char* flag, const char* variable,
+                 const std::vector<std::string>& choices, std::vector<std::string>& out) {
+  if (option == "all" || option == "both") {
+    out = choices;
+    return true;
+  }
+  if (option.empty()) {
+    const char* env = std::getenv(variable);
+    out = {env != nullptr && *env != '\0' ? env : choices.front()};
+    return true;
+  }
+  out.clear();
+  for (size_t at = 0; at <= option.size();) {
+    const size_t comma = std::min(option.find(',', at), option.size());
+    out.push_back(option.substr(at, comma - at));
+    at = comma + 1;
+  }
+  for (const std::string& name : out)
+    if (std::find(choices.begin(), choices.end(), name) == choices.end()) {
+      std::string names;
+      for (const std::string& c : choices) names += c + ", ";
+      std::fprintf(stderr, "bench_attention: %s %s; use %sall or a comma list of them\n", flag,
+                   option.c_str(), names.c_str());
+      return false;
+    }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -276,52 +302,13 @@ int main(int argc, char** argv) {
                       {"--fwd", [&o](const char* v) { o.fwd = v; }},
                       {"--dkdv", [&o](const char* v) { o.dkdv = v; }}}))
     return 2;
-  // The dense rows' dQ paths; without --dq, the one the environment selects.
-  const std::vector<std::string> all_dq = {"pipelined", "separate", "fused"};
-  std::vector<std::string> dq_modes;
-  if (o.dq == "all") {
-    dq_modes = all_dq;
-  } else if (o.dq.empty()) {
-    const char* env = std::getenv("INFLLM_ATTENTION_DQ");
-    dq_modes = {env != nullptr && *env != '\0' ? env : "pipelined"};
-  } else {
-    for (size_t at = 0; at <= o.dq.size();) {
-      const size_t comma = std::min(o.dq.find(',', at), o.dq.size());
-      dq_modes.push_back(o.dq.substr(at, comma - at));
-      at = comma + 1;
-    }
-    for (const std::string& m : dq_modes)
-      if (std::find(all_dq.begin(), all_dq.end(), m) == all_dq.end()) {
-        std::fprintf(stderr,
-                     "bench_attention: --dq %s; use pipelined, separate, fused, all or a comma "
-                     "list of them\n",
-                     o.dq.c_str());
-        return 2;
-      }
-  }
-  // The dense forward's kernels; without --fwd, the one the environment selects.
-  std::vector<std::string> fwd_kernels = {o.fwd};
-  if (o.fwd == "both") {
-    fwd_kernels = {"pipelined", "rows"};
-  } else if (o.fwd.empty()) {
-    const char* env = std::getenv("INFLLM_ATTENTION_FWD");
-    fwd_kernels = {env != nullptr && std::strcmp(env, "rows") == 0 ? "rows" : "pipelined"};
-  } else if (o.fwd != "rows" && o.fwd != "pipelined") {
-    std::fprintf(stderr, "bench_attention: --fwd %s; use rows, pipelined or both\n", o.fwd.c_str());
+  // The dense kernels each option asks for; without it, the one the environment selects.
+  std::vector<std::string> dq_modes, fwd_kernels, dkdv_kernels;
+  if (!kernel_list(o.dq, "--dq", "INFLLM_ATTENTION_DQ", {"pipelined", "separate", "fused"},
+                   dq_modes) ||
+      !kernel_list(o.fwd, "--fwd", "INFLLM_ATTENTION_FWD", {"pipelined", "rows"}, fwd_kernels) ||
+      !kernel_list(o.dkdv, "--dkdv", "INFLLM_ATTENTION_DKDV", {"pipelined", "rows"}, dkdv_kernels))
     return 2;
-  }
-  // The dense dK/dV kernels; without --dkdv, the one the environment selects.
-  std::vector<std::string> dkdv_kernels = {o.dkdv};
-  if (o.dkdv == "both") {
-    dkdv_kernels = {"pipelined", "rows"};
-  } else if (o.dkdv.empty()) {
-    const char* env = std::getenv("INFLLM_ATTENTION_DKDV");
-    dkdv_kernels = {env != nullptr && std::strcmp(env, "rows") == 0 ? "rows" : "pipelined"};
-  } else if (o.dkdv != "rows" && o.dkdv != "pipelined") {
-    std::fprintf(stderr, "bench_attention: --dkdv %s; use rows, pipelined or both\n",
-                 o.dkdv.c_str());
-    return 2;
-  }
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("{\"gpu\":\"%s\"}\n", prop.name);
