@@ -181,10 +181,12 @@ void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf
   a.lse_out = lse;
   const auto s = static_cast<cudaStream_t>(stream);
   const bool hopper = sm90::available();
-  // The dense Hopper forward's kernel (INFLLM_ATTENTION_FWD; a bad value throws on every GPU).
+  // The dense Hopper forward's kernel and K/V copy (INFLLM_ATTENTION_FWD, INFLLM_ATTENTION_COPY;
+  // a bad value throws on every GPU).
   const bool pipelined = blocks.blocks == nullptr && sm90::dense_forward_pipelined();
+  const bool tma = blocks.blocks == nullptr && sm90::dense_copy_tma();
   if (blocks.blocks == nullptr && hopper)
-    sm90::forward(shape.D, a, p, s, pipelined);
+    sm90::forward(shape.D, a, p, s, pipelined, tma);
   else if (hopper)  // sparse
     sparse_forward_hopper(op, a, p, shape.D, s);
   else
@@ -201,9 +203,10 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
   // Dense on Hopper: dQ from the pipelined dQ kernel, its row pass or the dK/dV pass
   // (INFLLM_ATTENTION_DQ), and dK/dV from the pipelined kernel unless INFLLM_ATTENTION_DKDV=rows
-  // or dQ is fused (the fused kernel has no pipelined twin). A bad value of either throws on
-  // every GPU.
+  // or dQ is fused (the fused kernel has no pipelined twin); the pipelined dQ's K/V copy
+  // (INFLLM_ATTENTION_COPY). A bad value of any throws on every GPU.
   const sm90::DenseDq dq_mode = sparse ? sm90::DenseDq::separate : sm90::dense_dq_mode();
+  const bool tma = !sparse && sm90::dense_copy_tma();
   const bool fused_dq = !sparse && hopper && dq_mode == sm90::DenseDq::fused;
   const bool pipelined_dkdv = !sparse && sm90::dense_dkdv_pipelined() && hopper && !fused_dq;
   const int D = shape.D;
@@ -223,7 +226,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   ra.delta = delta;
   ra.dq = reinterpret_cast<bf16*>(dq);
   if (!sparse && hopper && !fused_dq)
-    sm90::backward_dq(D, ra, p, stream, dq_mode == sm90::DenseDq::pipelined);
+    sm90::backward_dq(D, ra, p, stream, dq_mode == sm90::DenseDq::pipelined, tma);
   else if (!hopper)  // Hopper otherwise: the dK/dV pass below gives dQ
     portable_rows(op, true, D, ra, p, stream);
 

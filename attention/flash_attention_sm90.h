@@ -22,11 +22,14 @@ bool available();
 // warp-specialized pipeline of flash_attention_sm90_forward.cu, whose launcher is
 // pipelined_forward. backward_dq writes a.dq from a.lse and a.delta: with the row pass, or
 // (pipelined) with the warp-specialized pipeline of flash_attention_sm90_dq.cu, whose launcher is
-// pipelined_dq.
-void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
-void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
-void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
-void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream);
+// pipelined_dq. `tma`: the pipelines load their K/V ring with the TMA (dense_copy_tma); the row
+// passes ignore it.
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+             bool tma);
+void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma);
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+                 bool tma);
+void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma);
 
 // The sparse forward's two passes (p.blocks set). sparse_tile_pass writes a.sums (o_sum,
 // row_max, row_sum) for every row from the blocks of its tile list that a.sums.row_masks holds;
@@ -59,6 +62,13 @@ bool dense_forward_pipelined();
 // or the kernel whose 256 threads all copy and compute (INFLLM_ATTENTION_DKDV=rows). Read at
 // every call, so one process can time both; throws on another value.
 bool dense_dkdv_pipelined();
+
+// Whether the pipelined dense forward and dQ pass load their K/V ring with the Tensor Memory
+// Accelerator, one thread issuing each tile's boxes (INFLLM_ATTENTION_COPY=tma), or with the
+// producer warpgroup's cp.async (unset, empty or "cp_async": the default). The pipelined dK/dV
+// pass and the row passes copy with cp.async either way. Read at every call, so one process can
+// time both; throws on another value.
+bool dense_copy_tma();
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part

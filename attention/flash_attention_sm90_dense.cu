@@ -2,7 +2,8 @@
 // dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choices between the row
 // passes and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD), dQ
 // (flash_attention_sm90_dq.cu, INFLLM_ATTENTION_DQ) and dK/dV
-// (flash_attention_sm90_dkdv_pipelined.cu, INFLLM_ATTENTION_DKDV).
+// (flash_attention_sm90_dkdv_pipelined.cu, INFLLM_ATTENTION_DKDV), and the pipelines' K/V copy
+// (INFLLM_ATTENTION_COPY).
 //  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
@@ -198,16 +199,23 @@ bool dense_dkdv_pipelined() {
                        "kernel of the Hopper dense dK/dV pass") == 0;
 }
 
-void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+bool dense_copy_tma() {
+  return kernel_choice("INFLLM_ATTENTION_COPY", {"cp_async", "tma"},
+                       "K/V copy of the Hopper dense pipelines") == 1;
+}
+
+void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+             bool tma) {
   if (pipelined)
-    pipelined_forward(D, a, p, stream);
+    pipelined_forward(D, a, p, stream, tma);
   else
     launch_dense_rows<false>(D, a, p, stream);
 }
 
-void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+                 bool tma) {
   if (pipelined)
-    pipelined_dq(D, a, p, stream);
+    pipelined_dq(D, a, p, stream, tma);
   else
     launch_dense_rows<true>(D, a, p, stream);
 }

@@ -44,20 +44,22 @@ constexpr size_t dq_smem() {
 static_assert(dq_smem<128>() <= 227 * 1024 && dq_smem<64>() <= 227 * 1024);
 static_assert(pipeline_smem<128, kDqKeys, dq_stages<128>() + 1, 2>() > 227 * 1024);
 
-// CTAs and threads: PipelineCta. Shared memory: Q [128][D], dO [128][D], then the ring (KvRing).
-template <int D>
-__global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The kernels' body. CTAs and threads: PipelineCta. Shared memory: Q [128][D], dO [128][D], then
+// the ring (KvRing, loaded by the TMA from `maps` when kTma).
+template <int D, bool kTma>
+__device__ __forceinline__ void dq_pipeline(const RowsArgs& a, const Problem& p,
+                                            const KvMaps* maps) {
   constexpr int kKeys = kDqKeys;
   extern __shared__ unsigned char smem_raw[];
   bf16* q_tile = aligned_smem(smem_raw);  // [128][D]
   bf16* do_tile = q_tile + kRows * D;     // [128][D]
-  const KvRing<D, kKeys, dq_stages<D>()> ring(do_tile + kRows * D);
+  const KvRing<D, kKeys, dq_stages<D>(), kTma> ring(do_tile + kRows * D);
 
   const PipelineCta<kKeys> cta(p);  // the producer copies all the CTA's tiles
-  const int group = warpgroup_index(), lane = threadIdx.x % 32;       // group 2: the producer
-  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles)) return;  // the producer is done
-  const int group_row0 = group * 64;                                  // rows within the CTA
+  const int group = warpgroup_index(), lane = threadIdx.x % 32;             // group 2: the producer
+  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles, maps)) return;  // producer: done
+  const int group_row0 = group * 64;                                        // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
   const int warp_first = cta.rows(group_row0, lane, token);
   // The warpgroup's tiles start at or before its last row (the row pass skips the others):
@@ -119,15 +121,36 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
       });
   float unused_max[2] = {}, unused_sum[2] = {};  // the forward's row statistics
   store_rows<D, true, false>(a, p, cta.b, cta.h, token, dq, unused_max, unused_sum, lane);
+}
+#endif
+
+// The K/V ring copied with cp.async by the producer warpgroup (the default).
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  dq_pipeline<D, false>(a, p, nullptr);
+#endif
+}
+
+// The K/V ring loaded by the TMA (INFLLM_ATTENTION_COPY=tma): maps of 64-column x kDqKeys boxes.
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1)
+    pipelined_dq_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  dq_pipeline<D, true>(a, p, &maps);
 #endif
 }
 
 }  // namespace
 
-void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma) {
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch_row_pipeline(pipelined_dq_kernel<kD>, dq_smem<kD>(), a, p, stream);
+    if (tma)
+      launch_row_pipeline(pipelined_dq_tma_kernel<kD>, dq_smem<kD>(), a, p,
+                          make_kv_maps(kD, kDqKeys, a.k, a.v, p), stream);
+    else
+      launch_row_pipeline(pipelined_dq_kernel<kD>, dq_smem<kD>(), a, p, stream);
   });
 }
 

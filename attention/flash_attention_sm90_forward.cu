@@ -35,21 +35,22 @@ constexpr size_t forward_smem() {
 }
 static_assert(forward_smem<128>() <= 227 * 1024 && forward_smem<64>() <= 227 * 1024);
 
-// CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring (KvRing).
-template <int D>
-__global__ void __launch_bounds__(kPipelineThreads, 1)
-    pipelined_forward_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The kernels' body. CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring
+// (KvRing, loaded by the TMA from `maps` when kTma).
+template <int D, bool kTma>
+__device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Problem& p,
+                                                 const KvMaps* maps) {
   constexpr int kKeys = kPipelineKeys;
   extern __shared__ unsigned char smem_raw[];
   bf16* q_tile = aligned_smem(smem_raw);  // [128][D]
-  const KvRing<D, kKeys, pipeline_stages<D>()> ring(q_tile + kRows * D);
+  const KvRing<D, kKeys, pipeline_stages<D>(), kTma> ring(q_tile + kRows * D);
 
   // Both warpgroups walk all the CTA's tiles: the last one starts at row0, before every row.
   const PipelineCta<kKeys> cta(p);
-  const int group = warpgroup_index(), lane = threadIdx.x % 32;       // group 2: the producer
-  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles)) return;  // the producer is done
-  const int group_row0 = group * 64;                                  // rows within the CTA
+  const int group = warpgroup_index(), lane = threadIdx.x % 32;             // group 2: the producer
+  if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles, maps)) return;  // producer: done
+  const int group_row0 = group * 64;                                        // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
   const int warp_first = cta.rows(group_row0, lane, token);
   float row_max[2], row_sum[2], correction[2];
@@ -111,15 +112,38 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
         for (int ks = 0; ks < kKeys / 16; ++ks) wgmma::accumulator_to_a(pa[ks], s, ks);
       });
   store_rows<D, false, false>(a, p, cta.b, cta.h, token, acc, row_max, row_sum, lane);
+}
+#endif
+
+// The K/V ring copied with cp.async by the producer warpgroup (the default).
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1)
+    pipelined_forward_kernel(RowsArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  forward_pipeline<D, false>(a, p, nullptr);
+#endif
+}
+
+// The K/V ring loaded by the TMA (INFLLM_ATTENTION_COPY=tma): maps of 64-column x kPipelineKeys
+// boxes.
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1)
+    pipelined_forward_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  forward_pipeline<D, true>(a, p, &maps);
 #endif
 }
 
 }  // namespace
 
-void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream) {
+void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma) {
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch_row_pipeline(pipelined_forward_kernel<kD>, forward_smem<kD>(), a, p, stream);
+    if (tma)
+      launch_row_pipeline(pipelined_forward_tma_kernel<kD>, forward_smem<kD>(), a, p,
+                          make_kv_maps(kD, kPipelineKeys, a.k, a.v, p), stream);
+    else
+      launch_row_pipeline(pipelined_forward_kernel<kD>, forward_smem<kD>(), a, p, stream);
   });
 }
 

@@ -7,9 +7,12 @@
 //    of kStages stages (KvRing). Each stage has three mbarriers: k_full and v_full complete when
 //    the producer's copies of the tile's K (V) have landed (cp.async.mbarrier.arrive, one arrival
 //    per producer thread), empty when all 8 consumer warps have finished the MMAs that read the
-//    stage. No __syncthreads after the start: a warpgroup waits only for the data it needs. The
-//    producer gives registers to the consumers (setmaxnreg): 384 threads start with 168 each, the
-//    producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
+//    stage. With kTma (INFLLM_ATTENTION_COPY=tma) one producer thread loads each tile with the
+//    TMA instead (flash_attention_sm90_tma.cuh): k_full and v_full then take its one arrival
+//    with the tile's bytes (expect_tx), completed as the TMA writes them; empty and the consumers'
+//    side stay the same. No __syncthreads after the start: a warpgroup waits only for the data it
+//    needs. The producer gives registers to the consumers (setmaxnreg): 384 threads start with 168
+//    each, the producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
 //  * two consumer warpgroups (warps 0-3, 4-7) of 64 rows each that take turns at the tensor cores
 //    (pingpong, Turns): named barrier kTurnBarrier + g is warpgroup g's turn. A turn issues the
 //    MMAs of one step and hands the turn over at once, so one warpgroup's register math runs
@@ -23,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include "attention/flash_attention_sm90_tiles.cuh"
+#include "attention/flash_attention_sm90_tma.cuh"
 
 namespace infllm::attention::cuda::sm90 {
 
@@ -107,9 +111,12 @@ __device__ __forceinline__ void group_rows_landed(int group) {
 // their phase j / kStages: the consumers wait for full parity (j / kStages) & 1, the producer for
 // the release of tile j - kStages (empty parity (j / kStages - 1) & 1). A stage's phases cannot
 // run two ahead of a waiter: tile j + kStages is copied only after both warpgroups released
-// tile j.
-template <int D, int kKeys, int kStages>
+// tile j. kTma: the TMA producer (produce_tma); every tile then starts 1024-byte aligned (the
+// ring and the tiles before it are whole multiples of 1024 bytes past aligned_smem), as is its
+// second panel at D = 128 (kKeys x 128 bytes on).
+template <int D, int kKeys, int kStages, bool kTma = false>
 struct KvRing {
+  static_assert(!kTma || (kKeys * 128) % 1024 == 0);
   bf16* stages;
   uint64_t *k_full, *v_full, *empty;
 
@@ -125,20 +132,26 @@ struct KvRing {
   // By threads 0 .. kStages - 1, before the CTA's one __syncthreads.
   __device__ void init() const {
     if (threadIdx.x < kStages) {
-      mma::mbarrier_init(&k_full[threadIdx.x], kProducerThreads);  // one arrival per thread
-      mma::mbarrier_init(&v_full[threadIdx.x], kProducerThreads);
+      // One arrival per producer thread (cp.async), or the TMA thread's one (plus tx bytes).
+      constexpr int kFullArrivals = kTma ? 1 : kProducerThreads;
+      mma::mbarrier_init(&k_full[threadIdx.x], kFullArrivals);
+      mma::mbarrier_init(&v_full[threadIdx.x], kFullArrivals);
       mma::mbarrier_init(&empty[threadIdx.x], kConsumerWarps);
     }
   }
 
   // The CTA's start, by every thread: the barriers set up; then the producer warpgroup (group 2)
   // copies the CTA's tiles and is done (false), the consumers claim their registers (true).
-  __device__ bool start(int group, const RowsArgs& a, const Problem& p, int b, int kvh,
-                        int n_tiles) const {
+  // `maps`: the kernel's __grid_constant__ K/V tensor maps, read only with kTma.
+  __device__ bool start(int group, const RowsArgs& a, const Problem& p, int b, int kvh, int n_tiles,
+                        const KvMaps* maps = nullptr) const {
     init();
     __syncthreads();
     if (group == 2) {
-      produce(a, p, b, kvh, n_tiles);
+      if constexpr (kTma)
+        produce_tma(*maps, b, kvh, n_tiles);
+      else
+        produce(a, p, b, kvh, n_tiles);
       return false;
     }
     consumer_registers();
@@ -161,6 +174,32 @@ struct KvRing {
                                                    thread);
       mma::cp_async_arrive(&v_full[stage]);
     }
+  }
+
+  // produce with the TMA: the same tiles, stages and empty waits, by the warpgroup's first thread
+  // alone (the others leave once setmaxnreg, which the whole warpgroup executes, is done). Per
+  // tile and tensor: arrive_expect_tx(kKeys * D * 2 bytes) on the full barrier, then D / 64
+  // boxes {64 columns, kKeys rows} at coordinates {64 panel, kvh, key0, b} into the tile's
+  // panels. The loads in flight at the end complete their barriers by themselves; the CTA's
+  // shared memory lives on until the consumers, who wait for them, are done.
+  __device__ void produce_tma(const KvMaps& maps, int b, int kvh, int n_tiles) const {
+    producer_registers();
+    if (threadIdx.x != kConsumerThreads) return;
+    tma::prefetch_map(&maps.k);
+    tma::prefetch_map(&maps.v);
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % kStages, key0 = j * kKeys;
+      if (j >= kStages) mma::mbarrier_wait(&empty[stage], (j / kStages - 1) & 1);
+      load_tile_tma(k_tile(j), &maps.k, &k_full[stage], b, kvh, key0);
+      load_tile_tma(v_tile(j), &maps.v, &v_full[stage], b, kvh, key0);
+    }
+  }
+  __device__ static void load_tile_tma(bf16* tile, const CUtensorMap* map, uint64_t* full, int b,
+                                       int kvh, int key0) {
+    tma::arrive_expect_tx(full, kKeys * D * 2);  // out-of-bounds rows count too
+#pragma unroll
+    for (int panel = 0; panel < D / 64; ++panel)
+      tma::load_4d(mma::smem_u32(tile + panel * kKeys * 64), map, full, panel * 64, kvh, key0, b);
   }
 
   // Waits for tile j's K (V) copies; the caller then fences them for the async proxy before this
@@ -298,6 +337,17 @@ template <class Kernel>
 void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
                          cudaStream_t stream) {
   launch(kernel, dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), smem, stream, a, p, kPipelineThreads);
+}
+
+// The same with the K/V ring loaded by the TMA: the kernel also takes the call's tensor maps
+// (make_kv_maps for its kKeys), by value as a __grid_constant__ parameter.
+template <class Kernel>
+void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
+                         const KvMaps& maps, cudaStream_t stream) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), kPipelineThreads, smem, stream>>>(a, p,
+                                                                                          maps);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace infllm::attention::cuda::sm90

@@ -4,19 +4,21 @@
 // `--flex-mask` runs the sparse kernels on the mask torch_peer.py gives FlexAttention instead
 // (random blocks shared by 128 query tokens), so both kernels do the same work.
 // `--dq`, `--fwd` and `--dkdv` pick the Hopper dense kernels (INFLLM_ATTENTION_DQ, _FWD, _DKDV,
-// set before each dense measurement), each a name, a comma list or all (both), measured one
-// after the other at each length for an A/B in one process; without one the environment
-// decides. The library defaults are the warp-specialized pipelines (pipelined); the others:
-// --dq separate (the row pass) or fused (dQ from the dK/dV pass), --fwd rows, --dkdv rows (not
-// with the fused dQ, which has one dK/dV kernel). Rows name the non-defaults: dense_dq_separate,
-// dense_dq_fused, _fwd_rows, _dkdv_rows.
+// set before each dense measurement), and `--copy` how the pipelined forward and dQ load their
+// K/V ring (INFLLM_ATTENTION_COPY: cp_async, the default, or tma), each a name, a comma list or
+// all (both), measured one after the other at each length for an A/B in one process; without
+// one the environment decides. The library defaults are the warp-specialized pipelines
+// (pipelined); the others: --dq separate (the row pass) or fused (dQ from the dK/dV pass), --fwd
+// rows, --dkdv rows (not with the fused dQ, which has one dK/dV kernel). Rows name the
+// non-defaults: dense_dq_separate, dense_dq_fused, _fwd_rows, _dkdv_rows, _copy_tma.
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
 //                   [--dq pipelined|separate|fused|all] [--fwd pipelined|rows|both]
-//                   [--dkdv pipelined|rows|both] (a list of "0" skips that mode)
+//                   [--dkdv pipelined|rows|both] [--copy cp_async|tma|both] (a list of "0"
+//                   skips that mode)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -44,6 +46,7 @@ struct Options {
   std::string dq;    // "separate", "fused", "pipelined", "all" or a comma list; empty: as set
   std::string fwd;   // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_FWD as set
   std::string dkdv;  // "rows", "pipelined", "both"; empty: INFLLM_ATTENTION_DKDV as set
+  std::string copy;  // "cp_async", "tma", "both"; empty: INFLLM_ATTENTION_COPY as set
 };
 
 // Uniform values in [-2, 2) from a counter hash: random data without a host round trip.
@@ -148,7 +151,7 @@ float median_ms(F&& f, int reps) {
 }
 
 struct Row {
-  std::string mode, dq, fwd, dkdv;
+  std::string mode, dq, fwd, dkdv, copy;
   int L;
   float fwd_ms, fwd_bwd_ms;
   double fwd_tflops, fwd_bwd_tflops;
@@ -176,7 +179,7 @@ enum class Mode { dense, sparse, flex_mask };
 // fwd_kernel: the dense forward's kernel ("rows" or "pipelined"), dkdv_kernel: the dense dK/dV
 // pass's ("rows" or "pipelined"; the fused dQ ignores it), all already in the environment.
 Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
-        const std::string& fwd_kernel, const std::string& dkdv_kernel) {
+        const std::string& fwd_kernel, const std::string& dkdv_kernel, const std::string& copy) {
   const bool sparse = mode != Mode::dense;
   const AttentionShape shape{o.b, L, o.hq, o.hkv, o.d, float(1.0 / std::sqrt(double(o.d)))};
   const size_t nq = size_t(o.b) * L * o.hq * o.d, nk = size_t(o.b) * L * o.hkv * o.d;
@@ -220,6 +223,9 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
   r.dq = sparse ? "fused" : dq_mode;  // the Hopper sparse backward has only the fused dQ
   r.fwd = sparse ? "sparse" : fwd_kernel;
   r.dkdv = sparse ? "sparse" : dkdv_applies ? dkdv_kernel : "fused";
+  // The K/V copy of the pipelined forward and dQ; the sparse passes copy with cp.async.
+  if (!sparse && copy == "tma") r.mode += "_copy_tma";
+  r.copy = sparse ? "cp_async" : copy;
   r.L = L;
   r.fwd_ms = median_ms(forward, o.reps);
   r.fwd_bwd_ms = median_ms(
@@ -239,13 +245,14 @@ Row run(const Options& o, int L, Mode mode, const std::string& dq_mode,
     backward();
   });
   std::printf(
-      "{\"bench\":\"attention\",\"mode\":\"%s\",\"dq\":\"%s\",\"fwd\":\"%s\",\"dkdv\":\"%s\",\"B\":"
-      "%d,"
+      "{\"bench\":\"attention\",\"mode\":\"%s\",\"dq\":\"%s\",\"fwd\":\"%s\",\"dkdv\":\"%s\","
+      "\"copy\":\"%s\",\"B\":%d,"
       "\"L\":%d,\"hq\":%d,\"hkv\":%d,\"d\":%d,\"fwd_ms\":%.4f,\"fwd_bwd_ms\":%.4f,\"fwd_tflops\":%."
       "1f,"
       "\"fwd_bwd_tflops\":%.1f,\"tensors_mib\":%.1f,\"scratch_mib\":%.1f}\n",
-      r.mode.c_str(), r.dq.c_str(), r.fwd.c_str(), r.dkdv.c_str(), o.b, L, o.hq, o.hkv, o.d,
-      r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib, r.scratch_mib);
+      r.mode.c_str(), r.dq.c_str(), r.fwd.c_str(), r.dkdv.c_str(), r.copy.c_str(), o.b, L, o.hq,
+      o.hkv, o.d, r.fwd_ms, r.fwd_bwd_ms, r.fwd_tflops, r.fwd_bwd_tflops, r.tensors_mib,
+      r.scratch_mib);
   std::fflush(stdout);
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)out, (void*)dout, (void*)dq, (void*)dk,
                   (void*)dv, (void*)lse, (void*)gblocks})
@@ -300,14 +307,17 @@ int main(int argc, char** argv) {
                       {"--reps", int_option(o.reps)},
                       {"--dq", [&o](const char* v) { o.dq = v; }},
                       {"--fwd", [&o](const char* v) { o.fwd = v; }},
-                      {"--dkdv", [&o](const char* v) { o.dkdv = v; }}}))
+                      {"--dkdv", [&o](const char* v) { o.dkdv = v; }},
+                      {"--copy", [&o](const char* v) { o.copy = v; }}}))
     return 2;
   // The dense kernels each option asks for; without it, the one the environment selects.
-  std::vector<std::string> dq_modes, fwd_kernels, dkdv_kernels;
+  std::vector<std::string> dq_modes, fwd_kernels, dkdv_kernels, copies;
   if (!kernel_list(o.dq, "--dq", "INFLLM_ATTENTION_DQ", {"pipelined", "separate", "fused"},
                    dq_modes) ||
       !kernel_list(o.fwd, "--fwd", "INFLLM_ATTENTION_FWD", {"pipelined", "rows"}, fwd_kernels) ||
-      !kernel_list(o.dkdv, "--dkdv", "INFLLM_ATTENTION_DKDV", {"pipelined", "rows"}, dkdv_kernels))
+      !kernel_list(o.dkdv, "--dkdv", "INFLLM_ATTENTION_DKDV", {"pipelined", "rows"},
+                   dkdv_kernels) ||
+      !kernel_list(o.copy, "--copy", "INFLLM_ATTENTION_COPY", {"cp_async", "tma"}, copies))
     return 2;
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -317,17 +327,20 @@ int main(int argc, char** argv) {
     for (int L : o.dense)
       for (const std::string& fwd : fwd_kernels)
         for (const std::string& dq : dq_modes)
-          for (const std::string& dkdv : dkdv_kernels) {
-            // The fused dQ has one dK/dV kernel: time it once.
-            if (dq == "fused" && dkdv != dkdv_kernels.front()) continue;
-            if (!o.fwd.empty()) setenv("INFLLM_ATTENTION_FWD", fwd.c_str(), 1);
-            if (!o.dq.empty()) setenv("INFLLM_ATTENTION_DQ", dq.c_str(), 1);
-            if (!o.dkdv.empty()) setenv("INFLLM_ATTENTION_DKDV", dkdv.c_str(), 1);
-            rows.push_back(run(o, L, Mode::dense, dq, fwd, dkdv));
-          }
-    for (int L : o.sparse) rows.push_back(run(o, L, Mode::sparse, "fused", "sparse", "sparse"));
+          for (const std::string& dkdv : dkdv_kernels)
+            for (const std::string& copy : copies) {
+              // The fused dQ has one dK/dV kernel: time it once.
+              if (dq == "fused" && dkdv != dkdv_kernels.front()) continue;
+              if (!o.fwd.empty()) setenv("INFLLM_ATTENTION_FWD", fwd.c_str(), 1);
+              if (!o.dq.empty()) setenv("INFLLM_ATTENTION_DQ", dq.c_str(), 1);
+              if (!o.dkdv.empty()) setenv("INFLLM_ATTENTION_DKDV", dkdv.c_str(), 1);
+              if (!o.copy.empty()) setenv("INFLLM_ATTENTION_COPY", copy.c_str(), 1);
+              rows.push_back(run(o, L, Mode::dense, dq, fwd, dkdv, copy));
+            }
+    for (int L : o.sparse)
+      rows.push_back(run(o, L, Mode::sparse, "fused", "sparse", "sparse", "cp_async"));
     for (int L : o.flex_mask)
-      rows.push_back(run(o, L, Mode::flex_mask, "fused", "sparse", "sparse"));
+      rows.push_back(run(o, L, Mode::flex_mask, "fused", "sparse", "sparse", "cp_async"));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_attention: %s\n", e.what());
     return 1;

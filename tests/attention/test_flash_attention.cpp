@@ -419,37 +419,42 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too. The Hopper dense passes run as the warp-specialized pipelines
   // (the default) and each as its row pass in turn: the forward, dQ (separate) and dK/dV (rows);
-  // dQ also from the dK/dV pass (fused). The portable kernels and the sparse schedule have one
-  // forward, one dQ path and one dK/dV kernel each.
+  // dQ also from the dK/dV pass (fused); the pipelined forward and dQ also with their K/V ring
+  // loaded by the TMA (INFLLM_ATTENTION_COPY=tma). The portable kernels and the sparse schedule
+  // have one forward, one dQ path and one dK/dV kernel each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
     const char* fwd;      // INFLLM_ATTENTION_FWD
     const char* dkdv;     // INFLLM_ATTENTION_DKDV
+    const char* copy;     // INFLLM_ATTENTION_COPY
   };
-  std::vector<Kernels> runs = {{"default", "pipelined", "pipelined", "pipelined"},
-                               {"portable", "pipelined", "pipelined", "pipelined"}};
+  std::vector<Kernels> runs = {{"default", "pipelined", "pipelined", "pipelined", "cp_async"},
+                               {"portable", "pipelined", "pipelined", "pipelined", "cp_async"}};
   if (c.block_size == 0)
-    runs.insert(runs.begin() + 1, {{"default", "pipelined", "rows", "pipelined"},
-                                   {"default", "separate", "pipelined", "pipelined"},
-                                   {"default", "pipelined", "pipelined", "rows"},
-                                   {"default", "fused", "pipelined", "pipelined"}});
+    runs.insert(runs.begin() + 1, {{"default", "pipelined", "rows", "pipelined", "cp_async"},
+                                   {"default", "separate", "pipelined", "pipelined", "cp_async"},
+                                   {"default", "pipelined", "pipelined", "rows", "cp_async"},
+                                   {"default", "fused", "pipelined", "pipelined", "cp_async"},
+                                   {"default", "pipelined", "pipelined", "pipelined", "tma"}});
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
       unsetenv("INFLLM_ATTENTION_KERNELS");
       unsetenv("INFLLM_ATTENTION_DQ");
       unsetenv("INFLLM_ATTENTION_FWD");
       unsetenv("INFLLM_ATTENTION_DKDV");
+      unsetenv("INFLLM_ATTENTION_COPY");
     }
   } restore;
   for (const Kernels& run : runs) {
     SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + run.kernels +
                  " INFLLM_ATTENTION_DQ=" + run.dq + " INFLLM_ATTENTION_FWD=" + run.fwd +
-                 " INFLLM_ATTENTION_DKDV=" + run.dkdv);
+                 " INFLLM_ATTENTION_DKDV=" + run.dkdv + " INFLLM_ATTENTION_COPY=" + run.copy);
     setenv("INFLLM_ATTENTION_KERNELS", run.kernels, 1);
     setenv("INFLLM_ATTENTION_DQ", run.dq, 1);
     setenv("INFLLM_ATTENTION_FWD", run.fwd, 1);
     setenv("INFLLM_ATTENTION_DKDV", run.dkdv, 1);
+    setenv("INFLLM_ATTENTION_COPY", run.copy, 1);
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
@@ -555,23 +560,26 @@ const Case kGpuCases[] = {
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
 
 // The dense kernels' choices are read at every call (the forward's at a forward, dQ's and dK/dV's
-// at a backward); an unknown value is an error, not a silent default.
+// at a backward, the K/V copy's at both); an unknown value is an error, not a silent default.
 TEST(GpuAttention, RejectsUnknownKernelChoices) {
   INFLLM_REQUIRE_GPU();
   const AttentionShape shape{1, 64, 2, 2, 64, 0.1f};
-  for (const char* name :
-       {"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_DQ", "INFLLM_ATTENTION_DKDV"}) {
+  for (const char* name : {"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_DQ", "INFLLM_ATTENTION_DKDV",
+                           "INFLLM_ATTENTION_COPY"}) {
     SCOPED_TRACE(name);
     struct Restore {
       const char* name;
       ~Restore() { unsetenv(name); }
     } restore{name};
     setenv(name, "warp_specialized", 1);
-    if (std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0)
+    const bool forward = std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0 ||
+                         std::strcmp(name, "INFLLM_ATTENTION_COPY") == 0;
+    const bool backward = std::strcmp(name, "INFLLM_ATTENTION_FWD") != 0;
+    if (forward)
       EXPECT_THROW(
           cuda::attention_forward(shape, nullptr, nullptr, nullptr, {}, nullptr, nullptr, nullptr),
           Error);
-    else
+    if (backward)
       EXPECT_THROW(cuda::attention_backward(shape, nullptr, nullptr, nullptr, nullptr, nullptr,
                                             nullptr, {}, nullptr, nullptr, nullptr, nullptr),
                    Error);
