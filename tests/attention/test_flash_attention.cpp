@@ -575,14 +575,16 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
     const bool forward = std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0 ||
                          std::strcmp(name, "INFLLM_ATTENTION_COPY") == 0;
     const bool backward = std::strcmp(name, "INFLLM_ATTENTION_FWD") != 0;
-    if (forward)
+    if (forward) {
       EXPECT_THROW(
           cuda::attention_forward(shape, nullptr, nullptr, nullptr, {}, nullptr, nullptr, nullptr),
           Error);
-    if (backward)
+    }
+    if (backward) {
       EXPECT_THROW(cuda::attention_backward(shape, nullptr, nullptr, nullptr, nullptr, nullptr,
                                             nullptr, {}, nullptr, nullptr, nullptr, nullptr),
                    Error);
+    }
   }
 }
 
