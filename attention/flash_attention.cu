@@ -181,12 +181,14 @@ void attention_forward(const AttentionShape& shape, const bf16_bits* q, const bf
   a.lse_out = lse;
   const auto s = static_cast<cudaStream_t>(stream);
   const bool hopper = sm90::available();
-  // The dense Hopper forward's kernel and K/V copy (INFLLM_ATTENTION_FWD, INFLLM_ATTENTION_COPY;
-  // a bad value throws on every GPU).
-  const bool pipelined = blocks.blocks == nullptr && sm90::dense_forward_pipelined();
-  const bool tma = blocks.blocks == nullptr && sm90::dense_copy_tma();
-  if (blocks.blocks == nullptr && hopper)
-    sm90::forward(shape.D, a, p, s, pipelined, tma);
+  // The dense Hopper forward's kernel, K/V copy and exponentials (INFLLM_ATTENTION_FWD,
+  // INFLLM_ATTENTION_COPY, INFLLM_ATTENTION_EXP2; a bad value throws on every GPU).
+  const bool dense = blocks.blocks == nullptr;
+  const bool pipelined = dense && sm90::dense_forward_pipelined();
+  const bool tma = dense && sm90::dense_copy_tma();
+  const int fma_exp_every = dense ? sm90::dense_forward_fma_exp_every() : 0;
+  if (dense && hopper)
+    sm90::forward(shape.D, a, p, s, pipelined, tma, fma_exp_every);
   else if (hopper)  // sparse
     sparse_forward_hopper(op, a, p, shape.D, s);
   else

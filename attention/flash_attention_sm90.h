@@ -23,10 +23,12 @@ bool available();
 // pipelined_forward. backward_dq writes a.dq from a.lse and a.delta: with the row pass, or
 // (pipelined) with the warp-specialized pipeline of flash_attention_sm90_dq.cu, whose launcher is
 // pipelined_dq. `tma`: the pipelines load their K/V ring with the TMA (dense_copy_tma); the row
-// passes ignore it.
+// passes ignore it. `fma_exp_every`: the pipelined forward's share of exponentials on the FMA pipe
+// (dense_forward_fma_exp_every); the row pass ignores it.
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
-             bool tma);
-void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma);
+             bool tma, int fma_exp_every);
+void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma,
+                       int fma_exp_every);
 void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
                  bool tma);
 void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma);
@@ -69,6 +71,13 @@ bool dense_dkdv_pipelined();
 // pass and the row passes copy with cp.async either way. Read at every call, so one process can
 // time both; throws on another value.
 bool dense_copy_tma();
+
+// Where the pipelined dense forward's softmax takes its exponentials (INFLLM_ATTENTION_EXP2): all
+// from the special-function unit (unset, empty or "mufu": the default; returns 0), or one column
+// pair in 8, 4 or 2 from a polynomial on the FMA pipe ("fma8", "fma4", "fma2": returns 8, 4, 2;
+// exp2_on_fma in flash_attention_mma.cuh). Read at every call, so one process can time each;
+// throws on another value.
+int dense_forward_fma_exp_every();
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part

@@ -204,10 +204,16 @@ bool dense_copy_tma() {
                        "K/V copy of the Hopper dense pipelines") == 1;
 }
 
+int dense_forward_fma_exp_every() {
+  constexpr int every[] = {0, 8, 4, 2};
+  return every[kernel_choice("INFLLM_ATTENTION_EXP2", {"mufu", "fma8", "fma4", "fma2"},
+                             "source of the Hopper dense forward's exponentials")];
+}
+
 void forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
-             bool tma) {
+             bool tma, int fma_exp_every) {
   if (pipelined)
-    pipelined_forward(D, a, p, stream, tma);
+    pipelined_forward(D, a, p, stream, tma, fma_exp_every);
   else
     launch_dense_rows<false>(D, a, p, stream);
 }

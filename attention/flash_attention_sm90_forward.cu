@@ -38,7 +38,7 @@ static_assert(forward_smem<128>() <= 227 * 1024 && forward_smem<64>() <= 227 * 1
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // The kernels' body. CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring
 // (KvRing, loaded by the TMA from `maps` when kTma).
-template <int D, bool kTma>
+template <int D, bool kTma, int kFmaExpEvery>
 __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Problem& p,
                                                  const KvMaps* maps) {
   constexpr int kKeys = kPipelineKeys;
@@ -103,7 +103,8 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
         mask_tile<kKeys, 2, false>(
             s, [](int tile, int half) { return 2 * tile + half; }, j, diagonal, token, all_rows,
             lane);
-        tile_probabilities<kKeys, false>(s, row_max, row_sum, correction, p.scale_log2);
+        tile_probabilities<kKeys, false, kFmaExpEvery>(s, row_max, row_sum, correction,
+                                                       p.scale_log2);
       },
       hold_values,
       [&](int) {
@@ -115,35 +116,54 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
 }
 #endif
 
-// The K/V ring copied with cp.async by the producer warpgroup (the default).
-template <int D>
+// The K/V ring copied with cp.async by the producer warpgroup (the default). kFmaExpEvery:
+// tile_probabilities' share of exponentials on the FMA pipe (dense_forward_fma_exp_every).
+template <int D, int kFmaExpEvery>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_forward_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  forward_pipeline<D, false>(a, p, nullptr);
+  forward_pipeline<D, false, kFmaExpEvery>(a, p, nullptr);
 #endif
 }
 
 // The K/V ring loaded by the TMA (INFLLM_ATTENTION_COPY=tma): maps of 64-column x kPipelineKeys
 // boxes.
-template <int D>
+template <int D, int kFmaExpEvery>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_forward_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  forward_pipeline<D, true>(a, p, &maps);
+  forward_pipeline<D, true, kFmaExpEvery>(a, p, &maps);
 #endif
+}
+
+// f(std::integral_constant<int, n>) for n = fma_exp_every (0, 2, 4 or 8).
+template <class F>
+void with_fma_exp_every(int fma_exp_every, F&& f) {
+  switch (fma_exp_every) {
+    case 0:
+      return f(std::integral_constant<int, 0>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    default:
+      return f(std::integral_constant<int, 8>{});
+  }
 }
 
 }  // namespace
 
-void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma) {
+void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream, bool tma,
+                       int fma_exp_every) {
   with_head_dim(D, [&](auto d) {
-    constexpr int kD = decltype(d)::value;
-    if (tma)
-      launch_row_pipeline(pipelined_forward_tma_kernel<kD>, forward_smem<kD>(), a, p,
-                          make_kv_maps(kD, kPipelineKeys, a.k, a.v, p), stream);
-    else
-      launch_row_pipeline(pipelined_forward_kernel<kD>, forward_smem<kD>(), a, p, stream);
+    with_fma_exp_every(fma_exp_every, [&](auto every) {
+      constexpr int kD = decltype(d)::value, kEvery = decltype(every)::value;
+      if (tma)
+        launch_row_pipeline(pipelined_forward_tma_kernel<kD, kEvery>, forward_smem<kD>(), a, p,
+                            make_kv_maps(kD, kPipelineKeys, a.k, a.v, p), stream);
+      else
+        launch_row_pipeline(pipelined_forward_kernel<kD, kEvery>, forward_smem<kD>(), a, p, stream);
+    });
   });
 }
 

@@ -94,8 +94,10 @@ __device__ __forceinline__ void mask_tile(float (&s)[kKeys / 2], BlockOf block_o
 // Forward, online softmax in base 2 without O: moves each row's maximum to take s in, scales the
 // running sum to it, turns s into P and adds P to the sum. `correction` is the factor O must be
 // scaled by (rescale_rows): at once in the row pass, once the P V still running has landed in the
-// pipelined forward.
-template <int kKeys, bool kTileList>
+// pipelined forward. kFmaExpEvery > 0: the exponentials of every kFmaExpEvery-th column pair go
+// to the FMA pipe (exp2_on_fma) instead of the special-function unit, whose 16 per SM and cycle
+// bound the forward where D is small (flash_attention_sm90_forward.cu).
+template <int kKeys, bool kTileList, int kFmaExpEvery = 0>
 __device__ __forceinline__ void tile_probabilities(float (&s)[kKeys / 2], float (&row_max)[2],
                                                    float (&row_sum)[2], float (&correction)[2],
                                                    float scale_log2) {
@@ -118,7 +120,11 @@ __device__ __forceinline__ void tile_probabilities(float (&s)[kKeys / 2], float 
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         float& x = s[4 * c + 2 * r + e];
-        x = fast_exp2(fmaf(x, scale_log2, -base));
+        const float exponent = fmaf(x, scale_log2, -base);
+        if constexpr (kFmaExpEvery > 0)
+          x = c % kFmaExpEvery == kFmaExpEvery - 1 ? exp2_on_fma(exponent) : fast_exp2(exponent);
+        else
+          x = fast_exp2(exponent);
         row_sum[r] += x;
       }
   }

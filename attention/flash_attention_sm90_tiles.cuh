@@ -22,6 +22,7 @@ using mma::cp_async_16;
 using mma::cp_async_4;
 using mma::cp_async_commit;
 using mma::cp_async_wait;
+using mma::exp2_on_fma;
 using mma::fast_exp2;
 using mma::pack_bf16;
 using wgmma::k_major;

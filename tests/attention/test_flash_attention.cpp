@@ -420,41 +420,44 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   // (other GPUs) are checked too. The Hopper dense passes run as the warp-specialized pipelines
   // (the default) and each as its row pass in turn: the forward, dQ (separate) and dK/dV (rows);
   // dQ also from the dK/dV pass (fused); the pipelined forward and dQ also with their K/V ring
-  // loaded by the TMA (INFLLM_ATTENTION_COPY=tma). The portable kernels and the sparse schedule
-  // have one forward, one dQ path and one dK/dV kernel each.
+  // loaded by the TMA (INFLLM_ATTENTION_COPY=tma); the pipelined forward also with part of its
+  // exponentials on the FMA pipe (INFLLM_ATTENTION_EXP2=fma2, the largest share). The portable
+  // kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
     const char* dq;       // INFLLM_ATTENTION_DQ
     const char* fwd;      // INFLLM_ATTENTION_FWD
     const char* dkdv;     // INFLLM_ATTENTION_DKDV
     const char* copy;     // INFLLM_ATTENTION_COPY
+    const char* exp2;     // INFLLM_ATTENTION_EXP2
   };
-  std::vector<Kernels> runs = {{"default", "pipelined", "pipelined", "pipelined", "cp_async"},
-                               {"portable", "pipelined", "pipelined", "pipelined", "cp_async"}};
+  std::vector<Kernels> runs = {
+      {"default", "pipelined", "pipelined", "pipelined", "cp_async", "mufu"},
+      {"portable", "pipelined", "pipelined", "pipelined", "cp_async", "mufu"}};
   if (c.block_size == 0)
-    runs.insert(runs.begin() + 1, {{"default", "pipelined", "rows", "pipelined", "cp_async"},
-                                   {"default", "separate", "pipelined", "pipelined", "cp_async"},
-                                   {"default", "pipelined", "pipelined", "rows", "cp_async"},
-                                   {"default", "fused", "pipelined", "pipelined", "cp_async"},
-                                   {"default", "pipelined", "pipelined", "pipelined", "tma"}});
+    runs.insert(runs.begin() + 1,
+                {{"default", "pipelined", "rows", "pipelined", "cp_async", "mufu"},
+                 {"default", "separate", "pipelined", "pipelined", "cp_async", "mufu"},
+                 {"default", "pipelined", "pipelined", "rows", "cp_async", "mufu"},
+                 {"default", "fused", "pipelined", "pipelined", "cp_async", "mufu"},
+                 {"default", "pipelined", "pipelined", "pipelined", "tma", "mufu"},
+                 {"default", "pipelined", "pipelined", "pipelined", "cp_async", "fma2"}});
+  static constexpr const char* kVariables[] = {"INFLLM_ATTENTION_KERNELS", "INFLLM_ATTENTION_DQ",
+                                               "INFLLM_ATTENTION_FWD",     "INFLLM_ATTENTION_DKDV",
+                                               "INFLLM_ATTENTION_COPY",    "INFLLM_ATTENTION_EXP2"};
   struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
     ~RestoreKernels() {
-      unsetenv("INFLLM_ATTENTION_KERNELS");
-      unsetenv("INFLLM_ATTENTION_DQ");
-      unsetenv("INFLLM_ATTENTION_FWD");
-      unsetenv("INFLLM_ATTENTION_DKDV");
-      unsetenv("INFLLM_ATTENTION_COPY");
+      for (const char* variable : kVariables) unsetenv(variable);
     }
   } restore;
   for (const Kernels& run : runs) {
-    SCOPED_TRACE(std::string("INFLLM_ATTENTION_KERNELS=") + run.kernels +
-                 " INFLLM_ATTENTION_DQ=" + run.dq + " INFLLM_ATTENTION_FWD=" + run.fwd +
-                 " INFLLM_ATTENTION_DKDV=" + run.dkdv + " INFLLM_ATTENTION_COPY=" + run.copy);
-    setenv("INFLLM_ATTENTION_KERNELS", run.kernels, 1);
-    setenv("INFLLM_ATTENTION_DQ", run.dq, 1);
-    setenv("INFLLM_ATTENTION_FWD", run.fwd, 1);
-    setenv("INFLLM_ATTENTION_DKDV", run.dkdv, 1);
-    setenv("INFLLM_ATTENTION_COPY", run.copy, 1);
+    const char* values[] = {run.kernels, run.dq, run.fwd, run.dkdv, run.copy, run.exp2};
+    std::string trace;
+    for (int i = 0; i < 6; ++i) {
+      setenv(kVariables[i], values[i], 1);
+      trace += std::string(i ? " " : "") + kVariables[i] + "=" + values[i];
+    }
+    SCOPED_TRACE(trace);
     for (bool packed : {false, true}) {
       SCOPED_TRACE(packed ? "packed [B, T, Hq + 2 Hkv, D] layout" : "separate tensors");
       GpuRun r;
@@ -559,22 +562,24 @@ const Case kGpuCases[] = {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GpuAttention, ::testing::ValuesIn(kGpuCases));
 
-// The dense kernels' choices are read at every call (the forward's at a forward, dQ's and dK/dV's
-// at a backward, the K/V copy's at both); an unknown value is an error, not a silent default.
+// The dense kernels' choices are read at every call (the forward's and its exponentials' at a
+// forward, dQ's and dK/dV's at a backward, the K/V copy's at both); an unknown value is an error,
+// not a silent default.
 TEST(GpuAttention, RejectsUnknownKernelChoices) {
   INFLLM_REQUIRE_GPU();
   const AttentionShape shape{1, 64, 2, 2, 64, 0.1f};
   for (const char* name : {"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_DQ", "INFLLM_ATTENTION_DKDV",
-                           "INFLLM_ATTENTION_COPY"}) {
+                           "INFLLM_ATTENTION_COPY", "INFLLM_ATTENTION_EXP2"}) {
     SCOPED_TRACE(name);
     struct Restore {
       const char* name;
       ~Restore() { unsetenv(name); }
     } restore{name};
     setenv(name, "warp_specialized", 1);
-    const bool forward = std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0 ||
-                         std::strcmp(name, "INFLLM_ATTENTION_COPY") == 0;
-    const bool backward = std::strcmp(name, "INFLLM_ATTENTION_FWD") != 0;
+    const bool forward_only = std::strcmp(name, "INFLLM_ATTENTION_FWD") == 0 ||
+                              std::strcmp(name, "INFLLM_ATTENTION_EXP2") == 0;
+    const bool forward = forward_only || std::strcmp(name, "INFLLM_ATTENTION_COPY") == 0;
+    const bool backward = !forward_only;
     if (forward) {
       EXPECT_THROW(
           cuda::attention_forward(shape, nullptr, nullptr, nullptr, {}, nullptr, nullptr, nullptr),
