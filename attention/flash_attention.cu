@@ -134,9 +134,10 @@ void sparse_backward(const char* op, const RowsArgs& ra, KvArgs ka, const Proble
 // dK and dV of the dense schedule: the group's heads split over CTAs until there are enough CTAs
 // to fill the GPU, their f32 partials reduced in a fixed order. With `dq` set (Hopper, fused dQ)
 // the pass also adds dS K into zeroed f32 query sums, converted to bf16 dq at the end; without
-// it, `pipelined` (Hopper) runs the warp-specialized dK/dV kernel.
+// it, `pipelined` (Hopper) runs the warp-specialized dK/dV kernel, its query ring loaded by the
+// TMA when `tma`.
 void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper, bf16* dq,
-                bool pipelined, cudaStream_t stream) {
+                bool pipelined, bool tma, cudaStream_t stream) {
   const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
   while (base * ka.splits < target && p.G % (ka.splits * 2) == 0) ka.splits *= 2;
   if (hopper) ka.splits = sm90::dkdv_splits(p);
@@ -152,7 +153,7 @@ void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper,
     CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
   }
   if (hopper)
-    sm90::backward_dkdv(D, ka, p, stream, pipelined);
+    sm90::backward_dkdv(D, ka, p, stream, pipelined, tma);
   else
     portable::dkdv(false, D, ka, p, stream);
   if (dq != nullptr) {
@@ -205,7 +206,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
   // Dense on Hopper: dQ from the pipelined dQ kernel, its row pass or the dK/dV pass
   // (INFLLM_ATTENTION_DQ), and dK/dV from the pipelined kernel unless INFLLM_ATTENTION_DKDV=rows
-  // or dQ is fused (the fused kernel has no pipelined twin); the pipelined dQ's K/V copy
+  // or dQ is fused (the fused kernel has no pipelined twin); the pipelines' tile copy
   // (INFLLM_ATTENTION_COPY). A bad value of any throws on every GPU.
   const sm90::DenseDq dq_mode = sparse ? sm90::DenseDq::separate : sm90::dense_dq_mode();
   const bool tma = !sparse && sm90::dense_copy_tma();
@@ -245,7 +246,7 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   if (sparse)
     sparse_backward(op, ra, ka, p, D, hopper, stream);
   else
-    dense_dkdv(op, ka, p, D, hopper, fused_dq ? ra.dq : nullptr, pipelined_dkdv, stream);
+    dense_dkdv(op, ka, p, D, hopper, fused_dq ? ra.dq : nullptr, pipelined_dkdv, tma, stream);
   CUDA_CHECK(cudaFreeAsync(delta, stream));
   if (lse_rows != nullptr) CUDA_CHECK(cudaFreeAsync(lse_rows, stream));
 }

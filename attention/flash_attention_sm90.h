@@ -65,11 +65,11 @@ bool dense_forward_pipelined();
 // every call, so one process can time both; throws on another value.
 bool dense_dkdv_pipelined();
 
-// Whether the pipelined dense forward and dQ pass load their K/V ring with the Tensor Memory
-// Accelerator, one thread issuing each tile's boxes (INFLLM_ATTENTION_COPY=tma), or with the
-// producer warpgroup's cp.async (unset, empty or "cp_async": the default). The pipelined dK/dV
-// pass and the row passes copy with cp.async either way. Read at every call, so one process can
-// time both; throws on another value.
+// Whether the dense pipelines load their rings (the forward's and dQ's K and V, the dK/dV pass's
+// Q and dO) with the Tensor Memory Accelerator, one thread issuing each tile's boxes (unset,
+// empty or "tma": the default), or with the producer warpgroup's 16-byte cp.async
+// (INFLLM_ATTENTION_COPY=cp_async). The row passes copy with cp.async either way. Read at every
+// call, so one process can time both; throws on another value.
 bool dense_copy_tma();
 
 // Where the pipelined dense forward's softmax takes its exponentials (INFLLM_ATTENTION_EXP2): all
@@ -84,10 +84,12 @@ int dense_forward_fma_exp_every();
 // ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv. With a.dq_acc
 // set it also adds dS K (unscaled) of the CTA's heads into those zeroed f32 query sums
 // (query_sums_offset, [B, T, Hq, D]), which dq_from_sums turns into bf16 dq (scaled). Without
-// a.dq_acc, `pipelined` runs pipelined_dkdv: the same CTAs, results and outputs.
+// a.dq_acc, `pipelined` runs pipelined_dkdv: the same CTAs, results and outputs, its query ring
+// loaded by the TMA when `tma` (dense_copy_tma).
 int dkdv_splits(const Problem& p);
-void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined);
-void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream);
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+                   bool tma);
+void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool tma);
 // The sparse backward (p.blocks set, a.index of every selected block) in one block-major pass:
 // dK and dV as bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks, and
 // dS K (unscaled) added into the zeroed f32 query sums a.dq_acc, which dq_from_sums turns into

@@ -2,8 +2,8 @@
 // dQ row passes (flash_attention_sm90_rows.cuh), the dK/dV pass, and the choices between the row
 // passes and the pipelined forward (flash_attention_sm90_forward.cu, INFLLM_ATTENTION_FWD), dQ
 // (flash_attention_sm90_dq.cu, INFLLM_ATTENTION_DQ) and dK/dV
-// (flash_attention_sm90_dkdv_pipelined.cu, INFLLM_ATTENTION_DKDV), and the pipelines' K/V copy
-// (INFLLM_ATTENTION_COPY).
+// (flash_attention_sm90_dkdv_pipelined.cu, INFLLM_ATTENTION_DKDV), the pipelines' tile copy
+// (INFLLM_ATTENTION_COPY) and the forward's exponentials (INFLLM_ATTENTION_EXP2).
 //  * dK/dV: 128 keys of one KV head per CTA (64 per warpgroup); walks 64-query tiles from the
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
@@ -200,8 +200,8 @@ bool dense_dkdv_pipelined() {
 }
 
 bool dense_copy_tma() {
-  return kernel_choice("INFLLM_ATTENTION_COPY", {"cp_async", "tma"},
-                       "K/V copy of the Hopper dense pipelines") == 1;
+  return kernel_choice("INFLLM_ATTENTION_COPY", {"tma", "cp_async"},
+                       "tile copy of the Hopper dense pipelines") == 0;
 }
 
 int dense_forward_fma_exp_every() {
@@ -235,9 +235,10 @@ int dkdv_splits(const Problem& p) {
   return splits;
 }
 
-void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined) {
+void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
+                   bool tma) {
   if (pipelined && a.dq_acc == nullptr) {
-    pipelined_dkdv(D, a, p, stream);
+    pipelined_dkdv(D, a, p, stream, tma);
     return;
   }
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);

@@ -6,12 +6,16 @@
 // (store_dkdv), steps in the same order: dK and dV are what the row-walking kernel computes,
 // operation for operation. Scheduled differently:
 //  * a producer warpgroup (warps 8-11) only copies the query side of each step (q and dO
-//    [64][D], lse and delta [64]) with cp.async into a ring of kStages stages. Each stage has two
-//    mbarriers: full completes when the producer's copies have landed
-//    (cp.async.mbarrier.arrive.noinc, one arrival per producer thread), empty when all 8
-//    consumer warps have finished the step's MMAs and reads. No __syncthreads after the start:
-//    a warpgroup waits only for the tile it needs, and the two warpgroups may drift apart by up
-//    to kStages - 1 steps, so one's exponentials and conversions run while the other's MMAs do.
+//    [64][D], lse and delta [64]) into a ring of kStages stages: q and dO with the TMA, one
+//    thread issuing their boxes (the default; flash_attention_sm90_tma.cuh), or with 16-byte
+//    cp.async from every producer thread (INFLLM_ATTENTION_COPY=cp_async); lse and delta with
+//    4-byte cp.async either way. Each stage has two mbarriers: full completes when the
+//    producer's copies have landed (cp.async.mbarrier.arrive.noinc, one arrival per producer
+//    thread, plus with the TMA the issuing thread's arrival with the tiles' bytes, expect_tx),
+//    empty when all 8 consumer warps have finished the step's MMAs and reads. No __syncthreads
+//    after the start: a warpgroup waits only for the tile it needs, and the two warpgroups may
+//    drift apart by up to kStages - 1 steps, so one's exponentials and conversions run while the
+//    other's MMAs do.
 //  * two consumer warpgroups (warps 0-3, 4-7) of 64 keys each copy their own K and V rows once,
 //    then run dkdv_tile on every stage in turn; dK and dV stay in registers to the end. The
 //    producer gives its registers to them (setmaxnreg): 384 threads start with 168 each, the
@@ -59,16 +63,17 @@ static_assert(pipelined_dkdv_smem<128>() + dkdv_stage_bytes<128>() > 227 * 1024)
 static_assert(pipelined_dkdv_smem<64>() <= 227 * 1024);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Used only by the sm_90a kernel body (the portable PTX pass compiles it empty).
+// Used only by the sm_90a kernel bodies (the portable PTX pass compiles them empty).
 constexpr int kGroupBarrier = 2;  // named barriers 2, 3: one consumer warpgroup's 128 threads
-#endif
 
-// Grid as dense_dkdv_kernel: (T / 128 key tiles, B * Hkv, splits). Threads 0 .. 255 are the
-// consumer warpgroups, 256 .. 383 the producer. Shared memory: K, V [128][D]; kStages x (q, dO)
-// [64][D]; kStages x (lse, delta) [64] f32; then the mbarriers full, empty [kStages] each.
-template <int D>
-__global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvArgs a, Problem p) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// The kernels' body. Grid as dense_dkdv_kernel: (T / 128 key tiles, B * Hkv, splits). Threads
+// 0 .. 255 are the consumer warpgroups, 256 .. 383 the producer. Shared memory: K, V [128][D];
+// kStages x (q, dO) [64][D] (each 1024-byte aligned, as the TMA's swizzle needs); kStages x (lse,
+// delta) [64] f32; then the mbarriers full, empty [kStages] each. kTma: q and dO by the TMA from
+// `maps` (read only then).
+template <int D, bool kTma>
+__device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
+                                              const QueryMaps* maps) {
   constexpr int kQ = kDkdvQueries, kStages = dkdv_stages<D>();
   extern __shared__ unsigned char smem_raw[];
   bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
@@ -91,7 +96,8 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
   const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
 
   if (threadIdx.x < kStages) {
-    mma::mbarrier_init(&full[threadIdx.x], kProducerThreads);  // one arrival per thread
+    // One arrival per producer thread, and with the TMA the issuing thread's (with the bytes).
+    mma::mbarrier_init(&full[threadIdx.x], kProducerThreads + (kTma ? 1 : 0));
     mma::mbarrier_init(&empty[threadIdx.x], kConsumerWarps);
   }
   __syncthreads();
@@ -107,14 +113,26 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
     const int thread = threadIdx.x - kConsumerThreads;
     // lse (threads 0 .. 63) or delta (64 .. 127) of the thread's query: [B, Hq, T] f32.
     const float* stats = thread < kQ ? a.lse : a.delta;
+    if (kTma && thread == 0) {
+      tma::prefetch_map(&maps->q);
+      tma::prefetch_map(&maps->dout);
+    }
     int head = head0, tile = first_tile;  // step i's head and query tile
     for (int i = 0; i < n_steps; ++i) {
       const int stage = i % kStages, q0 = tile * kQ;
       if (i >= kStages) mma::mbarrier_wait(&empty[stage], (i / kStages - 1) & 1);
-      copy_rows<D, kQ, kProducerThreads, kQ>(q_tile(stage), a.q, b, head, p.q_heads, q0, p.T, 0,
-                                             thread);
-      copy_rows<D, kQ, kProducerThreads, kQ>(do_tile(stage), a.dout, b, head, p.o_heads, q0, p.T, 0,
-                                             thread);
+      if constexpr (kTma) {
+        if (thread == 0) {
+          tma::arrive_expect_tx(&full[stage], 2 * kQ * D * 2);  // out-of-bounds rows count too
+          tma::load_rows<D, kQ>(q_tile(stage), &maps->q, &full[stage], b, head, q0);
+          tma::load_rows<D, kQ>(do_tile(stage), &maps->dout, &full[stage], b, head, q0);
+        }
+      } else {
+        copy_rows<D, kQ, kProducerThreads, kQ>(q_tile(stage), a.q, b, head, p.q_heads, q0, p.T, 0,
+                                               thread);
+        copy_rows<D, kQ, kProducerThreads, kQ>(do_tile(stage), a.dout, b, head, p.o_heads, q0, p.T,
+                                               0, thread);
+      }
       const int t = q0 + thread % kQ;
       cp_async_4(lse_of(stage) + thread, stats + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
       mma::cp_async_arrive(&full[stage]);
@@ -161,17 +179,39 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
     if (++tile == first_tile + n_tiles) tile = first_tile;
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, false, dk, dv);
+}
+#endif
+
+// q and dO copied with cp.async by the producer warpgroup (INFLLM_ATTENTION_COPY=cp_async).
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvArgs a, Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  dkdv_pipeline<D, false>(a, p, nullptr);
+#endif
+}
+
+// q and dO loaded by the TMA (the default): maps of 64-column x kDkdvQueries boxes.
+template <int D>
+__global__ void __launch_bounds__(kPipelineThreads, 1)
+    pipelined_dkdv_tma_kernel(KvArgs a, Problem p, const __grid_constant__ QueryMaps maps) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  dkdv_pipeline<D, true>(a, p, &maps);
 #endif
 }
 
 }  // namespace
 
-void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream) {
+void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool tma) {
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    launch(pipelined_dkdv_kernel<kD>, grid, pipelined_dkdv_smem<kD>(), stream, a, p,
-           kPipelineThreads);
+    if (tma)
+      launch_kernel(pipelined_dkdv_tma_kernel<kD>, grid, kPipelineThreads,
+                    pipelined_dkdv_smem<kD>(), stream, a, p,
+                    make_query_maps(kD, kDkdvQueries, a.q, a.dout, p));
+    else
+      launch(pipelined_dkdv_kernel<kD>, grid, pipelined_dkdv_smem<kD>(), stream, a, p,
+             kPipelineThreads);
   });
 }
 

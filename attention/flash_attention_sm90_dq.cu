@@ -124,7 +124,7 @@ __device__ __forceinline__ void dq_pipeline(const RowsArgs& a, const Problem& p,
 }
 #endif
 
-// The K/V ring copied with cp.async by the producer warpgroup (the default).
+// The K/V ring copied with cp.async by the producer warpgroup (INFLLM_ATTENTION_COPY=cp_async).
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dq_kernel(RowsA
 #endif
 }
 
-// The K/V ring loaded by the TMA (INFLLM_ATTENTION_COPY=tma): maps of 64-column x kDqKeys boxes.
+// The K/V ring loaded by the TMA (the default): maps of 64-column x kDqKeys boxes.
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_dq_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
@@ -147,8 +147,8 @@ void pipelined_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t strea
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     if (tma)
-      launch_row_pipeline(pipelined_dq_tma_kernel<kD>, dq_smem<kD>(), a, p,
-                          make_kv_maps(kD, kDqKeys, a.k, a.v, p), stream);
+      launch_row_pipeline(pipelined_dq_tma_kernel<kD>, dq_smem<kD>(), a, p, stream,
+                          make_kv_maps(kD, kDqKeys, a.k, a.v, p));
     else
       launch_row_pipeline(pipelined_dq_kernel<kD>, dq_smem<kD>(), a, p, stream);
   });

@@ -116,7 +116,8 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
 }
 #endif
 
-// The K/V ring copied with cp.async by the producer warpgroup (the default). kFmaExpEvery:
+// The K/V ring copied with cp.async by the producer warpgroup (INFLLM_ATTENTION_COPY=cp_async).
+// kFmaExpEvery:
 // tile_probabilities' share of exponentials on the FMA pipe (dense_forward_fma_exp_every).
 template <int D, int kFmaExpEvery>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
@@ -126,8 +127,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 #endif
 }
 
-// The K/V ring loaded by the TMA (INFLLM_ATTENTION_COPY=tma): maps of 64-column x kPipelineKeys
-// boxes.
+// The K/V ring loaded by the TMA (the default): maps of 64-column x kPipelineKeys boxes.
 template <int D, int kFmaExpEvery>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_forward_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
@@ -160,7 +160,7 @@ void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t 
       constexpr int kD = decltype(d)::value, kEvery = decltype(every)::value;
       if (tma)
         launch_row_pipeline(pipelined_forward_tma_kernel<kD, kEvery>, forward_smem<kD>(), a, p,
-                            make_kv_maps(kD, kPipelineKeys, a.k, a.v, p), stream);
+                            stream, make_kv_maps(kD, kPipelineKeys, a.k, a.v, p));
       else
         launch_row_pipeline(pipelined_forward_kernel<kD, kEvery>, forward_smem<kD>(), a, p, stream);
     });

@@ -3,16 +3,17 @@
 // (flash_attention_sm90_dkdv_pipelined.cu) takes its thread and register split and row copies
 // (with a ring of query tiles of its own). The forward and dQ: 128 query rows of one head per
 // CTA, as the row pass, scheduled as
-//  * a producer warpgroup (warps 8-11) that only copies K and V tiles, with cp.async, into a ring
-//    of kStages stages (KvRing). Each stage has three mbarriers: k_full and v_full complete when
-//    the producer's copies of the tile's K (V) have landed (cp.async.mbarrier.arrive, one arrival
-//    per producer thread), empty when all 8 consumer warps have finished the MMAs that read the
-//    stage. With kTma (INFLLM_ATTENTION_COPY=tma) one producer thread loads each tile with the
-//    TMA instead (flash_attention_sm90_tma.cuh): k_full and v_full then take its one arrival
-//    with the tile's bytes (expect_tx), completed as the TMA writes them; empty and the consumers'
-//    side stay the same. No __syncthreads after the start: a warpgroup waits only for the data it
-//    needs. The producer gives registers to the consumers (setmaxnreg): 384 threads start with 168
-//    each, the producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
+//  * a producer warpgroup (warps 8-11) that only copies K and V tiles into a ring of kStages
+//    stages (KvRing). Each stage has three mbarriers: k_full and v_full complete when the tile's
+//    K (V) has landed, empty when all 8 consumer warps have finished the MMAs that read the
+//    stage. With kTma (the default) one producer thread loads each tile with the TMA
+//    (flash_attention_sm90_tma.cuh): k_full and v_full take its one arrival with the tile's
+//    bytes (expect_tx), completed as the TMA writes them. Without (INFLLM_ATTENTION_COPY=cp_async)
+//    every producer thread copies 16-byte chunks with cp.async and arrives once per tile
+//    (cp.async.mbarrier.arrive); empty and the consumers' side stay the same. No __syncthreads
+//    after the start: a warpgroup waits only for the data it needs. The producer gives registers to
+//    the consumers (setmaxnreg): 384 threads start with 168 each, the producer drops to
+//    kProducerRegisters, the consumers rise to kConsumerRegisters.
 //  * two consumer warpgroups (warps 0-3, 4-7) of 64 rows each that take turns at the tensor cores
 //    (pingpong, Turns): named barrier kTurnBarrier + g is warpgroup g's turn. A turn issues the
 //    MMAs of one step and hands the turn over at once, so one warpgroup's register math runs
@@ -197,9 +198,7 @@ struct KvRing {
   __device__ static void load_tile_tma(bf16* tile, const CUtensorMap* map, uint64_t* full, int b,
                                        int kvh, int key0) {
     tma::arrive_expect_tx(full, kKeys * D * 2);  // out-of-bounds rows count too
-#pragma unroll
-    for (int panel = 0; panel < D / 64; ++panel)
-      tma::load_4d(mma::smem_u32(tile + panel * kKeys * 64), map, full, panel * 64, kvh, key0, b);
+    tma::load_rows<D, kKeys>(tile, map, full, b, kvh, key0);
   }
 
   // Waits for tile j's K (V) copies; the caller then fences them for the async proxy before this
@@ -332,22 +331,14 @@ __device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns& tur
 }
 #endif
 
-// Host: a row pipeline's kernel on the row pass's grid (T / 128 query tiles, B * Hq).
-template <class Kernel>
+// Host: a row pipeline's kernel on the row pass's grid (T / 128 query tiles, B * Hq), with the
+// call's K/V tensor maps (make_kv_maps for its kKeys) when its ring is loaded by the TMA: by value,
+// as a __grid_constant__ parameter.
+template <class Kernel, class... Maps>
 void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
-                         cudaStream_t stream) {
-  launch(kernel, dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), smem, stream, a, p, kPipelineThreads);
-}
-
-// The same with the K/V ring loaded by the TMA: the kernel also takes the call's tensor maps
-// (make_kv_maps for its kKeys), by value as a __grid_constant__ parameter.
-template <class Kernel>
-void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
-                         const KvMaps& maps, cudaStream_t stream) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), kPipelineThreads, smem, stream>>>(a, p,
-                                                                                          maps);
-  CUDA_CHECK_LAUNCH();
+                         cudaStream_t stream, const Maps&... maps) {
+  launch_kernel(kernel, dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), kPipelineThreads, smem, stream,
+                a, p, maps...);
 }
 
 }  // namespace infllm::attention::cuda::sm90

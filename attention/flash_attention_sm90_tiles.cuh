@@ -222,13 +222,20 @@ __device__ __forceinline__ void store_dkdv(const KvArgs& a, const Problem& p, in
 }
 #endif
 
-// Host: sets the kernel's dynamic shared memory limit and launches it on `stream`.
+// Host: sets the kernel's dynamic shared memory limit and launches it on `stream` with `params`.
+template <class Kernel, class... Params>
+void launch_kernel(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream,
+                   const Params&... params) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  kernel<<<grid, threads, smem, stream>>>(params...);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The same for the common kernel parameters (args, p).
 template <class Kernel, class Args>
 void launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const Args& args,
             const Problem& p, int threads = kThreads) {
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<grid, threads, smem, stream>>>(args, p);
-  CUDA_CHECK_LAUNCH();
+  launch_kernel(kernel, grid, threads, smem, stream, args, p);
 }
 
 }  // namespace infllm::attention::cuda::sm90

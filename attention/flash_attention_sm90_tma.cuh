@@ -1,14 +1,15 @@
-// TMA loads of the K/V ring (KvRing<..., kTma = true>, INFLLM_ATTENTION_COPY=tma): one thread of
-// the producer warpgroup copies each K (V) tile with the Tensor Memory Accelerator instead of
-// 128 threads issuing 16-byte cp.async each. The layout in shared memory is the same 128B-swizzled
-// tile (tile_offset): column panels of [kKeys][64] bf16, 128 bytes per row, 16-byte chunk c of
-// row r at chunk c ^ (r % 8). A tensor map with CU_TENSOR_MAP_SWIZZLE_128B and a box of 64
-// columns x kKeys rows writes exactly one such panel when its destination is 1024-byte aligned
-// (the hardware swizzles with address bits 4-6 ^ 7-9: row r of a 128-byte-row box sits at byte
-// 128 r, so bits 7-9 are r % 8 only from a 1024-byte boundary); D = 128 takes two boxes per
-// tile, one per panel. Rows past T are out of bounds of the map's T dimension: the TMA fills them
-// with zeros and still counts their bytes, so every tile completes its barrier with
-// kKeys * D * 2 bytes.
+// TMA loads of the pipelines' rings, the default (INFLLM_ATTENTION_COPY=cp_async has 128 producer
+// threads issue 16-byte cp.async instead): one thread of the producer warpgroup copies each tile
+// with the Tensor Memory Accelerator: K and V tiles of the forward's and dQ's ring
+// (KvRing<..., kTma = true>), Q and dO tiles of the dK/dV pass's query ring. The layout in shared
+// memory is the same 128B-swizzled tile (tile_offset): column panels of [rows][64] bf16, 128
+// bytes per row, 16-byte chunk c of row r at chunk c ^ (r % 8). A tensor map with
+// CU_TENSOR_MAP_SWIZZLE_128B and a box of 64 columns x rows writes exactly one such panel when
+// its destination is 1024-byte aligned (the hardware swizzles with address bits 4-6 ^ 7-9: row r
+// of a 128-byte-row box sits at byte 128 r, so bits 7-9 are r % 8 only from a 1024-byte
+// boundary); D = 128 takes two boxes per tile, one per panel. Rows past T are out of bounds of
+// the map's T dimension: the TMA fills them with zeros and still counts their bytes, so every
+// tile completes its barrier with rows * D * 2 bytes.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap and its enums only: the encoder comes from the runtime
@@ -27,9 +28,17 @@ struct KvMaps {
   CUtensorMap k, v;
 };
 
-// Host: the maps for tiles of kKeys keys at head dim D (64 or 128). Throws when the driver has no
-// cuTensorMapEncodeTiled or rejects the view (a base address that is not 16-byte aligned).
+// The same for the dK/dV pass's query side: Q and dO, each a view {D, Hq, T, B} of a [B, T,
+// q_heads (o_heads), D] tensor, box {64, 1, kQueries, 1}.
+struct QueryMaps {
+  CUtensorMap q, dout;
+};
+
+// Host: the maps for tiles of kKeys keys (kQueries queries) at head dim D (64 or 128). Throw when
+// the driver has no cuTensorMapEncodeTiled or rejects a view (a base address that is not 16-byte
+// aligned).
 KvMaps make_kv_maps(int D, int kKeys, const bf16* k, const bf16* v, const Problem& p);
+QueryMaps make_query_maps(int D, int kQueries, const bf16* q, const bf16* dout, const Problem& p);
 
 namespace tma {
 
@@ -52,6 +61,17 @@ __device__ __forceinline__ void load_4d(uint32_t dst, const CUtensorMap* map, ui
       "l"(reinterpret_cast<uint64_t>(map)), "r"(mma::smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2),
       "r"(c3)
       : "memory");
+}
+
+// The D / 64 boxes of head `head`'s rows row0 .. row0 + kTileRows - 1 of sequence b into a
+// swizzled [kTileRows][D] tile (1024-byte aligned), completing `bar`'s transaction bytes (the
+// caller announces kTileRows * D * 2 of them).
+template <int D, int kTileRows>
+__device__ __forceinline__ void load_rows(bf16* tile, const CUtensorMap* map, uint64_t* bar, int b,
+                                          int head, int row0) {
+#pragma unroll
+  for (int panel = 0; panel < D / 64; ++panel)
+    load_4d(mma::smem_u32(tile + panel * kTileRows * 64), map, bar, panel * 64, head, row0, b);
 }
 
 // Fetches a map's descriptor ahead of its first use.
