@@ -117,8 +117,8 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
 #endif
 
 // The K/V ring copied with cp.async by the producer warpgroup (INFLLM_ATTENTION_COPY=cp_async).
-// kFmaExpEvery:
-// tile_probabilities' share of exponentials on the FMA pipe (dense_forward_fma_exp_every).
+// kFmaExpEvery: tile_probabilities' share of exponentials on the FMA pipe
+// (dense_forward_fma_exp_every).
 template <int D, int kFmaExpEvery>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_forward_kernel(RowsArgs a, Problem p) {
