@@ -7,7 +7,8 @@
 //   dense backward  delta, sm90 dQ, then sm90 dK/dV (split over CTAs, then reduce_splits), both
 //                   warp-specialized pipelines (INFLLM_ATTENTION_DQ=separate and
 //                   INFLLM_ATTENTION_DKDV=rows run their row passes instead); with
-//                   INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ, dQ from its f32 sums
+//                   INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ (pipelined, bulk reductions
+//                   of each tile's dQ), dQ from its f32 sums
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
 //                   score could have overflowed the sums (it checks the flag on the GPU)
@@ -132,10 +133,10 @@ void sparse_backward(const char* op, const RowsArgs& ra, KvArgs ka, const Proble
 }
 
 // dK and dV of the dense schedule: the group's heads split over CTAs until there are enough CTAs
-// to fill the GPU, their f32 partials reduced in a fixed order. With `dq` set (Hopper, fused dQ)
-// the pass also adds dS K into zeroed f32 query sums, converted to bf16 dq at the end; without
-// it, `pipelined` (Hopper) runs the warp-specialized dK/dV kernel, its query ring loaded by the
-// TMA when `tma`.
+// to fill the GPU, their f32 partials reduced in a fixed order. `pipelined` (Hopper) runs the
+// warp-specialized dK/dV kernel, its query ring loaded by the TMA when `tma`. With `dq` set
+// (Hopper, fused dQ) the pass also adds dS K into zeroed f32 sums, converted to bf16 dq at the
+// end: per 64-query tile from the pipelined kernel with the TMA, else as query sums.
 void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper, bf16* dq,
                 bool pipelined, bool tma, cudaStream_t stream) {
   const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
@@ -146,9 +147,11 @@ void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper,
     ka.dk_part = scratch<float>(ka.splits * n, stream);
     ka.dv_part = scratch<float>(ka.splits * n, stream);
   }
-  const size_t dq_n = size_t(p.B) * p.T * p.Hq * D;
-  if (dq != nullptr) {  // as the sparse backward's dQ sums
-    check_rows_fit_int(op, p);
+  // The fused dQ's sums: per 64-query tile from the pipelined pass, else as the sparse backward's.
+  const bool tile_sums = hopper && sm90::dq_tile_sums(pipelined, tma);
+  const size_t dq_n = tile_sums ? sm90::dq_tile_sums_size(D, p) : size_t(p.B) * p.T * p.Hq * D;
+  if (dq != nullptr) {
+    if (!tile_sums) check_rows_fit_int(op, p);  // query_sums_offset's int rows
     ka.dq_acc = scratch<float>(dq_n, stream);
     CUDA_CHECK(cudaMemsetAsync(ka.dq_acc, 0, dq_n * sizeof(float), stream));
   }
@@ -157,7 +160,10 @@ void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper,
   else
     portable::dkdv(false, D, ka, p, stream);
   if (dq != nullptr) {
-    sm90::dq_from_sums(D, ka.dq_acc, p, dq, stream);
+    if (tile_sums)
+      sm90::dq_from_tile_sums(D, ka.dq_acc, p, dq, stream);
+    else
+      sm90::dq_from_sums(D, ka.dq_acc, p, dq, stream);
     CUDA_CHECK(cudaFreeAsync(ka.dq_acc, stream));
   }
   if (ka.splits > 1) {
@@ -206,12 +212,13 @@ void attention_backward(const AttentionShape& shape, const bf16_bits* q, const b
   const bool sparse = blocks.blocks != nullptr, hopper = sm90::available();
   // Dense on Hopper: dQ from the pipelined dQ kernel, its row pass or the dK/dV pass
   // (INFLLM_ATTENTION_DQ), and dK/dV from the pipelined kernel unless INFLLM_ATTENTION_DKDV=rows
-  // or dQ is fused (the fused kernel has no pipelined twin); the pipelines' tile copy
-  // (INFLLM_ATTENTION_COPY). A bad value of any throws on every GPU.
+  // (with the fused dQ also with INFLLM_ATTENTION_COPY=cp_async: the pipelined fused pass loads
+  // with the TMA); the pipelines' tile copy (INFLLM_ATTENTION_COPY). A bad value of any throws on
+  // every GPU.
   const sm90::DenseDq dq_mode = sparse ? sm90::DenseDq::separate : sm90::dense_dq_mode();
   const bool tma = !sparse && sm90::dense_copy_tma();
   const bool fused_dq = !sparse && hopper && dq_mode == sm90::DenseDq::fused;
-  const bool pipelined_dkdv = !sparse && sm90::dense_dkdv_pipelined() && hopper && !fused_dq;
+  const bool pipelined_dkdv = !sparse && sm90::dense_dkdv_pipelined() && hopper;
   const int D = shape.D;
   const size_t rows = size_t(p.B) * p.T * p.Hq;
   float* delta = scratch<float>(rows, stream);

@@ -49,7 +49,9 @@ void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, 
 //    run-to-run deterministic;
 //  * separate: the row pass backward_dq itself;
 //  * fused: the dK/dV pass (two matmul units fewer, but dQ's f32 rounding depends on the order
-//    the CTAs' atomics land, and the atomics make it slower than the row pass on an H100).
+//    the CTAs' sums land). With the pipelined dK/dV pass and the TMA (dq_tile_sums) each CTA adds
+//    a step's dQ tile with one bulk reduction; otherwise the row kernel adds it with per-thread
+//    atomics.
 // Read at every call, so one process can time all three; throws on another value.
 enum class DenseDq { separate, fused, pipelined };
 DenseDq dense_dq_mode();
@@ -81,15 +83,20 @@ int dense_forward_fma_exp_every();
 
 // CTAs per KV head for the dK/dV pass at this shape (the group's heads are split over CTAs until
 // the GPU is full). With splits > 1, backward_dkdv writes f32 partial sums to a.dk_part/dv_part
-// ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv. With a.dq_acc
-// set it also adds dS K (unscaled) of the CTA's heads into those zeroed f32 query sums
-// (query_sums_offset, [B, T, Hq, D]), which dq_from_sums turns into bf16 dq (scaled). Without
-// a.dq_acc, `pipelined` runs pipelined_dkdv: the same CTAs, results and outputs, its query ring
-// loaded by the TMA when `tma` (dense_copy_tma).
+// ([splits, B, T, Hkv, D]) for the caller to reduce; otherwise bf16 to a.dk/a.dv. `pipelined`
+// runs pipelined_dkdv: the same CTAs, results and outputs, its query ring loaded by the TMA when
+// `tma` (dense_copy_tma). With a.dq_acc set the pass also adds dS K (unscaled) of the CTA's heads
+// into zeroed f32 sums, which a conversion turns into bf16 dq (scaled): when
+// dq_tile_sums(pipelined, tma), pipelined_dkdv adds them per 64-query tile (dq_tile_sums_size
+// floats, dq_from_tile_sums converts), otherwise the row kernel adds them into query sums
+// (query_sums_offset, [B, T, Hq, D]; dq_from_sums converts).
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
                    bool tma);
 void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool tma);
+bool dq_tile_sums(bool pipelined, bool tma);
+size_t dq_tile_sums_size(int D, const Problem& p);
+void dq_from_tile_sums(int D, const float* dq_acc, const Problem& p, bf16* dq, cudaStream_t stream);
 // The sparse backward (p.blocks set, a.index of every selected block) in one block-major pass:
 // dK and dV as bf16 to a.dk/a.dv, or f32 sums to a.dk_acc/dv_acc for blocks walked in chunks, and
 // dS K (unscaled) added into the zeroed f32 query sums a.dq_acc, which dq_from_sums turns into

@@ -8,10 +8,12 @@
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
-//  * fused dQ (kFusedDq, opt-in: DenseDq::fused): the dK/dV pass also stores each tile's
-//    dS^T (bf16, [128 keys][64 queries]) to shared memory and computes dQ = dS K for the tile's
-//    64 queries over the CTA's 128 keys, added into f32 query sums with atomics (add_dq), so the
-//    row pass's recomputation of S and dP disappears: 5 matmul units instead of 7.
+//  * fused dQ (kFusedDq, opt-in: DenseDq::fused with INFLLM_ATTENTION_DKDV=rows or
+//    INFLLM_ATTENTION_COPY=cp_async; the pipelined pass has its own, with bulk reductions): the
+//    dK/dV pass also stores each tile's dS^T (bf16, [128 keys][64 queries]) to shared memory and
+//    computes dQ = dS K for the tile's 64 queries over the CTA's 128 keys, added into f32 query
+//    sums with atomics (add_dq), so the row pass's recomputation of S and dP disappears: 5 matmul
+//    units instead of 7.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
@@ -235,9 +237,13 @@ int dkdv_splits(const Problem& p) {
   return splits;
 }
 
+bool dq_tile_sums(bool pipelined, bool tma) {
+  return pipelined && tma;
+}
+
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
                    bool tma) {
-  if (pipelined && a.dq_acc == nullptr) {
+  if (pipelined && (a.dq_acc == nullptr || dq_tile_sums(pipelined, tma))) {
     pipelined_dkdv(D, a, p, stream, tma);
     return;
   }

@@ -20,7 +20,23 @@
 //    then run dkdv_tile on every stage in turn; dK and dV stay in registers to the end. The
 //    producer gives its registers to them (setmaxnreg): 384 threads start with 168 each, the
 //    producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
+//  * with the fused dQ (INFLLM_ATTENTION_DQ=fused, TMA loads only) each step also gives the
+//    tile's dQ = dS K over the CTA's 128 keys, so no dQ pass recomputes S and dP (5 matmul units
+//    instead of 7). The warpgroups store their halves of dS^T ([128 keys][64 queries] bf16) in
+//    shared memory; at D = 128 each then multiplies all of dS by its 64 columns of K (m64n64), at
+//    D = 64 warpgroup i % 2 takes step i's whole m64n64. The product goes to a shared f32 dQ
+//    tile, and one producer thread adds that tile to the f32 dQ sums in global memory with a
+//    single bulk reduction (cp.reduce.async.bulk) while the consumers go on: no per-thread
+//    atomics. dS^T and the dQ tile are double-buffered (step i in buffer i % 2), and four more
+//    mbarriers per buffer order them: ds_full (8 warps stored dS^T), ds_empty (8 warps are done
+//    reading it), dq_full (the dQ tile's writer warps stored it), dq_empty (its reduction has
+//    read it). The sums are laid out per 64-query tile (dq_tile_sums_size), fragment-major so
+//    that every store to the shared tile is conflict-free, and dq_from_tile_sums turns them into
+//    bf16 dQ. The f32 additions land in the order the CTAs reach them: dQ's rounding is not
+//    reproducible run to run (the separate dQ passes' is).
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "attention/flash_attention_sm90.h"
 #include "attention/flash_attention_sm90_pipeline.cuh"
@@ -43,10 +59,13 @@ namespace {
 //   D = 64:  1024 + 32768 + 8 x (16384 + 512 + 16) = 169088 bytes (165 KB); up to 11 would fit.
 // A D = 64 stage carries half the bytes and half the MMA work of a D = 128 one, so 8 stages keep
 // about as much copy time in flight ahead of the consumers as 4 do at D = 128. Powers of two:
-// the stage and parity of step i are a mask and a shift.
-template <int D>
+// the stage and parity of step i are a mask and a shift. The fused dQ adds two dS^T buffers
+// (2 x 128 x 64 x 2 bytes), two f32 dQ tiles (2 x 64 x D x 4) and 8 mbarriers, which leaves room
+// for half the stages: at D = 128 1024 + 65536 + 32768 + 65536 + 2 x 33296 + 64 = 231520 bytes
+// (a third stage needs 264816), at D = 64 167040.
+template <int D, bool kFusedDq>
 constexpr int dkdv_stages() {
-  return D == 128 ? 4 : 8;
+  return (D == 128 ? 4 : 8) / (kFusedDq ? 2 : 1);
 }
 
 template <int D>
@@ -54,38 +73,75 @@ constexpr size_t dkdv_stage_bytes() {
   return size_t(2) * kDkdvQueries * D * 2 + 2 * kDkdvQueries * 4 + 2 * sizeof(uint64_t);
 }
 
+// The fused dQ's buffers: dS^T [128 keys][64 queries] bf16 and the dQ tile [64][D] f32, two each.
 template <int D>
-constexpr size_t pipelined_dkdv_smem() {
-  return 1024 + size_t(2) * kRows * D * 2 + dkdv_stages<D>() * dkdv_stage_bytes<D>();
+constexpr size_t fused_dq_bytes() {
+  return 2 * (size_t(kRows) * kDkdvQueries * 2 + size_t(kDkdvQueries) * D * 4) +
+         8 * sizeof(uint64_t);
 }
-static_assert(pipelined_dkdv_smem<128>() == 199744 && pipelined_dkdv_smem<64>() == 169088);
-static_assert(pipelined_dkdv_smem<128>() + dkdv_stage_bytes<128>() > 227 * 1024);
-static_assert(pipelined_dkdv_smem<64>() <= 227 * 1024);
+
+template <int D, bool kFusedDq>
+constexpr size_t pipelined_dkdv_smem() {
+  return 1024 + size_t(2) * kRows * D * 2 + dkdv_stages<D, kFusedDq>() * dkdv_stage_bytes<D>() +
+         (kFusedDq ? fused_dq_bytes<D>() : 0);
+}
+static_assert(pipelined_dkdv_smem<128, false>() == 199744 &&
+              pipelined_dkdv_smem<64, false>() == 169088);
+static_assert(pipelined_dkdv_smem<128, false>() + dkdv_stage_bytes<128>() > 227 * 1024);
+static_assert(pipelined_dkdv_smem<64, false>() <= 227 * 1024);
+static_assert(pipelined_dkdv_smem<128, true>() == 231520 &&
+              pipelined_dkdv_smem<64, true>() == 167040);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Used only by the sm_90a kernel bodies (the portable PTX pass compiles them empty).
 constexpr int kGroupBarrier = 2;  // named barriers 2, 3: one consumer warpgroup's 128 threads
+// Producer threads that copy lse and delta (and arrive on full): with the TMA threads 0 .. 63
+// (warps 8, 9), one row of each, which leaves warp 10 free to be the fused dQ's reducer.
+constexpr int kTmaStatThreads = 2 * kDkdvQueries;
+
+// Where the fused dQ's shared tile keeps accumulator register 4c + e of lane `lane` of consumer
+// warp w (0 .. 7) for columns col0 .. col0 + 63 (col0 = 64 (w / 4) at D = 128, 0 at D = 64):
+// float4 (4 (((col0 / 64) 4 + w % 4) 8 + c) 32 + lane), element e. A warp's store of one c then
+// covers 512 contiguous bytes (no bank conflicts); dq_from_tile_sums reads the same order.
+__device__ __forceinline__ int dq_fragment_float4(int col0, int warp, int c, int lane) {
+  return ((col0 / 64 * 4 + warp) * 8 + c) * 32 + lane;
+}
 
 // The kernels' body. Grid as dense_dkdv_kernel: (T / 128 key tiles, B * Hkv, splits). Threads
 // 0 .. 255 are the consumer warpgroups, 256 .. 383 the producer. Shared memory: K, V [128][D];
-// kStages x (q, dO) [64][D] (each 1024-byte aligned, as the TMA's swizzle needs); kStages x (lse,
-// delta) [64] f32; then the mbarriers full, empty [kStages] each. kTma: q and dO by the TMA from
-// `maps` (read only then).
-template <int D, bool kTma>
+// with kFusedDq dS^T [128][64] x 2 and the dQ tile [64][D] f32 x 2; kStages x (q, dO) [64][D]
+// (each 1024-byte aligned, as the TMA's swizzle needs); kStages x (lse, delta) [64] f32; then the
+// mbarriers full, empty [kStages] and with kFusedDq ds_full, ds_empty, dq_full, dq_empty [2]. kTma:
+// q and dO by the TMA from `maps` (read only then); kFusedDq needs it (the reducer is a producer
+// thread that the cp.async copy would occupy).
+template <int D, bool kTma, bool kFusedDq>
 __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
                                               const QueryMaps* maps) {
-  constexpr int kQ = kDkdvQueries, kStages = dkdv_stages<D>();
+  static_assert(kTma || !kFusedDq);
+  constexpr int kQ = kDkdvQueries, kStages = dkdv_stages<D, kFusedDq>();
+  constexpr int kStatThreads = kTma ? kTmaStatThreads : kProducerThreads;
   extern __shared__ unsigned char smem_raw[];
   bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
   bf16* v_tile = k_tile + kRows * D;      // [128][D]
-  bf16* stages = v_tile + kRows * D;      // kStages x (q, dO) [64][D]: 1024-byte multiples
+  bf16* ds_bufs = v_tile + kRows * D;     // kFusedDq: 2 x dS^T [128][64]
+  float* dq_bufs = reinterpret_cast<float*>(ds_bufs + (kFusedDq ? 2 * kRows * kQ : 0));
+  bf16* stages = reinterpret_cast<bf16*>(dq_bufs + (kFusedDq ? 2 * kQ * D : 0));
   float* row_stats = reinterpret_cast<float*>(stages + kStages * 2 * kQ * D);
   auto q_tile = [&](int stage) { return stages + stage * 2 * kQ * D; };
   auto do_tile = [&](int stage) { return q_tile(stage) + kQ * D; };
   auto lse_of = [&](int stage) { return row_stats + stage * 2 * kQ; };
   auto delta_of = [&](int stage) { return lse_of(stage) + kQ; };
+  auto ds_buf = [&](int j) { return ds_bufs + j * kRows * kQ; };
+  auto dq_buf = [&](int j) { return dq_bufs + j * kQ * D; };
   uint64_t* full = reinterpret_cast<uint64_t*>(row_stats + kStages * 2 * kQ);
   uint64_t* empty = full + kStages;
+  uint64_t* ds_full = empty + kStages;  // kFusedDq: [2] each
+  uint64_t* ds_empty = ds_full + 2;
+  uint64_t* dq_full = ds_empty + 2;
+  uint64_t* dq_empty = dq_full + 2;
+  // Warps that store step i's dQ tile: both warpgroups (64 columns each) at D = 128, warpgroup
+  // i % 2 at D = 64.
+  constexpr int kDqWriterWarps = D == 128 ? kConsumerWarps : kConsumerWarps / 2;
 
   const int key0 = blockIdx.x * kRows;
   const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
@@ -96,9 +152,15 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
 
   if (threadIdx.x < kStages) {
-    // One arrival per producer thread, and with the TMA the issuing thread's (with the bytes).
-    mma::mbarrier_init(&full[threadIdx.x], kProducerThreads + (kTma ? 1 : 0));
+    // One arrival per copying thread, and with the TMA the issuing thread's (with the bytes).
+    mma::mbarrier_init(&full[threadIdx.x], kStatThreads + (kTma ? 1 : 0));
     mma::mbarrier_init(&empty[threadIdx.x], kConsumerWarps);
+  }
+  if (kFusedDq && threadIdx.x < 2) {
+    mma::mbarrier_init(&ds_full[threadIdx.x], kConsumerWarps);
+    mma::mbarrier_init(&ds_empty[threadIdx.x], kConsumerWarps);
+    mma::mbarrier_init(&dq_full[threadIdx.x], kDqWriterWarps);
+    mma::mbarrier_init(&dq_empty[threadIdx.x], 1);
   }
   __syncthreads();
 
@@ -107,12 +169,36 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   // i - kStages (empty parity (i / kStages - 1) & 1). A stage's phases cannot run two ahead of a
   // waiter: step i + kStages is copied only after both warpgroups released step i, and every
   // consumer warp waits for a step's full phase before it releases the step (also where it skips
-  // the step's math), so no release counts towards a later phase.
+  // the step's math), so no release counts towards a later phase. The fused dQ's buffers work
+  // the same way with 2 for kStages: buffer i % 2, phase i / 2. Before storing step i's dS^T
+  // half a warpgroup waits until all 8 warps are done reading step i - 2's (ds_empty), and each
+  // warp arrives there only after its reading, or at once when it reads none, which it does only
+  // after its own ds_full arrival: so neither barrier of a buffer runs a phase ahead.
   if (group == 2) {
     producer_registers();
     const int thread = threadIdx.x - kConsumerThreads;
-    // lse (threads 0 .. 63) or delta (64 .. 127) of the thread's query: [B, Hq, T] f32.
-    const float* stats = thread < kQ ? a.lse : a.delta;
+    if constexpr (kFusedDq) {
+      if (thread == kTmaStatThreads) {  // warp 10's first lane: the dQ reducer
+        int head = head0, tile = first_tile;
+        const int query_tiles = (p.T + kQ - 1) / kQ;
+        for (int i = 0; i < n_steps; ++i) {
+          const int j = i & 1;
+          mma::mbarrier_wait(&dq_full[j], (i >> 1) & 1);
+          tma::reduce_add(a.dq_acc + ((size_t(b) * p.Hq + head) * query_tiles + tile) * kQ * D,
+                          dq_buf(j), kQ * D * 4);
+          tma::bulk_commit();
+          tma::bulk_wait_read<0>();
+          mma::mbarrier_arrive(&dq_empty[j]);
+          if (++tile == first_tile + n_tiles) {
+            tile = first_tile;
+            ++head;
+          }
+        }
+        tma::bulk_wait_done<0>();
+        return;
+      }
+    }
+    if (thread >= kStatThreads) return;
     if (kTma && thread == 0) {
       tma::prefetch_map(&maps->q);
       tma::prefetch_map(&maps->dout);
@@ -133,8 +219,13 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
         copy_rows<D, kQ, kProducerThreads, kQ>(do_tile(stage), a.dout, b, head, p.o_heads, q0, p.T,
                                                0, thread);
       }
-      const int t = q0 + thread % kQ;
-      cp_async_4(lse_of(stage) + thread, stats + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
+      // lse (stats entries 0 .. 63) and delta (64 .. 127) of the step's queries: [B, Hq, T] f32.
+#pragma unroll
+      for (int r = 0; r < 2 * kQ / kStatThreads; ++r) {
+        const int e = thread + r * kStatThreads, t = q0 + e % kQ;
+        cp_async_4(lse_of(stage) + e,
+                   (e < kQ ? a.lse : a.delta) + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
+      }
       mma::cp_async_arrive(&full[stage]);
       if (++tile == first_tile + n_tiles) {
         tile = first_tile;
@@ -150,7 +241,8 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
 #pragma unroll
   for (int r = 0; r < 2; ++r) key[r] = group_key0 + warp * 16 + lane / 4 + 8 * r;
   // Each warpgroup copies its own 64 rows of K and V (rows 64 group .. + 63 of the tiles, the
-  // only ones its dkdv_tile reads); the producer starts on the query side at once.
+  // only ones its dkdv_tile reads; the fused dQ's product reads the other warpgroup's K rows only
+  // after that warpgroup's ds_full arrival); the producer starts on the query side at once.
   copy_group_rows<D>(k_tile, a.k, b, kvh, p.kv_heads, key0, p.T, group * 64);
   copy_group_rows<D>(v_tile, a.v, b, kvh, p.kv_heads, key0, p.T, group * 64);
   group_rows_landed(group);
@@ -158,24 +250,59 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   float dk[D / 2] = {}, dv[D / 2] = {};  // m64 x D accumulators
   int tile = first_tile;                 // step i's query tile
   for (int i = 0; i < n_steps; ++i) {
-    const int stage = i % kStages, q0 = tile * kQ;
+    const int stage = i % kStages, q0 = tile * kQ, j = i & 1;
     // The producer's copies of step i have landed; this thread orders them before its
     // tensor-core reads, and the warpgroup meets so that all 128 threads have done so before the
     // first MMA (as the forward's turn barrier and the portable sparse forward's do).
     mma::mbarrier_wait(&full[stage], (i / kStages) & 1);
     wgmma::fence_async_proxy();
     named_barrier_sync(kGroupBarrier + group, 128);
+    // This warpgroup's half of dS^T: keys group_key0 .. + 63 are rows 64 group .. + 63 of the
+    // buffer (a whole [64][64] tile, 8 KB: the swizzle's 1024-byte alignment holds).
+    bf16* group_ds = kFusedDq ? ds_buf(j) + group * 64 * kQ : nullptr;
+    if (kFusedDq && i >= 2) mma::mbarrier_wait(&ds_empty[j], ((i >> 1) - 1) & 1);
     // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile.
     if (q0 + kQ - 1 >= group_key0)
-      dkdv_tile<D, kRows>(dk, dv, k_tile, v_tile, group * 64, q_tile(stage), do_tile(stage),
-                          lse_of(stage), delta_of(stage), p, lane, [&](int col, int r) {
-                            const int query = q0 + col;
-                            return query >= key[r] && query < p.T;
-                          });
+      dkdv_tile<D, kRows>(
+          dk, dv, k_tile, v_tile, group * 64, q_tile(stage), do_tile(stage), lse_of(stage),
+          delta_of(stage), p, lane,
+          [&](int col, int r) {
+            const int query = q0 + col;
+            return query >= key[r] && query < p.T;
+          },
+          group_ds);
+    else if (kFusedDq)  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
+      for (int e = threadIdx.x % 128; e < 64 * kQ * 2 / 16; e += 128)
+        reinterpret_cast<uint4*>(group_ds)[e] = uint4{};
     // dkdv_tile's MMAs have completed (wgmma.wait_group 0) and its lse/delta loads were used:
     // the warp no longer reads the stage.
     __syncwarp();
     if (lane == 0) mma::mbarrier_arrive(&empty[stage]);
+    if constexpr (kFusedDq) {
+      wgmma::fence_async_proxy();  // this thread's dS^T stores, before the tensor cores read them
+      __syncwarp();
+      if (lane == 0) mma::mbarrier_arrive(&ds_full[j]);
+      const int col0 = D == 128 ? group * 64 : 0;
+      if (D == 128 || group == j) {
+        float dq[32] = {};  // m64n64: queries q0 .. + 63, columns col0 .. + 63
+        mma::mbarrier_wait(&ds_full[j], (i >> 1) & 1);
+        dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0);
+        __syncwarp();
+        if (lane == 0) mma::mbarrier_arrive(&ds_empty[j]);
+        if (i >= 2) mma::mbarrier_wait(&dq_empty[j], ((i >> 1) - 1) & 1);
+        float4* to = reinterpret_cast<float4*>(dq_buf(j));
+#pragma unroll
+        for (int c = 0; c < 8; ++c)
+          to[dq_fragment_float4(col0, warp, c, lane)] =
+              make_float4(dq[4 * c], dq[4 * c + 1], dq[4 * c + 2], dq[4 * c + 3]);
+        wgmma::fence_async_proxy();  // before the bulk reduction (async proxy) reads the tile
+        __syncwarp();
+        if (lane == 0) mma::mbarrier_arrive(&dq_full[j]);
+      } else {
+        __syncwarp();
+        if (lane == 0) mma::mbarrier_arrive(&ds_empty[j]);
+      }
+    }
     if (++tile == first_tile + n_tiles) tile = first_tile;
   }
   store_dkdv<D>(a, p, b, kvh, key, lane, false, dk, dv);
@@ -186,17 +313,42 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
 template <int D>
 __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  dkdv_pipeline<D, false>(a, p, nullptr);
+  dkdv_pipeline<D, false, false>(a, p, nullptr);
 #endif
 }
 
-// q and dO loaded by the TMA (the default): maps of 64-column x kDkdvQueries boxes.
-template <int D>
+// q and dO loaded by the TMA (the default): maps of 64-column x kDkdvQueries boxes. kFusedDq: dQ
+// too, into a.dq_acc's tile sums.
+template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
     pipelined_dkdv_tma_kernel(KvArgs a, Problem p, const __grid_constant__ QueryMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  dkdv_pipeline<D, true>(a, p, &maps);
+  dkdv_pipeline<D, true, kFusedDq>(a, p, &maps);
 #endif
+}
+
+// dq = scale * the fused dQ's tile sums, one thread per float4 of them (dq_fragment_float4's
+// order): two columns of two rows, 8 apart.
+__global__ void dq_from_tile_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
+  const int query_tiles = (p.T + kDkdvQueries - 1) / kDkdvQueries;
+  const int tile_float4s = kDkdvQueries * D / 4;
+  const size_t n = size_t(p.B) * p.Hq * query_tiles * tile_float4s;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const size_t tile_index = i / tile_float4s;  // ((b Hq + head) query_tiles + tile)
+    const int f = int(i % tile_float4s), lane = f % 32, c = f / 32 % 8, w = f / 256;
+    const int tile = int(tile_index % query_tiles);
+    const int head = int(tile_index / query_tiles % p.Hq), b = int(tile_index / query_tiles / p.Hq);
+    const int row = w % 4 * 16 + lane / 4, col = w / 4 * 64 + 8 * c + 2 * (lane % 4);
+    const float4 x = reinterpret_cast<const float4*>(dq_acc)[i];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int t = tile * kDkdvQueries + row + 8 * r;
+      if (t >= p.T) continue;
+      *reinterpret_cast<uint32_t*>(dq + ((size_t(b) * p.T + t) * p.q_heads + head) * D + col) =
+          pack_bf16((r ? x.z : x.x) * p.scale, (r ? x.w : x.y) * p.scale);
+    }
+  }
 }
 
 }  // namespace
@@ -205,14 +357,31 @@ void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t strea
   const dim3 grid((p.T + kRows - 1) / kRows, p.B * p.Hkv, a.splits);
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
-    if (tma)
-      launch_kernel(pipelined_dkdv_tma_kernel<kD>, grid, kPipelineThreads,
-                    pipelined_dkdv_smem<kD>(), stream, a, p,
-                    make_query_maps(kD, kDkdvQueries, a.q, a.dout, p));
-    else
-      launch(pipelined_dkdv_kernel<kD>, grid, pipelined_dkdv_smem<kD>(), stream, a, p,
+    if (tma) {
+      const QueryMaps maps = make_query_maps(kD, kDkdvQueries, a.q, a.dout, p);
+      if (a.dq_acc != nullptr)
+        launch_kernel(pipelined_dkdv_tma_kernel<kD, true>, grid, kPipelineThreads,
+                      pipelined_dkdv_smem<kD, true>(), stream, a, p, maps);
+      else
+        launch_kernel(pipelined_dkdv_tma_kernel<kD, false>, grid, kPipelineThreads,
+                      pipelined_dkdv_smem<kD, false>(), stream, a, p, maps);
+    } else {
+      launch(pipelined_dkdv_kernel<kD>, grid, pipelined_dkdv_smem<kD, false>(), stream, a, p,
              kPipelineThreads);
+    }
   });
+}
+
+size_t dq_tile_sums_size(int D, const Problem& p) {
+  return size_t(p.B) * p.Hq * ((p.T + kDkdvQueries - 1) / kDkdvQueries) * kDkdvQueries * D;
+}
+
+void dq_from_tile_sums(int D, const float* dq_acc, const Problem& p, bf16* dq,
+                       cudaStream_t stream) {
+  const size_t float4s = dq_tile_sums_size(D, p) / 4;
+  dq_from_tile_sums_kernel<<<int(std::min<size_t>((float4s + 255) / 256, 65536)), 256, 0, stream>>>(
+      dq_acc, p, D, dq);
+  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace infllm::attention::cuda::sm90

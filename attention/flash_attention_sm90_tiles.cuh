@@ -181,17 +181,15 @@ __device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[N /
   }
 }
 
-// dQ += dS K for the 64 query rows of a tile, columns col0 .. col0 + N (a multiple of 64) of D,
-// added into dq_acc (f32 query sums, unscaled) by one warpgroup: dS^T in ds_tile ([kKeys keys][64
-// rows] as dkdv_tile writes it, read as a transposed A operand), the keys in rows 0 .. kKeys of
-// k_tile ([kKeyRows][D]). dq_row(row) is tile row `row`'s (b T + token) Hq + head, -1 for
-// padding (`row` counts as in add_query_sums). Other CTAs add into the same rows, hence the
-// atomics. The caller fences dS^T for the async proxy and meets its writers at a barrier first.
-template <int D, int kKeys, int kKeyRows, int N = D, class DqRow>
-__device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
-                                       DqRow dq_row, const Divisor& G, int lane, int col0 = 0) {
-  static_assert(kKeys % 16 == 0 && kKeys <= kKeyRows && (N == 64 || N == 128) && D % N == 0);
-  float dq[N / 2] = {};
+// dQ = dS K for the 64 query rows of a tile, columns col0 .. col0 + N (a multiple of 64) of D, by
+// one warpgroup into the m64 x N accumulator dq (zeroed by the caller): dS^T in ds_tile ([kKeys
+// keys][64 rows] as dkdv_tile writes it, read as a transposed A operand), the keys in rows 0 ..
+// kKeys of k_tile ([kKeyRows][D]). The caller fences dS^T for the async proxy and meets its
+// writers first.
+template <int kKeys, int kKeyRows, int N>
+__device__ __forceinline__ void dq_product(float (&dq)[N / 2], const bf16* ds_tile,
+                                           const bf16* k_tile, int col0) {
+  static_assert(kKeys % 16 == 0 && kKeys <= kKeyRows && (N == 64 || N == 128));
   wgmma::hold(dq);
   wgmma::fence();
 #pragma unroll
@@ -201,6 +199,17 @@ __device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const
   wgmma::commit();
   wgmma::wait<0>();
   wgmma::hold(dq);
+}
+
+// dq_product added into dq_acc (f32 query sums, unscaled): dq_row(row) is tile row `row`'s (b T +
+// token) Hq + head, -1 for padding (`row` counts as in add_query_sums). Other CTAs add into the
+// same rows, hence the atomics.
+template <int D, int kKeys, int kKeyRows, int N = D, class DqRow>
+__device__ __forceinline__ void add_dq(float* dq_acc, const bf16* ds_tile, const bf16* k_tile,
+                                       DqRow dq_row, const Divisor& G, int lane, int col0 = 0) {
+  static_assert(D % N == 0);
+  float dq[N / 2] = {};
+  dq_product<kKeys, kKeyRows, N>(dq, ds_tile, k_tile, col0);
   add_query_sums<D, N>(dq_acc, dq, dq_row, G, lane, col0);
 }
 

@@ -74,6 +74,29 @@ __device__ __forceinline__ void load_rows(bf16* tile, const CUtensorMap* map, ui
     load_4d(mma::smem_u32(tile + panel * kTileRows * 64), map, bar, panel * 64, head, row0, b);
 }
 
+// The other direction, for the fused dK/dV/dQ pass's dQ sums: adds `bytes` (a multiple of 16) of
+// f32 at `src` in shared memory into global memory at `dst` element by element (both 16-byte
+// aligned), in the background; bulk_commit closes the thread's group of such reductions, and
+// bulk_wait_read<N> waits until at most N of its groups still read their shared memory
+// (bulk_wait_done<0>: until every group's sums have been added).
+__device__ __forceinline__ void reduce_add(float* dst, const float* src, uint32_t bytes) {
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+      "r"(mma::smem_u32(src)), "r"(bytes)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait_done() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 // Fetches a map's descriptor ahead of its first use.
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");

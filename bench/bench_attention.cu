@@ -9,10 +9,11 @@
 // at each length, for an A/B in one process; without one the environment decides. The library
 // defaults are the warp-specialized pipelines (pipelined), their rings loaded by the TMA (tma) and
 // the forward's exponentials on the special-function unit (mufu); the others: --dq separate (the
-// row pass) or fused (dQ from the dK/dV pass), --fwd rows, --dkdv rows (not with the fused dQ,
-// which has one dK/dV kernel), --copy cp_async, --exp2 fma8, fma4 or fma2 (a share of the forward's
-// exponentials on the FMA pipe). Rows name the non-defaults: dense_dq_separate, dense_dq_fused,
-// _fwd_rows, _dkdv_rows, _copy_cp_async, _exp2_fma4, ...
+// row pass) or fused (dQ from the dK/dV pass: the pipelined pass's bulk reductions, the row
+// kernel's atomics with --dkdv rows or --copy cp_async), --fwd rows, --dkdv rows, --copy cp_async,
+// --exp2 fma8, fma4 or fma2 (a share of the forward's exponentials on the FMA pipe). Rows name the
+// non-defaults: dense_dq_separate, dense_dq_fused, _fwd_rows, _dkdv_rows, _copy_cp_async,
+// _exp2_fma4, ...
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
@@ -236,11 +237,8 @@ Row run(const Options& o, int L, Mode mode, const std::vector<Choice>& choices,
   } else {  // "dense", then _<choice>_<value> for each choice off the library's default
     r.mode = "dense";
     r.kernels = kernels;
-    // The fused dQ's dK/dV pass has one kernel: INFLLM_ATTENTION_DKDV does not apply to it.
-    const bool fused = kernels[kDq] == "fused";
-    if (fused) r.kernels[kDkdv] = "fused";
     for (size_t i = 0; i < choices.size(); ++i)
-      if (!(fused && i == kDkdv) && r.kernels[i] != choices[i].values.front())
+      if (r.kernels[i] != choices[i].values.front())
         r.mode += std::string("_") + choices[i].name + "_" + r.kernels[i];
   }
   r.L = L;
@@ -355,8 +353,6 @@ int main(int argc, char** argv) {
   try {
     for (int L : o.dense)
       for (const std::vector<std::string>& kernels : combinations(values)) {
-        // The fused dQ has one dK/dV kernel: time it once.
-        if (kernels[kDq] == "fused" && kernels[kDkdv] != values[kDkdv].front()) continue;
         for (size_t i = 0; i < choices.size(); ++i)
           if (!choices[i].option.empty()) setenv(choices[i].variable, kernels[i].c_str(), 1);
         rows.push_back(run(o, L, Mode::dense, choices, kernels));

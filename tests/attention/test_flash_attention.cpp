@@ -419,10 +419,11 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too. The Hopper dense passes run as the warp-specialized pipelines
   // (the default) and each as its row pass in turn: the forward, dQ (separate) and dK/dV (rows);
-  // dQ also from the dK/dV pass (fused); the pipelines also with their rings copied by cp.async
-  // instead of the TMA (INFLLM_ATTENTION_COPY=cp_async); the pipelined forward also with part of
-  // its exponentials on the FMA pipe (INFLLM_ATTENTION_EXP2=fma2, the largest share). The
-  // portable kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel
+  // dQ also from the dK/dV pass (fused: the pipelined pass's bulk reductions, and the row
+  // kernel's atomics with INFLLM_ATTENTION_DKDV=rows); the pipelines also with their rings copied
+  // by cp.async instead of the TMA (INFLLM_ATTENTION_COPY=cp_async); the pipelined forward also
+  // with part of its exponentials on the FMA pipe (INFLLM_ATTENTION_EXP2=fma2, the largest share).
+  // The portable kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel
   // each.
   struct Kernels {
     const char* kernels;  // INFLLM_ATTENTION_KERNELS
@@ -440,6 +441,7 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
                  {"default", "separate", "pipelined", "pipelined", "tma", "mufu"},
                  {"default", "pipelined", "pipelined", "rows", "tma", "mufu"},
                  {"default", "fused", "pipelined", "pipelined", "tma", "mufu"},
+                 {"default", "fused", "pipelined", "rows", "tma", "mufu"},
                  {"default", "pipelined", "pipelined", "pipelined", "cp_async", "mufu"},
                  {"default", "pipelined", "pipelined", "pipelined", "tma", "fma2"}});
   static constexpr const char* kVariables[] = {"INFLLM_ATTENTION_KERNELS", "INFLLM_ATTENTION_DQ",
@@ -594,16 +596,18 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
 }
 
 // The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
-// math, so dK and dV come out bit for bit the same. At these shapes the dK/dV pass has at least
-// 528 key tiles per head split: on a 132-SM H100 or H200 (4 CTAs per SM) the heads are not split,
-// so each CTA walks two heads and its ring wraps many times (the reference cases above split the
-// heads down to one per CTA).
+// math, so dK and dV come out bit for bit the same, with either copy and with the fused dQ (whose
+// dQ then differs from the separate pass's only in the f32 summation order). At these shapes the
+// dK/dV pass has at least 528 key tiles per head split: on a 132-SM H100 or H200 (4 CTAs per SM)
+// the heads are not split, so each CTA walks two heads and its rings (the fused dQ's buffers too)
+// wrap many times (the reference cases above split the heads down to one per CTA).
 TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
   INFLLM_REQUIRE_GPU();
   struct RestoreDkdv {
     ~RestoreDkdv() {
       unsetenv("INFLLM_ATTENTION_DKDV");
       unsetenv("INFLLM_ATTENTION_COPY");
+      unsetenv("INFLLM_ATTENTION_DQ");
     }
   } restore;
   for (const Case& c : {Case{1, 4224, 32, 16, 128, 0, 0}, Case{1, 2112, 64, 32, 64, 0, 0}}) {
@@ -615,9 +619,12 @@ TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
     setenv("INFLLM_ATTENTION_DKDV", "rows", 1);
     ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
     setenv("INFLLM_ATTENTION_DKDV", "pipelined", 1);
-    for (const char* copy : {"tma", "cp_async"}) {  // the query ring by the TMA, then cp.async
-      SCOPED_TRACE(std::string("INFLLM_ATTENTION_COPY=") + copy);
+    // The query ring by the TMA, by cp.async, then by the TMA with the fused dQ.
+    for (const auto& [copy, dq] : {std::pair{"tma", "pipelined"},
+                                   std::pair{"cp_async", "pipelined"}, std::pair{"tma", "fused"}}) {
+      SCOPED_TRACE(std::string("INFLLM_ATTENTION_COPY=") + copy + " INFLLM_ATTENTION_DQ=" + dq);
       setenv("INFLLM_ATTENTION_COPY", copy, 1);
+      setenv("INFLLM_ATTENTION_DQ", dq, 1);
       GpuRun pipelined;
       ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
       size_t dk_differ = 0, dv_differ = 0;
@@ -627,6 +634,7 @@ TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
       }
       EXPECT_EQ(dk_differ, 0u);
       EXPECT_EQ(dv_differ, 0u);
+      EXPECT_LT(rel_err(pipelined.dq, rows.dq), 4e-3);
     }
   }
 }
