@@ -97,7 +97,7 @@ static_assert(pipelined_dkdv_smem<128, true>() == 231520 &&
 constexpr int kGroupBarrier = 2;  // named barriers 2, 3: one consumer warpgroup's 128 threads
 // Producer threads that copy lse and delta (and arrive on full): with the TMA threads 0 .. 63
 // (warps 8, 9), one row of each, which leaves warp 10 free to be the fused dQ's reducer.
-constexpr int kTmaStatThreads = 2 * kDkdvQueries;
+constexpr int kTmaStatThreads = kDkdvQueries;
 
 // Where the fused dQ's shared tile keeps accumulator register 4c + e of lane `lane` of consumer
 // warp w (0 .. 7) for columns col0 .. col0 + 63 (col0 = 64 (w / 4) at D = 128, 0 at D = 64):
