@@ -4,11 +4,11 @@
 // On Hopper (sm90::available(), flash_attention_sm90.h) every pass runs with warpgroup MMAs:
 //   dense forward   sm90 forward (the warp-specialized pipeline; with INFLLM_ATTENTION_FWD=rows
 //                   the row pass)
-//   dense backward  delta, sm90 dQ, then sm90 dK/dV (split over CTAs, then reduce_splits), both
-//                   warp-specialized pipelines (INFLLM_ATTENTION_DQ=separate and
-//                   INFLLM_ATTENTION_DKDV=rows run their row passes instead); with
-//                   INFLLM_ATTENTION_DQ=fused: sm90 dK/dV + dQ (pipelined, bulk reductions
-//                   of each tile's dQ), dQ from its f32 sums
+//   dense backward  delta, sm90 dK/dV + dQ (split over CTAs, then reduce_splits; the
+//                   warp-specialized pipeline, each tile's dQ added to f32 sums by a bulk
+//                   reduction), dQ from its sums; with INFLLM_ATTENTION_DQ=pipelined (or
+//                   separate) a dQ pass of its own first, the pipelined kernel (or the row
+//                   pass); INFLLM_ATTENTION_DKDV=rows runs the dK/dV row kernel
 //   sparse forward  tile lists, sm90 tile pass, block -> tokens index of the far pairs, sm90 far
 //                   forward, sums -> O and lse; the portable sparse forward reruns only if a far
 //                   score could have overflowed the sums (it checks the flag on the GPU)
@@ -17,8 +17,9 @@
 // Other GPUs (and INFLLM_ATTENTION_KERNELS=portable) run the portable mma.sync passes
 // (flash_attention_passes.h): rows kernels for the forward and dQ, dK/dV kernels, with dQ in its
 // own pass (deterministic, at the price of recomputing S and dP), as does the Hopper dense
-// backward by default: its fused dQ saves the row pass's S and dP (5 matmul units instead of 7)
-// but its f32 atomics cost more than they save. The Hopper sparse backward adds dQ from its dK/dV
+// backward with INFLLM_ATTENTION_DQ=pipelined; its default fused dQ saves that pass's S and dP (5
+// matmul units instead of 7) and rounds dQ in an order-dependent way (f32 bulk reductions). The
+// Hopper sparse backward adds dQ from its dK/dV
 // pass: with per-token block lists a token-major dQ pass copies a whole K/V block per (token,
 // block) pair, where the block-major pass gathers only the token's Q and dO rows
 // (docs/attention_kernels.md); it rounds dQ in an order-dependent way (f32 atomics).

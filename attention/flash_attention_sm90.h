@@ -44,14 +44,13 @@ void sums_to_output(int D, const SparseSums& sums, const Problem& p, bf16* out, 
                     cudaStream_t stream);
 
 // Where the dense backward takes dQ from (INFLLM_ATTENTION_DQ):
-//  * pipelined (unset, empty or "pipelined": the default): backward_dq as the warp-specialized
-//    pipeline (pipelined_dq), the row pass's tile math step for step, so the row pass's dQ,
-//    run-to-run deterministic;
-//  * separate: the row pass backward_dq itself;
-//  * fused: the dK/dV pass (two matmul units fewer, but dQ's f32 rounding depends on the order
-//    the CTAs' sums land). With the pipelined dK/dV pass and the TMA (dq_tile_sums) each CTA adds
-//    a step's dQ tile with one bulk reduction; otherwise the row kernel adds it with per-thread
-//    atomics.
+//  * fused (unset, empty or "fused": the default): the dK/dV pass (two matmul units fewer; dQ's
+//    f32 rounding depends on the order the CTAs' sums land, so it is not reproducible run to
+//    run). With the pipelined dK/dV pass and the TMA (dq_tile_sums) each CTA adds a step's dQ
+//    tile with one bulk reduction; otherwise the row kernel adds it with per-thread atomics;
+//  * pipelined: backward_dq as the warp-specialized pipeline (pipelined_dq), the row pass's tile
+//    math step for step, so the row pass's dQ, run-to-run deterministic;
+//  * separate: the row pass backward_dq itself.
 // Read at every call, so one process can time all three; throws on another value.
 enum class DenseDq { separate, fused, pipelined };
 DenseDq dense_dq_mode();

@@ -8,7 +8,7 @@
 //    diagonal to the end for each head of its share of the group. S^T = K Q^T and dP^T = V dO^T
 //    put keys on the accumulator rows, so P^T and dS^T are A fragments in registers for
 //    dV += P^T dO and dK += dS^T Q. dK and dV stay in registers; no atomics.
-//  * fused dQ (kFusedDq, opt-in: DenseDq::fused with INFLLM_ATTENTION_DKDV=rows or
+//  * fused dQ (kFusedDq: DenseDq::fused with INFLLM_ATTENTION_DKDV=rows or
 //    INFLLM_ATTENTION_COPY=cp_async; the pipelined pass has its own, with bulk reductions): the
 //    dK/dV pass also stores each tile's dS^T (bf16, [128 keys][64 queries]) to shared memory and
 //    computes dQ = dS K for the tile's 64 queries over the CTA's 128 keys, added into f32 query
@@ -186,8 +186,8 @@ int kernel_choice(const char* variable, std::initializer_list<const char*> choic
 }  // namespace
 
 DenseDq dense_dq_mode() {
-  constexpr DenseDq modes[] = {DenseDq::pipelined, DenseDq::separate, DenseDq::fused};
-  return modes[kernel_choice("INFLLM_ATTENTION_DQ", {"pipelined", "separate", "fused"},
+  constexpr DenseDq modes[] = {DenseDq::fused, DenseDq::pipelined, DenseDq::separate};
+  return modes[kernel_choice("INFLLM_ATTENTION_DQ", {"fused", "pipelined", "separate"},
                              "dQ path of the Hopper dense backward")];
 }
 

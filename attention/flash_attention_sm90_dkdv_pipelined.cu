@@ -261,8 +261,25 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
     // buffer (a whole [64][64] tile, 8 KB: the swizzle's 1024-byte alignment holds).
     bf16* group_ds = kFusedDq ? ds_buf(j) + group * 64 * kQ : nullptr;
     if (kFusedDq && i >= 2) mma::mbarrier_wait(&ds_empty[j], ((i >> 1) - 1) & 1);
+    // The fused dQ's product: warpgroup j at D = 64, both at D = 128 (64 columns each).
+    const bool dq_here = kFusedDq && (D == 128 || group == j);
+    const int col0 = D == 128 ? group * 64 : 0;
+    float dq[32] = {};  // m64n64: queries q0 .. + 63, columns col0 .. + 63
+    // Once this warp's dS^T half is stored: publish it, and issue dQ = dS K as soon as the other
+    // warpgroup's half is there too, while this warpgroup's dV and dK MMAs still run.
+    auto after_ds = [&] {
+      if constexpr (kFusedDq) {
+        wgmma::fence_async_proxy();  // this thread's dS^T stores, before the tensor cores read them
+        __syncwarp();
+        if (lane == 0) mma::mbarrier_arrive(&ds_full[j]);
+        if (dq_here) {
+          mma::mbarrier_wait(&ds_full[j], (i >> 1) & 1);
+          dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0);
+        }
+      }
+    };
     // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile.
-    if (q0 + kQ - 1 >= group_key0)
+    if (q0 + kQ - 1 >= group_key0) {
       dkdv_tile<D, kRows>(
           dk, dv, k_tile, v_tile, group * 64, q_tile(stage), do_tile(stage), lse_of(stage),
           delta_of(stage), p, lane,
@@ -270,38 +287,29 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
             const int query = q0 + col;
             return query >= key[r] && query < p.T;
           },
-          group_ds);
-    else if (kFusedDq)  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
+          group_ds, false, after_ds);
+    } else if (kFusedDq) {  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
       for (int e = threadIdx.x % 128; e < 64 * kQ * 2 / 16; e += 128)
         reinterpret_cast<uint4*>(group_ds)[e] = uint4{};
+      after_ds();
+    }
     // dkdv_tile's MMAs have completed (wgmma.wait_group 0) and its lse/delta loads were used:
-    // the warp no longer reads the stage.
+    // the warp no longer reads the stage; nor, after dq_product's wait, dS^T.
     __syncwarp();
-    if (lane == 0) mma::mbarrier_arrive(&empty[stage]);
-    if constexpr (kFusedDq) {
-      wgmma::fence_async_proxy();  // this thread's dS^T stores, before the tensor cores read them
-      __syncwarp();
-      if (lane == 0) mma::mbarrier_arrive(&ds_full[j]);
-      const int col0 = D == 128 ? group * 64 : 0;
-      if (D == 128 || group == j) {
-        float dq[32] = {};  // m64n64: queries q0 .. + 63, columns col0 .. + 63
-        mma::mbarrier_wait(&ds_full[j], (i >> 1) & 1);
-        dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0);
-        __syncwarp();
-        if (lane == 0) mma::mbarrier_arrive(&ds_empty[j]);
-        if (i >= 2) mma::mbarrier_wait(&dq_empty[j], ((i >> 1) - 1) & 1);
-        float4* to = reinterpret_cast<float4*>(dq_buf(j));
+    if (lane == 0) {
+      mma::mbarrier_arrive(&empty[stage]);
+      if (kFusedDq) mma::mbarrier_arrive(&ds_empty[j]);
+    }
+    if (dq_here) {
+      if (i >= 2) mma::mbarrier_wait(&dq_empty[j], ((i >> 1) - 1) & 1);
+      float4* to = reinterpret_cast<float4*>(dq_buf(j));
 #pragma unroll
-        for (int c = 0; c < 8; ++c)
-          to[dq_fragment_float4(col0, warp, c, lane)] =
-              make_float4(dq[4 * c], dq[4 * c + 1], dq[4 * c + 2], dq[4 * c + 3]);
-        wgmma::fence_async_proxy();  // before the bulk reduction (async proxy) reads the tile
-        __syncwarp();
-        if (lane == 0) mma::mbarrier_arrive(&dq_full[j]);
-      } else {
-        __syncwarp();
-        if (lane == 0) mma::mbarrier_arrive(&ds_empty[j]);
-      }
+      for (int c = 0; c < 8; ++c)
+        to[dq_fragment_float4(col0, warp, c, lane)] =
+            make_float4(dq[4 * c], dq[4 * c + 1], dq[4 * c + 2], dq[4 * c + 3]);
+      wgmma::fence_async_proxy();  // before the bulk reduction (async proxy) reads the tile
+      __syncwarp();
+      if (lane == 0) mma::mbarrier_arrive(&dq_full[j]);
     }
     if (++tile == first_tile + n_tiles) tile = first_tile;
   }

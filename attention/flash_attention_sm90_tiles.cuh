@@ -85,14 +85,20 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 // delta, dV += P^T dO, dK += dS^T Q. visible(col, r): query column col sees the thread's key r
 // (accumulator register i holds key (i % 4) / 2, column 8 (i / 4) + 2 (lane % 4) + i % 2).
 // Given ds_tile (this warpgroup's [64 keys][64 queries], 1024-byte aligned), dS^T is also stored
-// there in bf16 (the values dK uses) for the caller's dQ += dS K (add_dq).
-template <int D, int kKeyRows, class Visible>
+// there in bf16 (the values dK uses) for the caller's dQ += dS K (add_dq). while_mmas_run() runs
+// after the dV and dK MMAs are issued and before they are waited for: the caller may issue its
+// own MMAs there (dQ from the stored dS^T), and wait for them and these together.
+struct NothingMore {
+  __device__ void operator()() const {}
+};
+template <int D, int kKeyRows, class Visible, class WhileMmasRun = NothingMore>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2],
                                           const bf16* k_tile, const bf16* v_tile, int key_row0,
                                           const bf16* qt, const bf16* dot, const float* lse,
                                           const float* delta, const Problem& p, int lane,
                                           Visible visible, bf16* ds_tile = nullptr,
-                                          bool all_visible = false) {
+                                          bool all_visible = false,
+                                          WhileMmasRun while_mmas_run = {}) {
   constexpr int kQ = kDkdvQueries;
   float st[32] = {}, dpt[32] = {};
   wgmma::hold(st);
@@ -149,6 +155,7 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
     wgmma::mma<1, D>(dk, dsa[ks], mn_major<kQ>(qt, ks * 16, 0));
   }
   wgmma::commit();
+  while_mmas_run();
   wgmma::wait<0>();
   wgmma::hold(dv);
   wgmma::hold(dk);

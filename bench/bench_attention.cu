@@ -7,19 +7,19 @@
 // (INFLLM_ATTENTION_DQ, _FWD, _DKDV, _COPY, _EXP2, set before each dense measurement), each a
 // name, a comma list or all (both); every combination asked for is measured one after the other
 // at each length, for an A/B in one process; without one the environment decides. The library
-// defaults are the warp-specialized pipelines (pipelined), their rings loaded by the TMA (tma) and
-// the forward's exponentials on the special-function unit (mufu); the others: --dq separate (the
-// row pass) or fused (dQ from the dK/dV pass: the pipelined pass's bulk reductions, the row
-// kernel's atomics with --dkdv rows or --copy cp_async), --fwd rows, --dkdv rows, --copy cp_async,
-// --exp2 fma8, fma4 or fma2 (a share of the forward's exponentials on the FMA pipe). Rows name the
-// non-defaults: dense_dq_separate, dense_dq_fused, _fwd_rows, _dkdv_rows, _copy_cp_async,
-// _exp2_fma4, ...
+// defaults are dQ from the dK/dV pass (fused: the pipelined pass's bulk reductions, the row
+// kernel's atomics with --dkdv rows or --copy cp_async), the warp-specialized pipelines
+// (pipelined), their rings loaded by the TMA (tma) and the forward's exponentials on the
+// special-function unit (mufu); the others: --dq pipelined (a dQ pass of its own) or separate
+// (its row pass), --fwd rows, --dkdv rows, --copy cp_async, --exp2 fma8, fma4 or fma2 (a share of
+// the forward's exponentials on the FMA pipe). Rows name the non-defaults: dense_dq_pipelined,
+// dense_dq_separate, _fwd_rows, _dkdv_rows, _copy_cp_async, _exp2_fma4, ...
 // Prints one JSON line per measurement, then a table. Median of CUDA-event-timed runs; memory as
 // the tensors a caller holds (q, k, v, out, dout and gradients, lse, block lists) plus the peak
 // scratch the kernels allocate themselves during one forward + backward.
 //   bench_attention [--dense 4096,16384,32768] [--sparse 32768,65536,131072] [--b 1 --hq 32
 //                   --hkv 2 --d 128] [--reps 10] [--flex-mask 65536,131072]
-//                   [--dq pipelined|separate|fused|all] [--fwd pipelined|rows|both]
+//                   [--dq fused|pipelined|separate|all] [--fwd pipelined|rows|both]
 //                   [--dkdv pipelined|rows|both] [--copy tma|cp_async|both]
 //                   [--exp2 mufu|fma8|fma4|fma2|all] (a list of "0" skips that mode)
 #include <cuda_runtime.h>
@@ -60,7 +60,7 @@ struct Choice {
 };
 enum ChoiceIndex { kDq, kFwd, kDkdv, kCopy, kExp2 };
 std::vector<Choice> dense_choices() {
-  return {{"--dq", "dq", "INFLLM_ATTENTION_DQ", {"pipelined", "separate", "fused"}, ""},
+  return {{"--dq", "dq", "INFLLM_ATTENTION_DQ", {"fused", "pipelined", "separate"}, ""},
           {"--fwd", "fwd", "INFLLM_ATTENTION_FWD", {"pipelined", "rows"}, ""},
           {"--dkdv", "dkdv", "INFLLM_ATTENTION_DKDV", {"pipelined", "rows"}, ""},
           {"--copy", "copy", "INFLLM_ATTENTION_COPY", {"tma", "cp_async"}, ""},

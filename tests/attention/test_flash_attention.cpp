@@ -418,11 +418,12 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
 
   // On Hopper the dense passes and the sparse dK/dV take the wgmma kernels; the portable ones
   // (other GPUs) are checked too. The Hopper dense passes run as the warp-specialized pipelines
-  // (the default) and each as its row pass in turn: the forward, dQ (separate) and dK/dV (rows);
-  // dQ also from the dK/dV pass (fused: the pipelined pass's bulk reductions, and the row
-  // kernel's atomics with INFLLM_ATTENTION_DKDV=rows); the pipelines also with their rings copied
-  // by cp.async instead of the TMA (INFLLM_ATTENTION_COPY=cp_async); the pipelined forward also
-  // with part of its exponentials on the FMA pipe (INFLLM_ATTENTION_EXP2=fma2, the largest share).
+  // with dQ from the pipelined dK/dV pass's bulk reductions (the default), and in turn: the
+  // forward as its row pass, dQ from a pass of its own (pipelined) and its row pass (separate),
+  // dK/dV as its row kernel with either dQ (fused: the row kernel's atomics); the pipelines also
+  // with their rings copied by cp.async instead of the TMA (INFLLM_ATTENTION_COPY=cp_async); the
+  // pipelined forward also with part of its exponentials on the FMA pipe
+  // (INFLLM_ATTENTION_EXP2=fma2, the largest share).
   // The portable kernels and the sparse schedule have one forward, one dQ path and one dK/dV kernel
   // each.
   struct Kernels {
@@ -433,17 +434,17 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
     const char* copy;     // INFLLM_ATTENTION_COPY
     const char* exp2;     // INFLLM_ATTENTION_EXP2
   };
-  std::vector<Kernels> runs = {{"default", "pipelined", "pipelined", "pipelined", "tma", "mufu"},
-                               {"portable", "pipelined", "pipelined", "pipelined", "tma", "mufu"}};
+  std::vector<Kernels> runs = {{"default", "fused", "pipelined", "pipelined", "tma", "mufu"},
+                               {"portable", "fused", "pipelined", "pipelined", "tma", "mufu"}};
   if (c.block_size == 0)
     runs.insert(runs.begin() + 1,
-                {{"default", "pipelined", "rows", "pipelined", "tma", "mufu"},
+                {{"default", "fused", "rows", "pipelined", "tma", "mufu"},
                  {"default", "separate", "pipelined", "pipelined", "tma", "mufu"},
+                 {"default", "pipelined", "pipelined", "pipelined", "tma", "mufu"},
                  {"default", "pipelined", "pipelined", "rows", "tma", "mufu"},
-                 {"default", "fused", "pipelined", "pipelined", "tma", "mufu"},
                  {"default", "fused", "pipelined", "rows", "tma", "mufu"},
                  {"default", "pipelined", "pipelined", "pipelined", "cp_async", "mufu"},
-                 {"default", "pipelined", "pipelined", "pipelined", "tma", "fma2"}});
+                 {"default", "fused", "pipelined", "pipelined", "tma", "fma2"}});
   static constexpr const char* kVariables[] = {"INFLLM_ATTENTION_KERNELS", "INFLLM_ATTENTION_DQ",
                                                "INFLLM_ATTENTION_FWD",     "INFLLM_ATTENTION_DKDV",
                                                "INFLLM_ATTENTION_COPY",    "INFLLM_ATTENTION_EXP2"};
