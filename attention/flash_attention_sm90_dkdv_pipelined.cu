@@ -1,5 +1,6 @@
-// The dense dK/dV pass on Hopper as a warp-specialized pipeline (the default;
-// INFLLM_ATTENTION_DKDV=rows runs the row kernel, flash_attention_sm90.h): the same CTAs as
+// The dense dK/dV pass on Hopper as a warp-specialized pipeline, with the backward's dQ fused in
+// (the default; INFLLM_ATTENTION_DKDV=rows runs the row kernel, INFLLM_ATTENTION_DQ=pipelined a dQ
+// pass of its own before this one, flash_attention_sm90.h): the same CTAs as
 // dense_dkdv_kernel<D, false> (flash_attention_sm90_dense.cu: 128 keys of one KV head, 64 per
 // consumer warpgroup, 64-query tiles from the diagonal to the end for each head of the CTA's
 // share of the group, the same head split), the same one-tile step (dkdv_tile), masks and stores
@@ -9,31 +10,33 @@
 //    [64][D], lse and delta [64]) into a ring of kStages stages: q and dO with the TMA, one
 //    thread issuing their boxes (the default; flash_attention_sm90_tma.cuh), or with 16-byte
 //    cp.async from every producer thread (INFLLM_ATTENTION_COPY=cp_async); lse and delta with
-//    4-byte cp.async either way. Each stage has two mbarriers: full completes when the
-//    producer's copies have landed (cp.async.mbarrier.arrive.noinc, one arrival per producer
-//    thread, plus with the TMA the issuing thread's arrival with the tiles' bytes, expect_tx),
-//    empty when all 8 consumer warps have finished the step's MMAs and reads. No __syncthreads
-//    after the start: a warpgroup waits only for the tile it needs, and the two warpgroups may
-//    drift apart by up to kStages - 1 steps, so one's exponentials and conversions run while the
+//    4-byte cp.async either way (by 64 threads with the TMA, one of each, by all 128 without).
+//    Each stage has two mbarriers: full completes when the producer's copies have landed
+//    (cp.async.mbarrier.arrive.noinc, one arrival per copying thread, plus with the TMA the
+//    issuing thread's arrival with the tiles' bytes, expect_tx), empty when all 8 consumer warps
+//    have finished the step's MMAs and reads. No __syncthreads after the start: a warpgroup
+//    waits only for the tile it needs, and without the fused dQ the two warpgroups may drift
+//    apart by up to kStages - 1 steps, so one's exponentials and conversions run while the
 //    other's MMAs do.
 //  * two consumer warpgroups (warps 0-3, 4-7) of 64 keys each copy their own K and V rows once,
 //    then run dkdv_tile on every stage in turn; dK and dV stay in registers to the end. The
 //    producer gives its registers to them (setmaxnreg): 384 threads start with 168 each, the
 //    producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
-//  * with the fused dQ (INFLLM_ATTENTION_DQ=fused, TMA loads only) each step also gives the
-//    tile's dQ = dS K over the CTA's 128 keys, so no dQ pass recomputes S and dP (5 matmul units
-//    instead of 7). The warpgroups store their halves of dS^T ([128 keys][64 queries] bf16) in
-//    shared memory; at D = 128 each then multiplies all of dS by its 64 columns of K (m64n64), at
-//    D = 64 warpgroup i % 2 takes step i's whole m64n64. The product goes to a shared f32 dQ
-//    tile, and one producer thread adds that tile to the f32 dQ sums in global memory with a
-//    single bulk reduction (cp.reduce.async.bulk) while the consumers go on: no per-thread
-//    atomics. dS^T and the dQ tile are double-buffered (step i in buffer i % 2), and four more
-//    mbarriers per buffer order them: ds_full (8 warps stored dS^T), ds_empty (8 warps are done
-//    reading it), dq_full (the dQ tile's writer warps stored it), dq_empty (its reduction has
-//    read it). The sums are laid out per 64-query tile (dq_tile_sums_size), fragment-major so
-//    that every store to the shared tile is conflict-free, and dq_from_tile_sums turns them into
-//    bf16 dQ. The f32 additions land in the order the CTAs reach them: dQ's rounding is not
-//    reproducible run to run (the separate dQ passes' is).
+//  * with the fused dQ (INFLLM_ATTENTION_DQ=fused, the default; TMA loads only) each step also
+//    gives the tile's dQ = dS K over the CTA's 128 keys, so no dQ pass recomputes S and dP (5
+//    matmul units instead of 7). The warpgroups store their halves of dS^T ([128 keys][64
+//    queries] bf16) in shared memory; at D = 128 each then multiplies all of dS by its 64 columns
+//    of K (m64n64), at D = 64 warpgroup i % 2 takes step i's whole m64n64, issued while the
+//    warpgroup's dV and dK MMAs still run. The product goes to a shared f32 dQ tile, and one
+//    producer thread (warp 10) adds that tile to the f32 dQ sums in global memory with a single
+//    bulk reduction (cp.reduce.async.bulk) while the consumers go on: no per-thread atomics.
+//    dS^T and the dQ tile are double-buffered (step i in buffer i % 2), and four more mbarriers
+//    per buffer order them: ds_full (8 warps stored dS^T), ds_empty (8 warps are done reading
+//    it), dq_full (the dQ tile's writer warps stored it), dq_empty (its reduction has read it).
+//    The sums are laid out per 64-query tile (dq_tile_sums_size), fragment-major so that every
+//    store to the shared tile is conflict-free, and dq_from_tile_sums turns them into bf16 dQ.
+//    The f32 additions land in the order the CTAs reach them: dQ's rounding is not reproducible
+//    run to run (the separate dQ passes' is).
 #include <cuda_runtime.h>
 
 #include <algorithm>
