@@ -19,10 +19,10 @@
 // own pass (deterministic, at the price of recomputing S and dP), as does the Hopper dense
 // backward with INFLLM_ATTENTION_DQ=pipelined; its default fused dQ saves that pass's S and dP (5
 // matmul units instead of 7) and rounds dQ in an order-dependent way (f32 bulk reductions). The
-// Hopper sparse backward adds dQ from its dK/dV
-// pass: with per-token block lists a token-major dQ pass copies a whole K/V block per (token,
-// block) pair, where the block-major pass gathers only the token's Q and dO rows
-// (docs/attention_kernels.md); it rounds dQ in an order-dependent way (f32 atomics).
+// Hopper sparse backward adds dQ from its dK/dV pass too: with per-token block lists a
+// token-major dQ pass copies a whole K/V block per (token, block) pair, where the block-major
+// pass gathers only the token's Q and dO rows (docs/attention_kernels.md); it rounds dQ in an
+// order-dependent way (f32 atomics).
 #include <cuda_runtime.h>
 
 #include "attention/flash_attention.h"
