@@ -174,9 +174,9 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   // consumer warp waits for a step's full phase before it releases the step (also where it skips
   // the step's math), so no release counts towards a later phase. The fused dQ's buffers work
   // the same way with 2 for kStages: buffer i % 2, phase i / 2. Before storing step i's dS^T
-  // half a warpgroup waits until all 8 warps are done reading step i - 2's (ds_empty), and each
-  // warp arrives there only after its reading, or at once when it reads none, which it does only
-  // after its own ds_full arrival: so neither barrier of a buffer runs a phase ahead.
+  // half a warpgroup waits until all 8 warps are done reading step i - 2's (ds_empty); each warp
+  // arrives there at the end of its step, once its MMAs (the dQ product's among them) have
+  // landed, after its own ds_full arrival: so neither barrier of a buffer runs a phase ahead.
   if (group == 2) {
     producer_registers();
     const int thread = threadIdx.x - kConsumerThreads;
