@@ -9,7 +9,9 @@
 // of a 128-byte-row box sits at byte 128 r, so bits 7-9 are r % 8 only from a 1024-byte
 // boundary); D = 128 takes two boxes per tile, one per panel. Rows past T are out of bounds of
 // the map's T dimension: the TMA fills them with zeros and still counts their bytes, so every
-// tile completes its barrier with rows * D * 2 bytes.
+// tile completes its barrier with rows * D * 2 bytes. The other direction, the fused dQ's bulk
+// reductions of a shared f32 tile into global sums (tma::reduce_add), goes through the same
+// engine without a tensor map.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap and its enums only: the encoder comes from the runtime
