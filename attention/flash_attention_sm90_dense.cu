@@ -229,9 +229,9 @@ void backward_dq(int D, const RowsArgs& a, const Problem& p, cudaStream_t stream
 }
 
 int dkdv_splits(const Problem& p) {
-  // Four CTAs' worth per SM (they run one at a time): the causal key tiles differ in length, and
+  // Eight CTAs' worth per SM (they run one at a time): the causal key tiles differ in length, and
   // the small ones fill in behind the long ones (docs/attention_kernels.md).
-  const int base = (p.T + kRows - 1) / kRows * p.B * p.Hkv, target = 4 * sm_count();
+  const int base = (p.T + kRows - 1) / kRows * p.B * p.Hkv, target = 8 * sm_count();
   int splits = 1;
   while (base * splits < target && p.G % (splits * 2) == 0) splits *= 2;
   return splits;

@@ -599,7 +599,7 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
 // The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
 // math, so dK and dV come out bit for bit the same, with either copy and with the fused dQ (whose
 // dQ then differs from the separate pass's only in the f32 summation order). At these shapes the
-// dK/dV pass has at least 528 key tiles per head split: on a 132-SM H100 or H200 (4 CTAs per SM)
+// dK/dV pass has at least 1056 key tiles per head split: on a 132-SM H100 or H200 (8 CTAs per SM)
 // the heads are not split, so each CTA walks two heads and its rings (the fused dQ's buffers too)
 // wrap many times (the reference cases above split the heads down to one per CTA).
 TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
@@ -611,7 +611,7 @@ TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
       unsetenv("INFLLM_ATTENTION_DQ");
     }
   } restore;
-  for (const Case& c : {Case{1, 4224, 32, 16, 128, 0, 0}, Case{1, 2112, 64, 32, 64, 0, 0}}) {
+  for (const Case& c : {Case{1, 4224, 64, 32, 128, 0, 0}, Case{1, 2112, 128, 64, 64, 0, 0}}) {
     SCOPED_TRACE("D=" + std::to_string(c.D));
     const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
     auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
