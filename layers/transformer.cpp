@@ -31,13 +31,13 @@ const Tensor& TransformerLM::head_weight() const {
 Tensor TransformerLM::hidden_states(const Tensor& tokens) const {
   INFLLM_CHECK(tokens.dim() == 2 && tokens.dtype() == DType::i32,
                "TransformerLM: tokens must be i32 [B, T], got ", tokens.str());
-  Residual x{embedding_.forward(tokens), {}};
+  Tensor x = embedding_.forward(tokens);
   for (const Block* block : blocks_) {
     x = config_.activation_checkpointing
             ? block->forward_checkpointed(x, config_.recompute_attention)
             : block->forward(x);
   }
-  return final_norm_->forward_residual(x).second;
+  return final_norm_->forward(x);
 }
 
 Tensor TransformerLM::loss(const Tensor& tokens, const Tensor& targets, int64_t valid_count) const {
@@ -67,12 +67,10 @@ KvCache TransformerLM::make_cache(int64_t capacity) const {
   return KvCache(config_, capacity, embedding_.weight.device(), embedding_.weight.dtype());
 }
 
-// The last position's logits [V] of the last block's output stream [1, T, d_model].
-Tensor TransformerLM::last_position_logits(const Residual& x) const {
-  const int64_t T = x.x.size(1);
-  auto last_position = [T](const Tensor& t) { return t.defined() ? slice(t, 1, T - 1, T) : t; };
-  Tensor last = final_norm_->forward_residual({last_position(x.x), last_position(x.branch)})
-                    .second.reshape({1, config_.d_model});
+// The last position's logits [V] of hidden states [1, T, d_model].
+Tensor TransformerLM::last_position_logits(const Tensor& x) const {
+  const int64_t T = x.size(1);
+  Tensor last = final_norm_->forward(slice(x, 1, T - 1, T)).reshape({1, config_.d_model});
   return matmul(last, head_weight(), false, true).reshape({config_.vocab_size});
 }
 
@@ -82,7 +80,7 @@ Tensor TransformerLM::prefill(const Tensor& tokens, KvCache& cache) const {
                "TransformerLM::prefill: tokens must be i32 [1, T] with T > 0, got ", tokens.str());
   INFLLM_CHECK(cache.n_layers() == config_.n_layers, "TransformerLM::prefill: the cache has ",
                cache.n_layers(), " layers, the model ", config_.n_layers);
-  Residual x{embedding_.forward(tokens), {}};
+  Tensor x = embedding_.forward(tokens);
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward_prefill(x, cache, int64_t(i));
   cache.advance(tokens.size(1));
   return last_position_logits(x);
@@ -98,7 +96,7 @@ Tensor TransformerLM::decode_step(int32_t token, KvCache& cache) const {
       "the model's attention settings; make the cache after set_attention");
   Tensor input =
       Tensor::from_vector(std::vector<int32_t>{token}, {1, 1}, embedding_.weight.device());
-  Residual x{embedding_.forward(input), {}};
+  Tensor x = embedding_.forward(input);
   for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward_decode(x, cache, int64_t(i));
   cache.advance(1);
   return last_position_logits(x);

@@ -46,7 +46,7 @@ class TransformerLM : public Module {
 
  private:
   const Tensor& head_weight() const;
-  Tensor last_position_logits(const Residual& x) const;
+  Tensor last_position_logits(const Tensor& x) const;
 
   ModelConfig config_;
   ParameterFactory factory_;  // declared before the modules it creates
