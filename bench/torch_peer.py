@@ -5,7 +5,7 @@ a PyTorch user would, so a ratio measured in one GPU call compares two programs 
   bench/torch_peer.py attn  [--lens 4096,16384,32768] [--b 1 --hq 32 --hkv 2 --d 128]
   bench/torch_peer.py flex  [--lens 65536,131072] [--topk 64] [--check 1]
   bench/torch_peer.py train [--preset bench200m] [--compile 1] [--checkpointing 0]
-                            [--B 8 --T 4096]
+                            [--B 8 --T 4096] [--profile 0]
   bench/torch_peer.py decode [--preset bench200m] [--lens 32768,65536,131072] [--tokens 256]
                              [--compile 0] [--reps 1]
   common: [--device cuda|cpu] [--reps N]
@@ -23,7 +23,9 @@ train  recipes/bench200m.yaml's model (198M parameters: V=32000, d=1024, 12 laye
        fused AdamW, eager or torch.compile'd. `--checkpointing 1` recomputes what our
        `train.activation_checkpointing=true` recomputes (norms, projections, MLP; the attention
        core's output is kept). The step does no gradient clipping (ours clips at 1.0).
-       `--preset tiny` is a small shape for checking the script on a CPU.
+       `--preset tiny` is a small shape for checking the script on a CPU. `--profile 1` then
+       runs three more steps under torch.profiler and prints their kernels (CPU ops on a CPU)
+       for scripts/profile-table.
 decode transformers' LlamaForCausalLM of the preset's shape (random weights, bf16, SDPA, static
        cache where the installed version has one) doing generate() of --tokens greedy tokens
        after a random prompt of each length, as bench/bench_decode times ours: the prefill (to
@@ -37,7 +39,8 @@ them): first {"torch": ..., "gpu": ...}, then per measurement
   flex:  {"peer": "torch_flex_blocksparse", ... the same keys ..., "block": 128,
           "visible_tokens", "mask": "shared128"}
   train: {"peer": "torch_compile" | "torch_eager", "preset", "B", "T", "checkpointing",
-          "params_M", "step_ms", "tokens_per_s", "mfu_989", "peak_mem_GB", "warmup_s"}
+          "params_M", "step_ms", "tokens_per_s", "mfu_989", "peak_mem_GB", "warmup_s"}, and
+         with --profile 1 per kernel {"peer_kernel", "ms_per_step", "calls_per_step"}
   decode: {"peer": "torch_hf_generate", "mode": "dense", "prompt", "new_tokens", "prefill_s",
           "ms_per_token", "tokens_per_s", "peak_mem_GB", "attention", "cache", "compiled",
           "transformers"}
@@ -401,6 +404,23 @@ def run_train(args, device):
         fields["mfu_989"] = tokens_per_s * model.flops_per_token(c["T"], c) / H100_BF16_PEAK
         fields["peak_mem_GB"] = torch.cuda.max_memory_allocated(device) / 1e9
     emit(**fields)
+    if args.profile:
+        emit_kernel_profile(step, device)
+
+
+def emit_kernel_profile(step, device, steps=3):
+    """One {"peer_kernel", "ms_per_step", "calls_per_step"} line per kernel that `steps` calls of
+    step() ran under torch.profiler (the CPU's ops on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    for event in prof.key_averages():
+        us = event.device_time_total if cuda else event.self_cpu_time_total
+        if us > 0:
+            emit(peer_kernel=event.key, ms_per_step=us / 1e3 / steps,
+                 calls_per_step=event.count / steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,6 +544,8 @@ def parse_args(argv):
     train.add_argument("--B", type=int, default=0, help="batch size (0: the preset's)")
     train.add_argument("--T", type=int, default=0, help="sequence length (0: the preset's)")
     train.add_argument("--checkpointing", type=int, default=0, choices=[0, 1])
+    train.add_argument("--profile", type=int, default=0, choices=[0, 1],
+                       help="1: then print the kernels of three profiled steps")
     decode = modes.add_parser("decode", parents=[on_device], help="transformers generate")
     decode.add_argument("--preset", default="bench200m", choices=sorted(PRESETS))
     decode.add_argument("--lens", type=lengths, default=[32768, 65536, 131072],
