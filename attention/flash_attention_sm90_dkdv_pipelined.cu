@@ -21,7 +21,7 @@
 //  * two consumer warpgroups (warps 0-3, 4-7) of 64 keys each copy their own K and V rows once,
 //    then run dkdv_tile on every stage in turn; dK and dV stay in registers to the end. The
 //    producer gives its registers to them (setmaxnreg): 384 threads start with 168 each, the
-//    producer drops to kProducerRegisters, the consumers rise to kConsumerRegisters.
+//    producer drops to 40, the consumers rise to 232 (PipelineSplit<2>).
 //  * with the fused dQ (INFLLM_ATTENTION_DQ=fused, the default; TMA loads only) each step also
 //    gives the tile's dQ = dS K over the CTA's 128 keys, so no dQ pass recomputes S and dP (5
 //    matmul units instead of 7). The warpgroups store their halves of dS^T ([128 keys][64

@@ -71,7 +71,7 @@ __device__ __forceinline__ void dq_pipeline(const RowsArgs& a, const Problem& p,
   copy_group_rows<D>(q_tile, a.q, cta.b, cta.h, p.q_heads, cta.row0, p.T, group_row0);
   copy_group_rows<D>(do_tile, a.dout, cta.b, cta.h, p.o_heads, cta.row0, p.T, group_row0);
   group_rows_landed(group);
-  const Turns turns(group);
+  const Turns<> turns(group);
 
   float dq[D / 2] = {};             // dQ (unscaled), m64 x D
   float s[kKeys / 2];               // S_j = Q K_j^T, m64 x 64

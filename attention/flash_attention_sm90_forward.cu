@@ -1,10 +1,11 @@
 // The dense causal forward on Hopper as a warp-specialized pipeline (the default;
-// INFLLM_ATTENTION_FWD=rows runs the row pass, flash_attention_sm90.h): the same 128 query rows of
-// one head per CTA, the same 128-key tiles and the same tile math as the row pass
+// INFLLM_ATTENTION_FWD=rows runs the row pass, flash_attention_sm90.h): 64 query rows of one head
+// per consumer warpgroup, the same 128-key tiles and the same tile math as the row pass
 // (flash_attention_sm90_rows.cuh: mask_tile, store_rows, the online softmax's operations in the
-// same order: O and lse are what dense_rows_kernel<D, false> computes, step for step), scheduled
+// same order: O and lse are what dense_rows_kernel<D, false> computes, step for step: a tile past
+// a row's last key, which a 192-row CTA walks for its first rows, adds exact zeros), scheduled
 // by the pipeline of flash_attention_sm90_pipeline.cuh (a producer warpgroup filling a K/V ring,
-// two consumer warpgroups taking turns at the tensor cores). Within a warpgroup, turn j issues
+// consumer warpgroups taking turns at the tensor cores). Within a warpgroup, turn j issues
 // S_j = Q K_j^T (the walk's first product) and O += P_{j-1} V_{j-1} (its second) together, waits
 // for S_j alone and computes the softmax of S_j while P V still runs; O is rescaled only after
 // P V has landed. Registers: O (D/2), S (64) and the P A fragments (32) in flight at once, as the
@@ -22,33 +23,44 @@ namespace {
 constexpr int kPipelineKeys = 128;  // keys per K/V tile, as the row pass
 
 // Stages of the K/V ring: three at D = 128 (227 KB of shared memory allow no fourth: Q 32 KB +
-// 3 x 64 KB), four at D = 64. The two warpgroups are half a step apart, so a stage stays busy for
+// 3 x 64 KB), four at D = 64. Two warpgroups are half a step apart, so a stage stays busy for
 // 1.5 steps; the third stage gives the producer a full step of slack to refill it.
 template <int D>
 constexpr int pipeline_stages() {
   return D == 128 ? 3 : 4;
 }
 
+// Consumer warpgroups per CTA: three at D = 64 (192 query rows: every K/V tile in shared memory
+// serves half as many rows again, and while one warpgroup's MMAs run two others work on their
+// softmax, whose exponentials bound the forward where D is small), two at D = 128, whose O and
+// S need more than the 160 registers a thread of three groups gets.
+template <int D>
+constexpr int forward_groups() {
+  return D == 64 ? 3 : 2;
+}
+
 template <int D>
 constexpr size_t forward_smem() {
-  return pipeline_smem<D, kPipelineKeys, pipeline_stages<D>(), 1>();
+  return pipeline_smem<D, kPipelineKeys, pipeline_stages<D>(), 1,
+                       PipelineSplit<forward_groups<D>()>::kRows>();
 }
 static_assert(forward_smem<128>() <= 227 * 1024 && forward_smem<64>() <= 227 * 1024);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// The kernels' body. CTAs and threads: PipelineCta. Shared memory: Q [128][D], then the ring
-// (KvRing, loaded by the TMA from `maps` when kTma).
+// The kernels' body. CTAs and threads: PipelineCta with forward_groups<D>() consumer warpgroups.
+// Shared memory: Q [kCtaRows][D], then the ring (KvRing, loaded by the TMA from `maps` when kTma).
 template <int D, bool kTma, int kFmaExpEvery>
 __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Problem& p,
                                                  const KvMaps* maps) {
-  constexpr int kKeys = kPipelineKeys;
+  constexpr int kKeys = kPipelineKeys, kGroups = forward_groups<D>();
+  constexpr int kCtaRows = PipelineSplit<kGroups>::kRows;
   extern __shared__ unsigned char smem_raw[];
-  bf16* q_tile = aligned_smem(smem_raw);  // [128][D]
-  const KvRing<D, kKeys, pipeline_stages<D>(), kTma> ring(q_tile + kRows * D);
+  bf16* q_tile = aligned_smem(smem_raw);  // [kCtaRows][D]
+  const KvRing<D, kKeys, pipeline_stages<D>(), kTma, kGroups> ring(q_tile + kCtaRows * D);
 
-  // Both warpgroups walk all the CTA's tiles: the last one starts at row0, before every row.
-  const PipelineCta<kKeys> cta(p);
-  const int group = warpgroup_index(), lane = threadIdx.x % 32;             // group 2: the producer
+  // Every warpgroup walks all the CTA's tiles (those past its own rows' keys add zeros).
+  const PipelineCta<kKeys, kCtaRows> cta(p);
+  const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group kGroups: the producer
   if (!ring.start(group, a, p, cta.b, cta.kvh, cta.n_tiles, maps)) return;  // producer: done
   const int group_row0 = group * 64;                                        // rows within the CTA
   int token[2];  // the thread's rows: accumulator registers 4c + 2r + (0, 1) are row r
@@ -60,9 +72,9 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
     row_max[r] = -INFINITY;
     row_sum[r] = 0.f;
   }
-  copy_group_rows<D>(q_tile, a.q, cta.b, cta.h, p.q_heads, cta.row0, p.T, group_row0);
+  copy_group_rows<D, kCtaRows>(q_tile, a.q, cta.b, cta.h, p.q_heads, cta.row0, p.T, group_row0);
   group_rows_landed(group);
-  const Turns turns(group);
+  const Turns<kGroups> turns(group);
 
   float acc[D / 2] = {};            // unnormalized O, m64 x D
   float s[kKeys / 2];               // S_j = Q K_j^T, then P_j, m64 x 128
@@ -91,8 +103,8 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
         wgmma::fence();
       },
       [&](int j) {
-        issue_tile_scores<D, kKeys, false>(s, unused_dp, q_tile, nullptr, group_row0,
-                                           ring.k_tile(j), nullptr);
+        issue_tile_scores<D, kKeys, false, kCtaRows>(s, unused_dp, q_tile, nullptr, group_row0,
+                                                     ring.k_tile(j), nullptr);
       },
       [&](int j) {  // O += P_j V_j, V as an MN-major [keys][D] operand
         wgmma::issue_registers_times_tile<D, kKeys>(acc, pa, ring.v_tile(j));
@@ -120,7 +132,7 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
 // kFmaExpEvery: tile_probabilities' share of exponentials on the FMA pipe
 // (dense_forward_fma_exp_every).
 template <int D, int kFmaExpEvery>
-__global__ void __launch_bounds__(kPipelineThreads, 1)
+__global__ void __launch_bounds__(PipelineSplit<forward_groups<D>()>::kThreads, 1)
     pipelined_forward_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   forward_pipeline<D, false, kFmaExpEvery>(a, p, nullptr);
@@ -129,7 +141,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 
 // The K/V ring loaded by the TMA (the default): maps of 64-column x kPipelineKeys boxes.
 template <int D, int kFmaExpEvery>
-__global__ void __launch_bounds__(kPipelineThreads, 1)
+__global__ void __launch_bounds__(PipelineSplit<forward_groups<D>()>::kThreads, 1)
     pipelined_forward_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   forward_pipeline<D, true, kFmaExpEvery>(a, p, &maps);
@@ -158,11 +170,13 @@ void pipelined_forward(int D, const RowsArgs& a, const Problem& p, cudaStream_t 
   with_head_dim(D, [&](auto d) {
     with_fma_exp_every(fma_exp_every, [&](auto every) {
       constexpr int kD = decltype(d)::value, kEvery = decltype(every)::value;
+      constexpr int kGroups = forward_groups<kD>();
       if (tma)
-        launch_row_pipeline(pipelined_forward_tma_kernel<kD, kEvery>, forward_smem<kD>(), a, p,
-                            stream, make_kv_maps(kD, kPipelineKeys, a.k, a.v, p));
+        launch_row_pipeline<kGroups>(pipelined_forward_tma_kernel<kD, kEvery>, forward_smem<kD>(),
+                                     a, p, stream, make_kv_maps(kD, kPipelineKeys, a.k, a.v, p));
       else
-        launch_row_pipeline(pipelined_forward_kernel<kD, kEvery>, forward_smem<kD>(), a, p, stream);
+        launch_row_pipeline<kGroups>(pipelined_forward_kernel<kD, kEvery>, forward_smem<kD>(), a, p,
+                                     stream);
     });
   });
 }

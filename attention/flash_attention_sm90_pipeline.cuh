@@ -1,23 +1,23 @@
 // The warp-specialized pipeline that the Hopper dense forward (flash_attention_sm90_forward.cu)
 // and the pipelined dQ pass (flash_attention_sm90_dq.cu) share; the pipelined dK/dV pass
 // (flash_attention_sm90_dkdv_pipelined.cu) takes its thread and register split and row copies
-// (with a ring of query tiles of its own). The forward and dQ: 128 query rows of one head per
-// CTA, as the row pass, scheduled as
-//  * a producer warpgroup (warps 8-11) that only copies K and V tiles into a ring of kStages
+// (with a ring of query tiles of its own). The forward and dQ: 64 query rows of one head per
+// consumer warpgroup, 128 per CTA as the row pass (the forward at D = 64: 192), scheduled as
+//  * a producer warpgroup (the last) that only copies K and V tiles into a ring of kStages
 //    stages (KvRing). Each stage has three mbarriers: k_full and v_full complete when the tile's
-//    K (V) has landed, empty when all 8 consumer warps have finished the MMAs that read the
+//    K (V) has landed, empty when all consumer warps have finished the MMAs that read the
 //    stage. With kTma (the default) one producer thread loads each tile with the TMA
 //    (flash_attention_sm90_tma.cuh): k_full and v_full take its one arrival with the tile's
 //    bytes (expect_tx), completed as the TMA writes them. Without (INFLLM_ATTENTION_COPY=cp_async)
 //    every producer thread copies 16-byte chunks with cp.async and arrives once per tile
 //    (cp.async.mbarrier.arrive); empty and the consumers' side stay the same. No __syncthreads
 //    after the start: a warpgroup waits only for the data it needs. The producer gives registers to
-//    the consumers (setmaxnreg): 384 threads start with 168 each, the producer drops to
-//    kProducerRegisters, the consumers rise to kConsumerRegisters.
-//  * two consumer warpgroups (warps 0-3, 4-7) of 64 rows each that take turns at the tensor cores
-//    (pingpong, Turns): named barrier kTurnBarrier + g is warpgroup g's turn. A turn issues the
-//    MMAs of one step and hands the turn over at once, so one warpgroup's register math runs
-//    while the other's MMAs do and the tensor cores see a steady stream.
+//    the consumers (setmaxnreg, PipelineSplit): the producer drops to its kProducerRegisters,
+//    the consumers rise to kConsumerRegisters.
+//  * two (or three) consumer warpgroups (warps 0-3, 4-7, 8-11) of 64 rows each that take turns at
+//    the tensor cores in a fixed round (Turns): named barrier kTurnBarrier + g is warpgroup g's
+//    turn. A turn issues the MMAs of one step and hands the turn over at once, so the other
+//    warpgroups' register math runs while one's MMAs do and the tensor cores see a steady stream.
 //  * within a warpgroup (pingpong_walk), turn t issues the tile's first product (scores) for tile
 //    t and its second product (a register-A MMA into the accumulator) for tile t - 1 as two commit
 //    groups, waits for the first alone (wgmma.wait_group 1) and works on it while the second
@@ -31,20 +31,35 @@
 
 namespace infllm::attention::cuda::sm90 {
 
-constexpr int kConsumerThreads = kThreads;  // two warpgroups of 64 query rows
-constexpr int kProducerThreads = 128;       // one warpgroup: setmaxnreg works per warpgroup
-constexpr int kPipelineThreads = kConsumerThreads + kProducerThreads;
-// 65536 registers per SM: 384 x 168 at launch = 128 x 40 + 256 x 232 after setmaxnreg.
-constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
-static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
-              kPipelineThreads * 168);
+constexpr int kProducerThreads = 128;  // one warpgroup: setmaxnreg works per warpgroup
+
+// The threads and registers of a pipeline with kGroups consumer warpgroups of 64 rows each
+// (threads 0 .. 128 kGroups - 1) and the producer warpgroup after them. 65536 registers per SM:
+// two groups: 384 x 168 at launch = 128 x 40 + 256 x 232 after setmaxnreg; three: 512 x 128 =
+// 128 x 24 + 384 x 160.
+template <int kGroups>
+struct PipelineSplit {
+  static_assert(kGroups == 2 || kGroups == 3);
+  static constexpr int kConsumerThreads = 128 * kGroups;
+  static constexpr int kThreads = kConsumerThreads + kProducerThreads;
+  static constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
+  static constexpr int kRows = 64 * kGroups;                    // query rows per CTA
+  static constexpr int kProducerRegisters = kGroups == 2 ? 40 : 24;
+  static constexpr int kConsumerRegisters = kGroups == 2 ? 232 : 160;
+  static_assert(kProducerThreads * kProducerRegisters + kConsumerThreads * kConsumerRegisters <=
+                kThreads * (65536 / kThreads));
+};
+// The two-group split that the dQ and dK/dV passes use.
+constexpr int kConsumerThreads = PipelineSplit<2>::kConsumerThreads;
+constexpr int kPipelineThreads = PipelineSplit<2>::kThreads;
+static_assert(kConsumerThreads == kThreads);
 
 // Shared memory of a pipelined kernel: the 1024-byte alignment pad, the row tiles the consumers
-// keep (Q; dQ: Q and dO, [128][D] each), then kStages x (K, V) [kKeys][D] and 3 mbarriers per
-// stage.
-template <int D, int kKeys, int kStages, int kRowTiles>
+// keep (Q; dQ: Q and dO, [kTileRows][D] each), then kStages x (K, V) [kKeys][D] and 3 mbarriers
+// per stage.
+template <int D, int kKeys, int kStages, int kRowTiles, int kTileRows = kRows>
 constexpr size_t pipeline_smem() {
-  return 1024 + size_t(kRowTiles) * kRows * D * 2 +
+  return 1024 + size_t(kRowTiles) * kTileRows * D * 2 +
          size_t(kStages) * (size_t(2) * kKeys * D * 2 + 3 * sizeof(uint64_t));
 }
 
@@ -72,31 +87,35 @@ __device__ __forceinline__ void copy_rows(bf16* tile, const bf16* src, int b, in
   }
 }
 
-// A consumer warpgroup's 64 rows (group_row0 = 64 g) of a [B, T, heads, D] tensor into its half
-// of a [128][D] tile, copied by the warpgroup itself (the producer starts on K at once).
-template <int D>
+// A consumer warpgroup's 64 rows (group_row0 = 64 g) of a [B, T, heads, D] tensor into its part
+// of a [kTileRows][D] tile, copied by the warpgroup itself (the producer starts on K at once).
+template <int D, int kTileRows = kRows>
 __device__ __forceinline__ void copy_group_rows(bf16* tile, const bf16* src, int b, int head,
                                                 int heads, int row0, int T, int group_row0) {
-  copy_rows<D, kRows, 128, 64>(tile, src, b, head, heads, row0 + group_row0, T, group_row0,
-                               threadIdx.x % 128);
+  copy_rows<D, kTileRows, 128, 64>(tile, src, b, head, heads, row0 + group_row0, T, group_row0,
+                                   threadIdx.x % 128);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Used only by the sm_90a kernel bodies (the portable PTX pass compiles them empty).
-constexpr int kConsumerWarps = kConsumerThreads / 32;  // arrivals that free a stage
-constexpr int kTurnBarrier = 2;   // named barriers 2, 3: the warpgroups' turns (256 threads)
-constexpr int kQueryBarrier = 4;  // named barriers 4, 5: a warpgroup's own rows landed (128)
+constexpr int kConsumerWarps = PipelineSplit<2>::kConsumerWarps;
+constexpr int kTurnBarrier = 2;   // named barriers 2 .. 4: the warpgroups' turns (256 threads)
+constexpr int kQueryBarrier = 5;  // named barriers 5 .. 7: a warpgroup's own rows landed (128)
 
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// The register split of the file comment; every thread of the warpgroup calls it.
+// The register split of PipelineSplit; every thread of the warpgroup calls it.
+template <int kGroups = 2>
 __device__ __forceinline__ void producer_registers() {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+  asm volatile(
+      "setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PipelineSplit<kGroups>::kProducerRegisters));
 }
+template <int kGroups = 2>
 __device__ __forceinline__ void consumer_registers() {
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+  asm volatile(
+      "setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(PipelineSplit<kGroups>::kConsumerRegisters));
 }
 
 // Waits for the warpgroup's own row copies (copy_group_rows), publishes them to its tensor cores.
@@ -114,10 +133,12 @@ __device__ __forceinline__ void group_rows_landed(int group) {
 // run two ahead of a waiter: tile j + kStages is copied only after both warpgroups released
 // tile j. kTma: the TMA producer (produce_tma); every tile then starts 1024-byte aligned (the
 // ring and the tiles before it are whole multiples of 1024 bytes past aligned_smem), as is its
-// second panel at D = 128 (kKeys x 128 bytes on).
-template <int D, int kKeys, int kStages, bool kTma = false>
+// second panel at D = 128 (kKeys x 128 bytes on). kGroups: the consumer warpgroups
+// (PipelineSplit).
+template <int D, int kKeys, int kStages, bool kTma = false, int kGroups = 2>
 struct KvRing {
   static_assert(!kTma || (kKeys * 128) % 1024 == 0);
+  using Split = PipelineSplit<kGroups>;
   bf16* stages;
   uint64_t *k_full, *v_full, *empty;
 
@@ -137,25 +158,26 @@ struct KvRing {
       constexpr int kFullArrivals = kTma ? 1 : kProducerThreads;
       mma::mbarrier_init(&k_full[threadIdx.x], kFullArrivals);
       mma::mbarrier_init(&v_full[threadIdx.x], kFullArrivals);
-      mma::mbarrier_init(&empty[threadIdx.x], kConsumerWarps);
+      mma::mbarrier_init(&empty[threadIdx.x], Split::kConsumerWarps);
     }
   }
 
-  // The CTA's start, by every thread: the barriers set up; then the producer warpgroup (group 2)
-  // copies the CTA's tiles and is done (false), the consumers claim their registers (true).
+  // The CTA's start, by every thread: the barriers set up; then the producer warpgroup (group
+  // kGroups) copies the CTA's tiles and is done (false), the consumers claim their registers
+  // (true).
   // `maps`: the kernel's __grid_constant__ K/V tensor maps, read only with kTma.
   __device__ bool start(int group, const RowsArgs& a, const Problem& p, int b, int kvh, int n_tiles,
                         const KvMaps* maps = nullptr) const {
     init();
     __syncthreads();
-    if (group == 2) {
+    if (group == kGroups) {
       if constexpr (kTma)
         produce_tma(*maps, b, kvh, n_tiles);
       else
         produce(a, p, b, kvh, n_tiles);
       return false;
     }
-    consumer_registers();
+    consumer_registers<kGroups>();
     return true;
   }
 
@@ -163,8 +185,8 @@ struct KvRing {
   // (keys >= T zero-filled). The copies still in flight at the end complete their barriers by
   // themselves.
   __device__ void produce(const RowsArgs& a, const Problem& p, int b, int kvh, int n_tiles) const {
-    producer_registers();
-    const int thread = threadIdx.x - kConsumerThreads;
+    producer_registers<kGroups>();
+    const int thread = threadIdx.x - Split::kConsumerThreads;
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % kStages, key0 = j * kKeys;
       if (j >= kStages) mma::mbarrier_wait(&empty[stage], (j / kStages - 1) & 1);
@@ -184,8 +206,8 @@ struct KvRing {
   // panels. The loads in flight at the end complete their barriers by themselves; the CTA's
   // shared memory lives on until the consumers, who wait for them, are done.
   __device__ void produce_tma(const KvMaps& maps, int b, int kvh, int n_tiles) const {
-    producer_registers();
-    if (threadIdx.x != kConsumerThreads) return;
+    producer_registers<kGroups>();
+    if (threadIdx.x != Split::kConsumerThreads) return;
     tma::prefetch_map(&maps.k);
     tma::prefetch_map(&maps.v);
     for (int j = 0; j < n_tiles; ++j) {
@@ -217,35 +239,38 @@ struct KvRing {
   }
 };
 
-// The two consumer warpgroups' turns at the tensor cores: warpgroup g takes its turn at barrier
-// kTurnBarrier + g, which completes once the other warpgroup has handed it over (bar.arrive, 256 =
-// both groups). Both warpgroups take the same number of turns and hand over after each, except
-// warpgroup 1 after its last; warpgroup 1 hands warpgroup 0 its first turn (the constructor). So
-// every barrier sees as many arrivals as syncs, the turns alternate 0, 1, 0, 1, ..., and no
-// bar.arrive can run a barrier's count past one generation.
+// The consumer warpgroups' turns at the tensor cores, in rounds 0, 1, (2,) 0, 1, ...: warpgroup g
+// takes its turn at barrier kTurnBarrier + g, which completes once warpgroup g - 1 (the last, for
+// g = 0) has handed it over (bar.arrive; 256 threads: the two warpgroups that meet there). All
+// warpgroups take the same number of turns and hand over after each, except the last warpgroup
+// after its last; the last hands warpgroup 0 its first turn (the constructor). So every barrier
+// sees as many arrivals as syncs, and no bar.arrive can run a barrier's count past one
+// generation: warpgroup g - 1 hands over again only a whole round later, after g's sync.
+template <int kGroups = 2>
 struct Turns {
+  static constexpr int kTurnThreads = 256;
   int group;
 
   __device__ explicit Turns(int g) : group(g) {
-    if (group == 1) hand_over();
+    if (group == kGroups - 1) hand_over();
   }
-  __device__ void take() const { named_barrier_sync(kTurnBarrier + group, kConsumerThreads); }
+  __device__ void take() const { named_barrier_sync(kTurnBarrier + group, kTurnThreads); }
   __device__ void hand_over() const {
-    named_barrier_arrive(kTurnBarrier + 1 - group, kConsumerThreads);
+    named_barrier_arrive(kTurnBarrier + (group + 1) % kGroups, kTurnThreads);
   }
   // After a warpgroup's turn; `last`: it takes no more.
   __device__ void hand_over_after(bool last) const {
-    if (group == 0 || !last) hand_over();
+    if (group != kGroups - 1 || !last) hand_over();
   }
 };
 
-// A pipelined kernel's CTA: the row pass's grid ((T / 128 tiles, longest first; B * Hq)), threads
-// 0 .. 255 the consumer warpgroups, 256 .. 383 the producer (warpgroup_index() 2); the key tiles
-// of kKeys keys up to the one holding the CTA's last row, and a consumer thread's two rows
+// A pipelined kernel's CTA of kCtaRows query rows: the row pass's grid ((T / kCtaRows tiles,
+// longest first; B * Hq)), the consumer warpgroups first, then the producer; the key tiles of
+// kKeys keys up to the one holding the CTA's last row, and a consumer thread's two rows
 // (accumulator registers 4c + 2r + (0, 1) are row r). The warpgroup index and lane stay the
 // kernel's own locals: held in this struct they led ptxas to treat the epilogue's shuffles as
 // possibly divergent (a second copy of the epilogue behind BRA.DIV).
-template <int kKeys>
+template <int kKeys, int kCtaRows = kRows>
 struct PipelineCta {
   int b, h, kvh, row0, n_tiles;
 
@@ -253,8 +278,8 @@ struct PipelineCta {
       : b(blockIdx.y / p.Hq),
         h(blockIdx.y % p.Hq),
         kvh(h / p.G),
-        row0((gridDim.x - 1 - blockIdx.x) * kRows),  // longest rows first
-        n_tiles((min(p.T, row0 + kRows) - 1) / kKeys + 1) {}
+        row0((gridDim.x - 1 - blockIdx.x) * kCtaRows),  // longest rows first
+        n_tiles((min(p.T, row0 + kCtaRows) - 1) / kKeys + 1) {}
 
   // A consumer thread's rows: returns the first token of its warp (group_row0 = 64 g: the
   // warpgroup's rows within the CTA).
@@ -278,9 +303,9 @@ struct PipelineCta {
 // second(t - 1) still runs; on_second() pins the second product's registers once it has landed
 // (then the walk releases its stage); finish(t) ends tile t's register math, ready for
 // second(t).
-template <class Ring, class WaitData, class Start, class IssueFirst, class IssueSecond,
+template <class Ring, int kGroups, class WaitData, class Start, class IssueFirst, class IssueSecond,
           class OnFirst, class OnSecond, class Finish>
-__device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns& turns, int n,
+__device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns<kGroups>& turns, int n,
                                               int idle_turns, int lane, WaitData wait_data,
                                               Start start, IssueFirst issue_first,
                                               IssueSecond issue_second, OnFirst on_first,
@@ -331,14 +356,15 @@ __device__ __forceinline__ void pingpong_walk(const Ring& ring, const Turns& tur
 }
 #endif
 
-// Host: a row pipeline's kernel on the row pass's grid (T / 128 query tiles, B * Hq), with the
-// call's K/V tensor maps (make_kv_maps for its kKeys) when its ring is loaded by the TMA: by value,
-// as a __grid_constant__ parameter.
-template <class Kernel, class... Maps>
+// Host: a row pipeline's kernel with kGroups consumer warpgroups on the row pass's grid (T /
+// (64 kGroups) query tiles, B * Hq), with the call's K/V tensor maps (make_kv_maps for its kKeys)
+// when its ring is loaded by the TMA: by value, as a __grid_constant__ parameter.
+template <int kGroups = 2, class Kernel, class... Maps>
 void launch_row_pipeline(Kernel kernel, size_t smem, const RowsArgs& a, const Problem& p,
                          cudaStream_t stream, const Maps&... maps) {
-  launch_kernel(kernel, dim3((p.T + kRows - 1) / kRows, p.B * p.Hq), kPipelineThreads, smem, stream,
-                a, p, maps...);
+  using Split = PipelineSplit<kGroups>;
+  launch_kernel(kernel, dim3((p.T + Split::kRows - 1) / Split::kRows, p.B * p.Hq), Split::kThreads,
+                smem, stream, a, p, maps...);
 }
 
 }  // namespace infllm::attention::cuda::sm90

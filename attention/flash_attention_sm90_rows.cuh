@@ -31,18 +31,19 @@ constexpr size_t rows_smem() {
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Issues S = Q K^T (and, backward, dP = dO V^T) of this warpgroup's 64 rows x the tile's kKeys
-// keys; the caller fences before and commits after (the pipelined kernels overlap them).
-template <int D, int kKeys, bool kBackward>
+// keys; the caller fences before and commits after (the pipelined kernels overlap them). The
+// row tiles (q_tile, do_tile) hold kTileRows rows.
+template <int D, int kKeys, bool kBackward, int kTileRows = kRows>
 __device__ __forceinline__ void issue_tile_scores(float (&s)[kKeys / 2],
                                                   float (&dp)[kBackward ? kKeys / 2 : 1],
                                                   const bf16* q_tile, const bf16* do_tile,
                                                   int group_row0, const bf16* kt, const bf16* vt) {
 #pragma unroll
   for (int ks = 0; ks < D / 16; ++ks) {
-    wgmma::mma<0, kKeys>(s, k_major<kRows>(q_tile, group_row0, ks * 16),
+    wgmma::mma<0, kKeys>(s, k_major<kTileRows>(q_tile, group_row0, ks * 16),
                          k_major<kKeys>(kt, 0, ks * 16));
     if constexpr (kBackward)
-      wgmma::mma<0, kKeys>(dp, k_major<kRows>(do_tile, group_row0, ks * 16),
+      wgmma::mma<0, kKeys>(dp, k_major<kTileRows>(do_tile, group_row0, ks * 16),
                            k_major<kKeys>(vt, 0, ks * 16));
   }
 }

@@ -596,6 +596,42 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
   }
 }
 
+// The pipelined forward runs the row pass's steps in the same order with the same tile math, so O
+// and lse come out bit for bit the same, with either copy. At D = 64 its CTAs hold 192 query
+// rows, so a CTA's first rows also walk key tiles past their last key (masked: exact zeros);
+// T = 97 leaves two of a CTA's three warpgroups past T, 1000 and 2113 end inside a warpgroup.
+TEST(GpuAttention, PipelinedForwardMatchesRowsBitwise) {
+  INFLLM_REQUIRE_GPU();
+  struct RestoreForward {
+    ~RestoreForward() {
+      unsetenv("INFLLM_ATTENTION_FWD");
+      unsetenv("INFLLM_ATTENTION_COPY");
+    }
+  } restore;
+  for (const Case& c : {Case{2, 97, 4, 2, 64, 0, 0}, Case{1, 1000, 8, 2, 64, 0, 0},
+                        Case{1, 2113, 16, 2, 64, 0, 0}, Case{1, 1000, 8, 2, 128, 0, 0}}) {
+    SCOPED_TRACE("T=" + std::to_string(c.T) + " D=" + std::to_string(c.D));
+    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+    const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+    GpuRun rows;
+    setenv("INFLLM_ATTENTION_FWD", "rows", 1);
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
+    setenv("INFLLM_ATTENTION_FWD", "pipelined", 1);
+    for (const char* copy : {"tma", "cp_async"}) {
+      SCOPED_TRACE(std::string("INFLLM_ATTENTION_COPY=") + copy);
+      setenv("INFLLM_ATTENTION_COPY", copy, 1);
+      GpuRun pipelined;
+      ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
+      size_t out_differ = 0, lse_differ = 0;
+      for (size_t i = 0; i < nq; ++i) out_differ += rows.out[i] != pipelined.out[i];
+      for (size_t i = 0; i < rows.lse.size(); ++i) lse_differ += rows.lse[i] != pipelined.lse[i];
+      EXPECT_EQ(out_differ, 0u);
+      EXPECT_EQ(lse_differ, 0u);
+    }
+  }
+}
+
 // The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
 // math, so dK and dV come out bit for bit the same, with either copy and with the fused dQ (whose
 // dQ then differs from the separate pass's only in the f32 summation order). At these shapes the
