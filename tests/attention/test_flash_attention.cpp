@@ -343,6 +343,14 @@ struct GpuRun {
   std::vector<float> lse;
 };
 
+// Unsets the kernel-choice variables at the end of a test, also where a failed ASSERT returns.
+struct UnsetOnExit {
+  std::vector<const char*> variables;
+  ~UnsetOnExit() {
+    for (const char* variable : variables) unsetenv(variable);
+  }
+};
+
 void gpu_run(const Case& c, const std::vector<int32_t>& blocks, const std::vector<uint16_t>& q,
              const std::vector<uint16_t>& k, const std::vector<uint16_t>& v,
              const std::vector<uint16_t>& dout, bool packed, GpuRun& r) {
@@ -448,11 +456,7 @@ void expect_gpu_matches_reference(const Case& c, const std::vector<int32_t>& blo
   static constexpr const char* kVariables[] = {"INFLLM_ATTENTION_KERNELS", "INFLLM_ATTENTION_DQ",
                                                "INFLLM_ATTENTION_FWD",     "INFLLM_ATTENTION_DKDV",
                                                "INFLLM_ATTENTION_COPY",    "INFLLM_ATTENTION_EXP2"};
-  struct RestoreKernels {  // a failed ASSERT returns early: later tests get the default back
-    ~RestoreKernels() {
-      for (const char* variable : kVariables) unsetenv(variable);
-    }
-  } restore;
+  const UnsetOnExit restore{{std::begin(kVariables), std::end(kVariables)}};
   for (const Kernels& run : runs) {
     const char* values[] = {run.kernels, run.dq, run.fwd, run.dkdv, run.copy, run.exp2};
     std::string trace;
@@ -600,31 +604,34 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
 // and lse come out bit for bit the same, with either copy. At D = 64 its CTAs hold 192 query
 // rows, so a CTA's first rows also walk key tiles past their last key (masked: exact zeros);
 // T = 97 leaves two of a CTA's three warpgroups past T, 1000 and 2113 end inside a warpgroup.
+// Fresh random bf16 inputs of case c, dense layout.
+struct Bf16Inputs {
+  std::vector<uint16_t> q, k, v, dout;
+};
+Bf16Inputs random_bf16_inputs(const Case& c) {
+  const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
+  auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+  return {to_bf16(q), to_bf16(k), to_bf16(v), to_bf16(dout)};
+}
+
 TEST(GpuAttention, PipelinedForwardMatchesRowsBitwise) {
   INFLLM_REQUIRE_GPU();
-  struct RestoreForward {
-    ~RestoreForward() {
-      unsetenv("INFLLM_ATTENTION_FWD");
-      unsetenv("INFLLM_ATTENTION_COPY");
-    }
-  } restore;
+  const UnsetOnExit restore{{"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_COPY"}};
   for (const Case& c : {Case{2, 97, 4, 2, 64, 0, 0}, Case{1, 1000, 8, 2, 64, 0, 0},
                         Case{1, 2113, 16, 2, 64, 0, 0}, Case{1, 1000, 8, 2, 128, 0, 0}}) {
     SCOPED_TRACE("T=" + std::to_string(c.T) + " D=" + std::to_string(c.D));
-    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
-    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
-    const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+    const Bf16Inputs in = random_bf16_inputs(c);
     GpuRun rows;
     setenv("INFLLM_ATTENTION_FWD", "rows", 1);
-    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, in.q, in.k, in.v, in.dout, false, rows));
     setenv("INFLLM_ATTENTION_FWD", "pipelined", 1);
     for (const char* copy : {"tma", "cp_async"}) {
       SCOPED_TRACE(std::string("INFLLM_ATTENTION_COPY=") + copy);
       setenv("INFLLM_ATTENTION_COPY", copy, 1);
       GpuRun pipelined;
-      ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
+      ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, in.q, in.k, in.v, in.dout, false, pipelined));
       size_t out_differ = 0, lse_differ = 0;
-      for (size_t i = 0; i < nq; ++i) out_differ += rows.out[i] != pipelined.out[i];
+      for (size_t i = 0; i < rows.out.size(); ++i) out_differ += rows.out[i] != pipelined.out[i];
       for (size_t i = 0; i < rows.lse.size(); ++i) lse_differ += rows.lse[i] != pipelined.lse[i];
       EXPECT_EQ(out_differ, 0u);
       EXPECT_EQ(lse_differ, 0u);
@@ -640,21 +647,14 @@ TEST(GpuAttention, PipelinedForwardMatchesRowsBitwise) {
 // wrap many times (the reference cases above split the heads down to one per CTA).
 TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
   INFLLM_REQUIRE_GPU();
-  struct RestoreDkdv {
-    ~RestoreDkdv() {
-      unsetenv("INFLLM_ATTENTION_DKDV");
-      unsetenv("INFLLM_ATTENTION_COPY");
-      unsetenv("INFLLM_ATTENTION_DQ");
-    }
-  } restore;
+  const UnsetOnExit restore{
+      {"INFLLM_ATTENTION_DKDV", "INFLLM_ATTENTION_COPY", "INFLLM_ATTENTION_DQ"}};
   for (const Case& c : {Case{1, 4224, 64, 32, 128, 0, 0}, Case{1, 2112, 128, 64, 64, 0, 0}}) {
     SCOPED_TRACE("D=" + std::to_string(c.D));
-    const size_t nq = size_t(c.B) * c.T * c.Hq * c.D, nk = size_t(c.B) * c.T * c.Hkv * c.D;
-    auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
-    const auto qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v), db = to_bf16(dout);
+    const Bf16Inputs in = random_bf16_inputs(c);
     GpuRun rows;
     setenv("INFLLM_ATTENTION_DKDV", "rows", 1);
-    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, rows));
+    ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, in.q, in.k, in.v, in.dout, false, rows));
     setenv("INFLLM_ATTENTION_DKDV", "pipelined", 1);
     // The query ring by the TMA, by cp.async, then by the TMA with the fused dQ.
     for (const auto& [copy, dq] : {std::pair{"tma", "pipelined"},
@@ -663,9 +663,9 @@ TEST(GpuAttention, PipelinedDkdvMatchesRowsBitwise) {
       setenv("INFLLM_ATTENTION_COPY", copy, 1);
       setenv("INFLLM_ATTENTION_DQ", dq, 1);
       GpuRun pipelined;
-      ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, qb, kb, vb, db, false, pipelined));
+      ASSERT_NO_FATAL_FAILURE(gpu_run(c, {}, in.q, in.k, in.v, in.dout, false, pipelined));
       size_t dk_differ = 0, dv_differ = 0;
-      for (size_t i = 0; i < nk; ++i) {
+      for (size_t i = 0; i < rows.dk.size(); ++i) {
         dk_differ += rows.dk[i] != pipelined.dk[i];
         dv_differ += rows.dv[i] != pipelined.dv[i];
       }
