@@ -130,9 +130,9 @@ __device__ __forceinline__ void group_rows_landed(int group) {
 // k_full, v_full, empty [kStages] each. Tile j goes to stage j % kStages, whose barriers then run
 // their phase j / kStages: the consumers wait for full parity (j / kStages) & 1, the producer for
 // the release of tile j - kStages (empty parity (j / kStages - 1) & 1). A stage's phases cannot
-// run two ahead of a waiter: tile j + kStages is copied only after both warpgroups released
-// tile j. kTma: the TMA producer (produce_tma); every tile then starts 1024-byte aligned (the
-// ring and the tiles before it are whole multiples of 1024 bytes past aligned_smem), as is its
+// run two ahead of a waiter: tile j + kStages is copied only after every consumer warpgroup
+// released tile j. kTma: the TMA producer (produce_tma); every tile then starts 1024-byte aligned
+// (the ring and the tiles before it are whole multiples of 1024 bytes past aligned_smem), as is its
 // second panel at D = 128 (kKeys x 128 bytes on). kGroups: the consumer warpgroups
 // (PipelineSplit).
 template <int D, int kKeys, int kStages, bool kTma = false, int kGroups = 2>
