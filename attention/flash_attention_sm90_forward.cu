@@ -38,11 +38,12 @@ template <int D>
 constexpr int forward_groups() {
   return D == 64 ? 3 : 2;
 }
+template <int D>
+using ForwardSplit = PipelineSplit<forward_groups<D>()>;
 
 template <int D>
 constexpr size_t forward_smem() {
-  return pipeline_smem<D, kPipelineKeys, pipeline_stages<D>(), 1,
-                       PipelineSplit<forward_groups<D>()>::kRows>();
+  return pipeline_smem<D, kPipelineKeys, pipeline_stages<D>(), 1, ForwardSplit<D>::kRows>();
 }
 static_assert(forward_smem<128>() <= 227 * 1024 && forward_smem<64>() <= 227 * 1024);
 
@@ -53,7 +54,7 @@ template <int D, bool kTma, int kFmaExpEvery>
 __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Problem& p,
                                                  const KvMaps* maps) {
   constexpr int kKeys = kPipelineKeys, kGroups = forward_groups<D>();
-  constexpr int kCtaRows = PipelineSplit<kGroups>::kRows;
+  constexpr int kCtaRows = ForwardSplit<D>::kRows;
   extern __shared__ unsigned char smem_raw[];
   bf16* q_tile = aligned_smem(smem_raw);  // [kCtaRows][D]
   const KvRing<D, kKeys, pipeline_stages<D>(), kTma, kGroups> ring(q_tile + kCtaRows * D);
@@ -132,7 +133,7 @@ __device__ __forceinline__ void forward_pipeline(const RowsArgs& a, const Proble
 // kFmaExpEvery: tile_probabilities' share of exponentials on the FMA pipe
 // (dense_forward_fma_exp_every).
 template <int D, int kFmaExpEvery>
-__global__ void __launch_bounds__(PipelineSplit<forward_groups<D>()>::kThreads, 1)
+__global__ void __launch_bounds__(ForwardSplit<D>::kThreads, 1)
     pipelined_forward_kernel(RowsArgs a, Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   forward_pipeline<D, false, kFmaExpEvery>(a, p, nullptr);
@@ -141,7 +142,7 @@ __global__ void __launch_bounds__(PipelineSplit<forward_groups<D>()>::kThreads, 
 
 // The K/V ring loaded by the TMA (the default): maps of 64-column x kPipelineKeys boxes.
 template <int D, int kFmaExpEvery>
-__global__ void __launch_bounds__(PipelineSplit<forward_groups<D>()>::kThreads, 1)
+__global__ void __launch_bounds__(ForwardSplit<D>::kThreads, 1)
     pipelined_forward_tma_kernel(RowsArgs a, Problem p, const __grid_constant__ KvMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   forward_pipeline<D, true, kFmaExpEvery>(a, p, &maps);

@@ -600,10 +600,6 @@ TEST(GpuAttention, RejectsUnknownKernelChoices) {
   }
 }
 
-// The pipelined forward runs the row pass's steps in the same order with the same tile math, so O
-// and lse come out bit for bit the same, with either copy. At D = 64 its CTAs hold 192 query
-// rows, so a CTA's first rows also walk key tiles past their last key (masked: exact zeros);
-// T = 97 leaves two of a CTA's three warpgroups past T, 1000 and 2113 end inside a warpgroup.
 // Fresh random bf16 inputs of case c, dense layout.
 struct Bf16Inputs {
   std::vector<uint16_t> q, k, v, dout;
@@ -614,6 +610,10 @@ Bf16Inputs random_bf16_inputs(const Case& c) {
   return {to_bf16(q), to_bf16(k), to_bf16(v), to_bf16(dout)};
 }
 
+// The pipelined forward runs the row pass's steps in the same order with the same tile math, so O
+// and lse come out bit for bit the same, with either copy. At D = 64 its CTAs hold 192 query
+// rows, so a CTA's first rows also walk key tiles past their last key (masked: exact zeros);
+// T = 97 leaves two of a CTA's three warpgroups past T, 1000 and 2113 end inside a warpgroup.
 TEST(GpuAttention, PipelinedForwardMatchesRowsBitwise) {
   INFLLM_REQUIRE_GPU();
   const UnsetOnExit restore{{"INFLLM_ATTENTION_FWD", "INFLLM_ATTENTION_COPY"}};
