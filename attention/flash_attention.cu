@@ -137,7 +137,7 @@ void sparse_backward(const char* op, const RowsArgs& ra, KvArgs ka, const Proble
 // to fill the GPU, their f32 partials reduced in a fixed order. `pipelined` (Hopper) runs the
 // warp-specialized dK/dV kernel, its query ring loaded by the TMA when `tma`. With `dq` set
 // (Hopper, fused dQ) the pass also adds dS K into zeroed f32 sums, converted to bf16 dq at the
-// end: per 64-query tile from the pipelined kernel with the TMA, else as query sums.
+// end: per query tile of its step from the pipelined kernel with the TMA, else as query sums.
 void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper, bf16* dq,
                 bool pipelined, bool tma, cudaStream_t stream) {
   const int base = p.nblocks * p.B * p.Hkv, target = 2 * sm_count();
@@ -148,7 +148,7 @@ void dense_dkdv(const char* op, KvArgs ka, const Problem& p, int D, bool hopper,
     ka.dk_part = scratch<float>(ka.splits * n, stream);
     ka.dv_part = scratch<float>(ka.splits * n, stream);
   }
-  // The fused dQ's sums: per 64-query tile from the pipelined pass, else as the sparse backward's.
+  // The fused dQ's sums: per query tile from the pipelined pass, else as the sparse backward's.
   const bool tile_sums = hopper && sm90::dq_tile_sums(pipelined, tma);
   const size_t dq_n = tile_sums ? sm90::dq_tile_sums_size(D, p) : size_t(p.B) * p.T * p.Hq * D;
   if (dq != nullptr) {

@@ -86,9 +86,9 @@ int dense_forward_fma_exp_every();
 // runs pipelined_dkdv: the same CTAs, results and outputs, its query ring loaded by the TMA when
 // `tma` (dense_copy_tma). With a.dq_acc set the pass also adds dS K (unscaled) of the CTA's heads
 // into zeroed f32 sums, which a conversion turns into bf16 dq (scaled): when
-// dq_tile_sums(pipelined, tma), pipelined_dkdv adds them per 64-query tile (dq_tile_sums_size
-// floats, dq_from_tile_sums converts), otherwise the row kernel adds them into query sums
-// (query_sums_offset, [B, T, Hq, D]; dq_from_sums converts).
+// dq_tile_sums(pipelined, tma), pipelined_dkdv adds them per query tile of its step (128 queries
+// at D = 64, 64 at D = 128; dq_tile_sums_size floats, dq_from_tile_sums converts), otherwise the
+// row kernel adds them into query sums (query_sums_offset, [B, T, Hq, D]; dq_from_sums converts).
 int dkdv_splits(const Problem& p);
 void backward_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t stream, bool pipelined,
                    bool tma);

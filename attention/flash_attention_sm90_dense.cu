@@ -71,8 +71,8 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
   const int heads = p.G / a.splits, head0 = kvh * p.G + blockIdx.z * heads;
   const int group = warpgroup_index(), warp = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
   const int group_key0 = key0 + group * 64;
-  // This warpgroup's half of dS^T: keys group_key0 .. + 63 are rows 64 group .. + 63 (a whole
-  // [64][64] tile, 8 KB: the 1024-byte alignment of the swizzle holds).
+  // This warpgroup's half of dS^T: keys group_key0 .. + 63 are rows 64 group .. + 63, a
+  // contiguous [64][64] tile of 8 KB (one panel), which dkdv_tile fills or the zeros do.
   bf16* group_ds = kFusedDq ? ds_tile + group * 64 * kQ : nullptr;
   int key[2];  // the thread's rows (keys): accumulator registers 4c + 2r + (0, 1) are key r
 #pragma unroll
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads, 1) dense_dkdv_kernel(KvArgs a, Probl
             const int query = q0 + col;
             return query >= key[r] && query < p.T;
           },
-          group_ds);
+          kFusedDq ? ds_tile : nullptr);
     if constexpr (kFusedDq) {
       if (!seen) {  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
         uint4* zero = reinterpret_cast<uint4*>(group_ds);

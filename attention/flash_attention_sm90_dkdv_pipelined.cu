@@ -2,12 +2,16 @@
 // (the default; INFLLM_ATTENTION_DKDV=rows runs the row kernel, INFLLM_ATTENTION_DQ=pipelined a dQ
 // pass of its own before this one, flash_attention_sm90.h): the same CTAs as
 // dense_dkdv_kernel<D, false> (flash_attention_sm90_dense.cu: 128 keys of one KV head, 64 per
-// consumer warpgroup, 64-query tiles from the diagonal to the end for each head of the CTA's
-// share of the group, the same head split), the same one-tile step (dkdv_tile), masks and stores
-// (store_dkdv), steps in the same order: dK and dV are what the row-walking kernel computes,
-// operation for operation. Scheduled differently:
+// consumer warpgroup, query tiles from the diagonal to the end for each head of the CTA's share
+// of the group, the same head split), the same tile step (dkdv_tile), masks and stores
+// (store_dkdv): dK and dV are what the row-walking kernel computes, bit for bit. A step takes
+// kQ = step_queries(D) queries: 64 at D = 128 as the row kernel does, 128 at D = 64, where a
+// 64-query step's S^T and dP^T (m64n64, both operands from shared memory) are bound by shared
+// memory reads and every 64 queries would pay a step's waits, stat reads and dQ reduction;
+// dkdv_tile adds a 128-query tile's terms in the order of two 64-query ones. Scheduled
+// differently from the row kernel:
 //  * a producer warpgroup (warps 8-11) only copies the query side of each step (q and dO
-//    [64][D], lse and delta [64]) into a ring of kStages stages: q and dO with the TMA, one
+//    [kQ][D], lse and delta [kQ]) into a ring of kStages stages: q and dO with the TMA, one
 //    thread issuing their boxes (the default; flash_attention_sm90_tma.cuh), or with 16-byte
 //    cp.async from every producer thread (INFLLM_ATTENTION_COPY=cp_async); lse and delta with
 //    4-byte cp.async either way (by 64 threads with the TMA, one of each, by all 128 without).
@@ -24,17 +28,18 @@
 //    producer drops to 40, the consumers rise to 232 (PipelineSplit<2>).
 //  * with the fused dQ (INFLLM_ATTENTION_DQ=fused, the default; TMA loads only) each step also
 //    gives the tile's dQ = dS K over the CTA's 128 keys, so no dQ pass recomputes S and dP (5
-//    matmul units instead of 7). The warpgroups store their halves of dS^T ([128 keys][64
-//    queries] bf16) in shared memory; at D = 128 each then multiplies all of dS by its 64 columns
-//    of K (m64n64), at D = 64 warpgroup i % 2 takes step i's whole m64n64, issued while the
-//    warpgroup's dV and dK MMAs still run. The product goes to a shared f32 dQ tile, and one
-//    producer thread (warp 10) adds that tile to the f32 dQ sums in global memory with a single
-//    bulk reduction (cp.reduce.async.bulk) while the consumers go on: no per-thread atomics.
-//    dS^T and the dQ tile are double-buffered (step i in buffer i % 2), and four more mbarriers
-//    per buffer order them: ds_full (8 warps stored dS^T), ds_empty (8 warps are done reading
-//    it), dq_full (the dQ tile's writer warps stored it), dq_empty (its reduction has read it).
-//    The sums are laid out per 64-query tile (dq_tile_sums_size), fragment-major so that every
-//    store to the shared tile is conflict-free, and dq_from_tile_sums turns them into bf16 dQ.
+//    matmul units instead of 7). The warpgroups store their halves of dS^T ([128 keys][kQ
+//    queries] bf16) in shared memory; then each multiplies its half of the [kQ][D] product
+//    (m64n64 over the 128 keys: its 64 columns of D at D = 128, its 64 queries at D = 64), issued
+//    while the warpgroup's dV and dK MMAs still run. The product goes to a shared f32 dQ tile,
+//    and one producer thread (warp 10) adds that tile to the f32 dQ sums in global memory with a
+//    single bulk reduction (cp.reduce.async.bulk) while the consumers go on: no per-thread
+//    atomics. dS^T is double-buffered (step i in buffer i % 2), the dQ tile double-buffered at
+//    D = 128 and single at D = 64 (dq_buffers), and four more mbarriers per buffer order them:
+//    ds_full (8 warps stored dS^T), ds_empty (8 warps are done reading it), dq_full (8 warps
+//    stored the dQ tile), dq_empty (its reduction has read it). The sums are laid out per
+//    kQ-query tile (dq_tile_sums_size), fragment-major so that every store to the shared tile is
+//    conflict-free, and dq_from_tile_sums turns them into bf16 dQ.
 //    The f32 additions land in the order the CTAs reach them: dQ's rounding is not reproducible
 //    run to run (the separate dQ passes' is).
 #include <cuda_runtime.h>
@@ -49,38 +54,49 @@ namespace infllm::attention::cuda::sm90 {
 namespace {
 
 // Registers: the pipeline header's split (producer 40, consumers 232). The consumers hold dK and
-// dV (m64 x D f32 each: D registers) across the walk, and inside dkdv_tile S^T and dP^T (32 each)
-// and then their A fragments (16 each): they fit 232 at D = 128 without spills. The producer's
-// copy loop (two 64-bit sources, the head and tile counters) spills at 24, the only lower count
-// that would give the consumers 240.
+// dV (m64 x D f32 each: D registers) across the walk, and inside dkdv_tile S^T and dP^T (kQ / 2
+// each) and then their A fragments (kQ / 4 each): 128 + 128 at D = 128, 64 + 256 at D = 64, the
+// same count; they fit 232 without spills. The producer's copy loop (two 64-bit sources, the head
+// and tile counters) spills at 24, the only lower count that would give the consumers 240.
+
+// Queries per step, and rows of the fused dQ's tiles: a step's q and dO tiles hold kQ x D = 8192
+// elements at either head dim.
+constexpr int step_queries(int D) {
+  return D == 64 ? 128 : 64;
+}
 
 // Stages of the query-side ring. Shared memory (227 KB = 232448 bytes per CTA at most): 1024 for
 // the swizzle's alignment, K and V of 128 keys (2 x 128 x D x 2 bytes), then per stage q and dO
-// (2 x 64 x D x 2 bytes), lse and delta (2 x 64 x 4) and two 8-byte mbarriers:
+// (2 x kQ x D x 2 bytes), lse and delta (2 x kQ x 4) and two 8-byte mbarriers:
 //   D = 128: 1024 + 65536 + 4 x (32768 + 512 + 16) = 199744 bytes (195 KB); a fifth stage needs
 //            233040 > 232448.
-//   D = 64:  1024 + 32768 + 8 x (16384 + 512 + 16) = 169088 bytes (165 KB); up to 11 would fit.
-// A D = 64 stage carries half the bytes and half the MMA work of a D = 128 one, so 8 stages keep
-// about as much copy time in flight ahead of the consumers as 4 do at D = 128. Powers of two:
-// the stage and parity of step i are a mask and a shift. The fused dQ adds two dS^T buffers
-// (2 x 128 x 64 x 2 bytes), two f32 dQ tiles (2 x 64 x D x 4) and 8 mbarriers, which leaves room
-// for half the stages: at D = 128 1024 + 65536 + 32768 + 65536 + 2 x 33296 + 64 = 231520 bytes
-// (a third stage needs 264816), at D = 64 167040.
+//   D = 64:  1024 + 32768 + 4 x (32768 + 1024 + 16) = 169024 bytes (165 KB).
+// A stage carries the same bytes and MMA work at both head dims. Powers of two: the stage and
+// parity of step i are a mask and a shift. The fused dQ adds two dS^T buffers (2 x 128 x kQ x 2
+// bytes), dq_buffers f32 dQ tiles (kQ x D x 4 each) and 8 mbarriers, which leaves room for half
+// the stages: at D = 128 1024 + 65536 + 32768 + 2 x 32768 + 2 x 33296 + 64 = 231520 bytes (a
+// third stage needs 264816), at D = 64 1024 + 32768 + 65536 + 32768 + 2 x 33808 + 64 = 199776 (a
+// second dQ tile would need 232544 > 232448: the reduction reads a tile in a fraction of a step).
 template <int D, bool kFusedDq>
 constexpr int dkdv_stages() {
-  return (D == 128 ? 4 : 8) / (kFusedDq ? 2 : 1);
+  return kFusedDq ? 2 : 4;
+}
+constexpr int dq_buffers(int D) {
+  return D == 64 ? 1 : 2;
 }
 
 template <int D>
 constexpr size_t dkdv_stage_bytes() {
-  return size_t(2) * kDkdvQueries * D * 2 + 2 * kDkdvQueries * 4 + 2 * sizeof(uint64_t);
+  constexpr int kQ = step_queries(D);
+  return size_t(2) * kQ * D * 2 + 2 * kQ * 4 + 2 * sizeof(uint64_t);
 }
 
-// The fused dQ's buffers: dS^T [128 keys][64 queries] bf16 and the dQ tile [64][D] f32, two each.
+// The fused dQ's buffers: dS^T [128 keys][kQ queries] bf16, two, and dq_buffers dQ tiles [kQ][D]
+// f32.
 template <int D>
 constexpr size_t fused_dq_bytes() {
-  return 2 * (size_t(kRows) * kDkdvQueries * 2 + size_t(kDkdvQueries) * D * 4) +
-         8 * sizeof(uint64_t);
+  constexpr int kQ = step_queries(D);
+  return 2 * size_t(kRows) * kQ * 2 + dq_buffers(D) * size_t(kQ) * D * 4 + 8 * sizeof(uint64_t);
 }
 
 template <int D, bool kFusedDq>
@@ -89,46 +105,49 @@ constexpr size_t pipelined_dkdv_smem() {
          (kFusedDq ? fused_dq_bytes<D>() : 0);
 }
 static_assert(pipelined_dkdv_smem<128, false>() == 199744 &&
-              pipelined_dkdv_smem<64, false>() == 169088);
+              pipelined_dkdv_smem<64, false>() == 169024);
 static_assert(pipelined_dkdv_smem<128, false>() + dkdv_stage_bytes<128>() > 227 * 1024);
-static_assert(pipelined_dkdv_smem<64, false>() <= 227 * 1024);
 static_assert(pipelined_dkdv_smem<128, true>() == 231520 &&
-              pipelined_dkdv_smem<64, true>() == 167040);
+              pipelined_dkdv_smem<64, true>() == 199776);
+static_assert(pipelined_dkdv_smem<64, true>() + 32768 > 227 * 1024);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Used only by the sm_90a kernel bodies (the portable PTX pass compiles them empty).
 constexpr int kGroupBarrier = 2;  // named barriers 2, 3: one consumer warpgroup's 128 threads
 // Producer threads that copy lse and delta (and arrive on full): with the TMA threads 0 .. 63
-// (warps 8, 9), one row of each, which leaves warp 10 free to be the fused dQ's reducer.
-constexpr int kTmaStatThreads = kDkdvQueries;
+// (warps 8, 9), which leaves warp 10 free to be the fused dQ's reducer.
+constexpr int kTmaStatThreads = 64;
 
-// Where the fused dQ's shared tile keeps accumulator register 4c + e of lane `lane` of consumer
-// warp w (0 .. 7) for columns col0 .. col0 + 63 (col0 = 64 (w / 4) at D = 128, 0 at D = 64):
-// float4 (4 (((col0 / 64) 4 + w % 4) 8 + c) 32 + lane), element e. A warp's store of one c then
-// covers 512 contiguous bytes (no bank conflicts); dq_from_tile_sums reads the same order.
-__device__ __forceinline__ int dq_fragment_float4(int col0, int warp, int c, int lane) {
-  return ((col0 / 64 * 4 + warp) * 8 + c) * 32 + lane;
+// Where the fused dQ's shared [kQ][D] tile keeps accumulator register 4c + e of lane `lane` of
+// warp `warp` (0 .. 3) of consumer warpgroup `group`, whose m64n64 is the tile's half `group`
+// (its columns 64 group .. + 63 at D = 128, its rows 64 group .. + 63 at D = 64): float4
+// ((4 group + warp) 8 + c) 32 + lane, element e. A warp's store of one c then covers 512
+// contiguous bytes (no bank conflicts); dq_from_tile_sums reads the same order.
+__device__ __forceinline__ int dq_fragment_float4(int group, int warp, int c, int lane) {
+  return ((group * 4 + warp) * 8 + c) * 32 + lane;
 }
 
 // The kernels' body. Grid as dense_dkdv_kernel: (T / 128 key tiles, B * Hkv, splits). Threads
 // 0 .. 255 are the consumer warpgroups, 256 .. 383 the producer. Shared memory: K, V [128][D];
-// with kFusedDq dS^T [128][64] x 2 and the dQ tile [64][D] f32 x 2; kStages x (q, dO) [64][D]
-// (each 1024-byte aligned, as the TMA's swizzle needs); kStages x (lse, delta) [64] f32; then the
-// mbarriers full, empty [kStages] and with kFusedDq ds_full, ds_empty, dq_full, dq_empty [2]. kTma:
+// with kFusedDq dS^T [128][kQ] x 2 and the dQ tile [kQ][D] f32 x dq_buffers; kStages x (q, dO)
+// [kQ][D] (each 1024-byte aligned, as the TMA's swizzle needs); kStages x (lse, delta) [kQ] f32;
+// then the mbarriers full, empty [kStages] and with kFusedDq ds_full, ds_empty [2], dq_full,
+// dq_empty [dq_buffers]. kTma:
 // q and dO by the TMA from `maps` (read only then); kFusedDq needs it (the reducer is a producer
 // thread that the cp.async copy would occupy).
 template <int D, bool kTma, bool kFusedDq>
 __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
                                               const QueryMaps* maps) {
   static_assert(kTma || !kFusedDq);
-  constexpr int kQ = kDkdvQueries, kStages = dkdv_stages<D, kFusedDq>();
+  constexpr int kQ = step_queries(D), kStages = dkdv_stages<D, kFusedDq>();
+  constexpr int kDqBuffers = dq_buffers(D);
   constexpr int kStatThreads = kTma ? kTmaStatThreads : kProducerThreads;
   extern __shared__ unsigned char smem_raw[];
   bf16* k_tile = aligned_smem(smem_raw);  // [128][D]
   bf16* v_tile = k_tile + kRows * D;      // [128][D]
-  bf16* ds_bufs = v_tile + kRows * D;     // kFusedDq: 2 x dS^T [128][64]
+  bf16* ds_bufs = v_tile + kRows * D;     // kFusedDq: 2 x dS^T [128][kQ]
   float* dq_bufs = reinterpret_cast<float*>(ds_bufs + (kFusedDq ? 2 * kRows * kQ : 0));
-  bf16* stages = reinterpret_cast<bf16*>(dq_bufs + (kFusedDq ? 2 * kQ * D : 0));
+  bf16* stages = reinterpret_cast<bf16*>(dq_bufs + (kFusedDq ? kDqBuffers * kQ * D : 0));
   float* row_stats = reinterpret_cast<float*>(stages + kStages * 2 * kQ * D);
   auto q_tile = [&](int stage) { return stages + stage * 2 * kQ * D; };
   auto do_tile = [&](int stage) { return q_tile(stage) + kQ * D; };
@@ -141,15 +160,12 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   uint64_t* ds_full = empty + kStages;  // kFusedDq: [2] each
   uint64_t* ds_empty = ds_full + 2;
   uint64_t* dq_full = ds_empty + 2;
-  uint64_t* dq_empty = dq_full + 2;
-  // Warps that store step i's dQ tile: both warpgroups (64 columns each) at D = 128, warpgroup
-  // i % 2 at D = 64.
-  constexpr int kDqWriterWarps = D == 128 ? kConsumerWarps : kConsumerWarps / 2;
+  uint64_t* dq_empty = dq_full + kDqBuffers;
 
   const int key0 = blockIdx.x * kRows;
   const int b = blockIdx.y / p.Hkv, kvh = blockIdx.y % p.Hkv;
   const int heads = p.G / a.splits, head0 = kvh * p.G + blockIdx.z * heads;
-  // Step i: head head0 + i / n_tiles, queries (first_tile + i % n_tiles) * 64 .. + 63.
+  // Step i: head head0 + i / n_tiles, queries (first_tile + i % n_tiles) * kQ .. + kQ - 1.
   const int first_tile = key0 / kQ, n_tiles = (p.T + kQ - 1) / kQ - first_tile;
   const int n_steps = heads * n_tiles;
   const int group = warpgroup_index(), lane = threadIdx.x % 32;  // group 2: the producer
@@ -162,7 +178,9 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   if (kFusedDq && threadIdx.x < 2) {
     mma::mbarrier_init(&ds_full[threadIdx.x], kConsumerWarps);
     mma::mbarrier_init(&ds_empty[threadIdx.x], kConsumerWarps);
-    mma::mbarrier_init(&dq_full[threadIdx.x], kDqWriterWarps);
+  }
+  if (kFusedDq && threadIdx.x < kDqBuffers) {
+    mma::mbarrier_init(&dq_full[threadIdx.x], kConsumerWarps);
     mma::mbarrier_init(&dq_empty[threadIdx.x], 1);
   }
   __syncthreads();
@@ -173,7 +191,8 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   // waiter: step i + kStages is copied only after both warpgroups released step i, and every
   // consumer warp waits for a step's full phase before it releases the step (also where it skips
   // the step's math), so no release counts towards a later phase. The fused dQ's buffers work
-  // the same way with 2 for kStages: buffer i % 2, phase i / 2. Before storing step i's dS^T
+  // the same way with 2 (dS^T) or kDqBuffers (the dQ tile) for kStages: dS^T buffer i % 2, phase
+  // i / 2. Before storing step i's dS^T
   // half a warpgroup waits until all 8 warps are done reading step i - 2's (ds_empty); each warp
   // arrives there at the end of its step, once its MMAs (the dQ product's among them) have
   // landed, after its own ds_full arrival: so neither barrier of a buffer runs a phase ahead.
@@ -185,8 +204,8 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
         int head = head0, tile = first_tile;
         const int query_tiles = (p.T + kQ - 1) / kQ;
         for (int i = 0; i < n_steps; ++i) {
-          const int j = i & 1;
-          mma::mbarrier_wait(&dq_full[j], (i >> 1) & 1);
+          const int j = i % kDqBuffers;
+          mma::mbarrier_wait(&dq_full[j], (i / kDqBuffers) & 1);
           tma::reduce_add(a.dq_acc + ((size_t(b) * p.Hq + head) * query_tiles + tile) * kQ * D,
                           dq_buf(j), kQ * D * 4);
           tma::bulk_commit();
@@ -222,12 +241,15 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
         copy_rows<D, kQ, kProducerThreads, kQ>(do_tile(stage), a.dout, b, head, p.o_heads, q0, p.T,
                                                0, thread);
       }
-      // lse (stats entries 0 .. 63) and delta (64 .. 127) of the step's queries: [B, Hq, T] f32.
+      // lse and delta of the step's queries ([B, Hq, T] f32), query q0 + e at entry e of each.
+      const size_t row0 = (size_t(b) * p.Hq + head) * p.T + q0;
 #pragma unroll
-      for (int r = 0; r < 2 * kQ / kStatThreads; ++r) {
-        const int e = thread + r * kStatThreads, t = q0 + e % kQ;
-        cp_async_4(lse_of(stage) + e,
-                   (e < kQ ? a.lse : a.delta) + (size_t(b) * p.Hq + head) * p.T + t, t < p.T);
+      for (int r = 0; r < (kQ + kStatThreads - 1) / kStatThreads; ++r) {
+        const int e = thread + r * kStatThreads;
+        if (e >= kQ) break;
+        const bool in_sequence = q0 + e < p.T;
+        cp_async_4(lse_of(stage) + e, a.lse + row0 + e, in_sequence);
+        cp_async_4(delta_of(stage) + e, a.delta + row0 + e, in_sequence);
       }
       mma::cp_async_arrive(&full[stage]);
       if (++tile == first_tile + n_tiles) {
@@ -253,7 +275,7 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   float dk[D / 2] = {}, dv[D / 2] = {};  // m64 x D accumulators
   int tile = first_tile;                 // step i's query tile
   for (int i = 0; i < n_steps; ++i) {
-    const int stage = i % kStages, q0 = tile * kQ, j = i & 1;
+    const int stage = i % kStages, q0 = tile * kQ, j = i & 1, jq = i % kDqBuffers;
     // The producer's copies of step i have landed; this thread orders them before its
     // tensor-core reads, and the warpgroup meets so that all 128 threads have done so before the
     // first MMA (as the forward's turn barrier and the portable sparse forward's do).
@@ -261,13 +283,13 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
     wgmma::fence_async_proxy();
     named_barrier_sync(kGroupBarrier + group, 128);
     // This warpgroup's half of dS^T: keys group_key0 .. + 63 are rows 64 group .. + 63 of the
-    // buffer (a whole [64][64] tile, 8 KB: the swizzle's 1024-byte alignment holds).
-    bf16* group_ds = kFusedDq ? ds_buf(j) + group * 64 * kQ : nullptr;
+    // buffer.
+    bf16* ds = kFusedDq ? ds_buf(j) : nullptr;
     if (kFusedDq && i >= 2) mma::mbarrier_wait(&ds_empty[j], ((i >> 1) - 1) & 1);
-    // The fused dQ's product: warpgroup j at D = 64, both at D = 128 (64 columns each).
-    const bool dq_here = kFusedDq && (D == 128 || group == j);
-    const int col0 = D == 128 ? group * 64 : 0;
-    float dq[32] = {};  // m64n64: queries q0 .. + 63, columns col0 .. + 63
+    // The warpgroup's half of the fused dQ's [kQ][D] product: columns col0 .. + 63 of queries
+    // query0 .. + 63.
+    const int col0 = D == 128 ? group * 64 : 0, query0 = D == 128 ? 0 : group * 64;
+    float dq[32] = {};  // m64n64
     // Once this warp's dS^T half is stored: publish it, and issue dQ = dS K as soon as the other
     // warpgroup's half is there too, while this warpgroup's dV and dK MMAs still run.
     auto after_ds = [&] {
@@ -275,25 +297,23 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
         wgmma::fence_async_proxy();  // this thread's dS^T stores, before the tensor cores read them
         __syncwarp();
         if (lane == 0) mma::mbarrier_arrive(&ds_full[j]);
-        if (dq_here) {
-          mma::mbarrier_wait(&ds_full[j], (i >> 1) & 1);
-          dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0);
-        }
+        mma::mbarrier_wait(&ds_full[j], (i >> 1) & 1);
+        dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0, query0);
       }
     };
     // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile.
     if (q0 + kQ - 1 >= group_key0) {
-      dkdv_tile<D, kRows>(
+      dkdv_tile<D, kRows, kQ>(
           dk, dv, k_tile, v_tile, group * 64, q_tile(stage), do_tile(stage), lse_of(stage),
           delta_of(stage), p, lane,
           [&](int col, int r) {
             const int query = q0 + col;
             return query >= key[r] && query < p.T;
           },
-          group_ds, false, after_ds);
-    } else if (kFusedDq) {  // dS^T = 0 (8 KB: 4 16-byte stores per thread)
-      for (int e = threadIdx.x % 128; e < 64 * kQ * 2 / 16; e += 128)
-        reinterpret_cast<uint4*>(group_ds)[e] = uint4{};
+          ds, false, after_ds);
+    } else if (kFusedDq) {  // dS^T = 0: rows 64 group .. + 63, 8 KB in each 64-column panel
+      for (int e = threadIdx.x % 128; e < 64 * kQ / 8; e += 128)
+        reinterpret_cast<uint4*>(ds + e / 512 * kRows * 64 + group * 64 * 64)[e % 512] = uint4{};
       after_ds();
     }
     // dkdv_tile's MMAs have completed (wgmma.wait_group 0) and its lse/delta loads were used:
@@ -303,16 +323,16 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
       mma::mbarrier_arrive(&empty[stage]);
       if (kFusedDq) mma::mbarrier_arrive(&ds_empty[j]);
     }
-    if (dq_here) {
-      if (i >= 2) mma::mbarrier_wait(&dq_empty[j], ((i >> 1) - 1) & 1);
-      float4* to = reinterpret_cast<float4*>(dq_buf(j));
+    if constexpr (kFusedDq) {
+      if (i >= kDqBuffers) mma::mbarrier_wait(&dq_empty[jq], (i / kDqBuffers - 1) & 1);
+      float4* to = reinterpret_cast<float4*>(dq_buf(jq));
 #pragma unroll
       for (int c = 0; c < 8; ++c)
-        to[dq_fragment_float4(col0, warp, c, lane)] =
+        to[dq_fragment_float4(group, warp, c, lane)] =
             make_float4(dq[4 * c], dq[4 * c + 1], dq[4 * c + 2], dq[4 * c + 3]);
       wgmma::fence_async_proxy();  // before the bulk reduction (async proxy) reads the tile
       __syncwarp();
-      if (lane == 0) mma::mbarrier_arrive(&dq_full[j]);
+      if (lane == 0) mma::mbarrier_arrive(&dq_full[jq]);
     }
     if (++tile == first_tile + n_tiles) tile = first_tile;
   }
@@ -328,7 +348,7 @@ __global__ void __launch_bounds__(kPipelineThreads, 1) pipelined_dkdv_kernel(KvA
 #endif
 }
 
-// q and dO loaded by the TMA (the default): maps of 64-column x kDkdvQueries boxes. kFusedDq: dQ
+// q and dO loaded by the TMA (the default): maps of 64-column x step_queries(D) boxes. kFusedDq: dQ
 // too, into a.dq_acc's tile sums.
 template <int D, bool kFusedDq>
 __global__ void __launch_bounds__(kPipelineThreads, 1)
@@ -341,8 +361,8 @@ __global__ void __launch_bounds__(kPipelineThreads, 1)
 // dq = scale * the fused dQ's tile sums, one thread per float4 of them (dq_fragment_float4's
 // order): two columns of two rows, 8 apart.
 __global__ void dq_from_tile_sums_kernel(const float* dq_acc, Problem p, int D, bf16* dq) {
-  const int query_tiles = (p.T + kDkdvQueries - 1) / kDkdvQueries;
-  const int tile_float4s = kDkdvQueries * D / 4;
+  const int kQ = step_queries(D), query_tiles = (p.T + kQ - 1) / kQ;
+  const int tile_float4s = kQ * D / 4;
   const size_t n = size_t(p.B) * p.Hq * query_tiles * tile_float4s;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
@@ -350,11 +370,14 @@ __global__ void dq_from_tile_sums_kernel(const float* dq_acc, Problem p, int D, 
     const int f = int(i % tile_float4s), lane = f % 32, c = f / 32 % 8, w = f / 256;
     const int tile = int(tile_index % query_tiles);
     const int head = int(tile_index / query_tiles % p.Hq), b = int(tile_index / query_tiles / p.Hq);
-    const int row = w % 4 * 16 + lane / 4, col = w / 4 * 64 + 8 * c + 2 * (lane % 4);
+    // Half w / 4 of the tile: its 64 columns at D = 128, its 64 rows at D = 64.
+    const int half = w / 4;
+    const int row = (D == 128 ? 0 : 64 * half) + w % 4 * 16 + lane / 4;
+    const int col = (D == 128 ? 64 * half : 0) + 8 * c + 2 * (lane % 4);
     const float4 x = reinterpret_cast<const float4*>(dq_acc)[i];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int t = tile * kDkdvQueries + row + 8 * r;
+      const int t = tile * kQ + row + 8 * r;
       if (t >= p.T) continue;
       *reinterpret_cast<uint32_t*>(dq + ((size_t(b) * p.T + t) * p.q_heads + head) * D + col) =
           pack_bf16((r ? x.z : x.x) * p.scale, (r ? x.w : x.y) * p.scale);
@@ -369,7 +392,7 @@ void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t strea
   with_head_dim(D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     if (tma) {
-      const QueryMaps maps = make_query_maps(kD, kDkdvQueries, a.q, a.dout, p);
+      const QueryMaps maps = make_query_maps(kD, step_queries(kD), a.q, a.dout, p);
       if (a.dq_acc != nullptr)
         launch_kernel(pipelined_dkdv_tma_kernel<kD, true>, grid, kPipelineThreads,
                       pipelined_dkdv_smem<kD, true>(), stream, a, p, maps);
@@ -384,7 +407,8 @@ void pipelined_dkdv(int D, const KvArgs& a, const Problem& p, cudaStream_t strea
 }
 
 size_t dq_tile_sums_size(int D, const Problem& p) {
-  return size_t(p.B) * p.Hq * ((p.T + kDkdvQueries - 1) / kDkdvQueries) * kDkdvQueries * D;
+  const int kQ = step_queries(D);
+  return size_t(p.B) * p.Hq * ((p.T + kQ - 1) / kQ) * kQ * D;
 }
 
 void dq_from_tile_sums(int D, const float* dq_acc, const Problem& p, bf16* dq,

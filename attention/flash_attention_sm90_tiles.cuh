@@ -80,18 +80,22 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// One 64-query tile of a dK/dV walk for this warpgroup's 64 keys (rows key_row0 .. +63 of the
-// [kKeyRows][D] K and V tiles): S^T = K Q^T, dP^T = V dO^T, P^T and dS^T from the saved lse and
-// delta, dV += P^T dO, dK += dS^T Q. visible(col, r): query column col sees the thread's key r
+// One tile of kQ queries (64 or 128) of a dK/dV walk for this warpgroup's 64 keys (rows
+// key_row0 .. +63 of the [kKeyRows][D] K and V tiles): S^T = K Q^T, dP^T = V dO^T (m64 x kQ
+// each), P^T and dS^T from the saved lse and delta, dV += P^T dO, dK += dS^T Q (kQ / 16 k-steps
+// over the queries, in query order: two 64-query tiles in turn add the same terms in the same
+// order as one 128-query tile). visible(col, r): query column col sees the thread's key r
 // (accumulator register i holds key (i % 4) / 2, column 8 (i / 4) + 2 (lane % 4) + i % 2).
-// Given ds_tile (this warpgroup's [64 keys][64 queries], 1024-byte aligned), dS^T is also stored
-// there in bf16 (the values dK uses) for the caller's dQ += dS K (add_dq). while_mmas_run() runs
-// after the dV and dK MMAs are issued and before they are waited for: the caller may issue its
-// own MMAs there (dQ from the stored dS^T), and wait for them and these together.
+// Given ds_tile (the caller's [kKeyRows keys][kQ queries] dS^T tile, 1024-byte aligned), dS^T
+// is also stored in its rows key_row0 .. +63 in bf16 (the values dK uses) for the caller's
+// dQ += dS K (add_dq). while_mmas_run() runs after the dV and dK MMAs are issued and before they
+// are waited for: the caller may issue its own MMAs there (dQ from the stored dS^T), and wait for
+// them and these together.
 struct NothingMore {
   __device__ void operator()() const {}
 };
-template <int D, int kKeyRows, class Visible, class WhileMmasRun = NothingMore>
+template <int D, int kKeyRows, int kQ = kDkdvQueries, class Visible,
+          class WhileMmasRun = NothingMore>
 __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2],
                                           const bf16* k_tile, const bf16* v_tile, int key_row0,
                                           const bf16* qt, const bf16* dot, const float* lse,
@@ -99,8 +103,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
                                           Visible visible, bf16* ds_tile = nullptr,
                                           bool all_visible = false,
                                           WhileMmasRun while_mmas_run = {}) {
-  constexpr int kQ = kDkdvQueries;
-  float st[32] = {}, dpt[32] = {};
+  static_assert(kQ == 64 || kQ == 128);
+  float st[kQ / 2] = {}, dpt[kQ / 2] = {};
   wgmma::hold(st);
   wgmma::hold(dpt);
   wgmma::fence();
@@ -118,7 +122,7 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
 
   auto probabilities = [&](auto seen) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < kQ / 2; ++i) {
       const int col = 8 * (i / 4) + 2 * (lane % 4) + (i & 1);
       const float prob =
           seen(col, (i % 4) / 2) ? fast_exp2(fmaf(st[i], p.scale_log2, -lse[col] * kLog2e)) : 0.f;
@@ -138,13 +142,15 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
   }
   if (ds_tile != nullptr) {
     // A fragment register j: key row0 + 8 (j % 2), queries 16 ks + 8 (j / 2) + 2 (lane % 4) + 0, 1.
+    // key_row0 is a multiple of 8: its rows start key_row0 lines into every panel.
     const int row0 = threadIdx.x % 128 / 32 * 16 + lane / 4;
+    bf16* rows = ds_tile + key_row0 * 64;
 #pragma unroll
     for (int ks = 0; ks < kQ / 16; ++ks)
 #pragma unroll
       for (int j = 0; j < 4; ++j)
         *reinterpret_cast<uint32_t*>(
-            ds_tile + tile_offset<kTile>(row0 + 8 * (j % 2),
+            rows + tile_offset<kKeyRows>(row0 + 8 * (j % 2),
                                          16 * ks + 8 * (j / 2) + 2 * (lane % 4))) = dsa[ks][j];
   }
   // The query tiles as MN-major [queries][D] operands.
@@ -188,20 +194,20 @@ __device__ __forceinline__ void add_query_sums(float* sums, const float (&x)[N /
   }
 }
 
-// dQ = dS K for the 64 query rows of a tile, columns col0 .. col0 + N (a multiple of 64) of D, by
-// one warpgroup into the m64 x N accumulator dq (zeroed by the caller): dS^T in ds_tile ([kKeys
-// keys][64 rows] as dkdv_tile writes it, read as a transposed A operand), the keys in rows 0 ..
-// kKeys of k_tile ([kKeyRows][D]). The caller fences dS^T for the async proxy and meets its
-// writers first.
+// dQ = dS K for the 64 query rows query0 .. query0 + 63 (a multiple of 64) of a tile, columns
+// col0 .. col0 + N (a multiple of 64) of D, by one warpgroup into the m64 x N accumulator dq
+// (zeroed by the caller): dS^T in ds_tile ([kKeys keys][queries] as dkdv_tile writes it, read as
+// a transposed A operand), the keys in rows 0 .. kKeys of k_tile ([kKeyRows][D]). The caller
+// fences dS^T for the async proxy and meets its writers first.
 template <int kKeys, int kKeyRows, int N>
 __device__ __forceinline__ void dq_product(float (&dq)[N / 2], const bf16* ds_tile,
-                                           const bf16* k_tile, int col0) {
+                                           const bf16* k_tile, int col0, int query0 = 0) {
   static_assert(kKeys % 16 == 0 && kKeys <= kKeyRows && (N == 64 || N == 128));
   wgmma::hold(dq);
   wgmma::fence();
 #pragma unroll
   for (int ks = 0; ks < kKeys / 16; ++ks)
-    wgmma::mma<1, N, 1>(dq, mn_major<kKeys>(ds_tile, ks * 16, 0),
+    wgmma::mma<1, N, 1>(dq, mn_major<kKeys>(ds_tile, ks * 16, query0),
                         mn_major<kKeyRows>(k_tile, ks * 16, col0));
   wgmma::commit();
   wgmma::wait<0>();

@@ -639,9 +639,11 @@ TEST(GpuAttention, PipelinedForwardMatchesRowsBitwise) {
   }
 }
 
-// The pipelined dK/dV kernel runs dense_dkdv_kernel's steps in the same order with the same tile
-// math, so dK and dV come out bit for bit the same, with either copy and with the fused dQ (whose
-// dQ then differs from the separate pass's only in the f32 summation order). At these shapes the
+// The pipelined dK/dV kernel adds dense_dkdv_kernel's terms in the same order with the same tile
+// math (at D = 64 one step of 128 queries for two of the row kernel's 64-query steps; T = 2112
+// leaves the last step half past T), so dK and dV come out bit for bit the same, with either copy
+// and with the fused dQ (whose dQ then differs from the separate pass's only in the f32
+// summation order). At these shapes the
 // dK/dV pass has at least 1056 key tiles per head split: on a 132-SM H100 or H200 (8 CTAs per SM)
 // the heads are not split, so each CTA walks two heads and its rings (the fused dQ's buffers too)
 // wrap many times (the reference cases above split the heads down to one per CTA).
