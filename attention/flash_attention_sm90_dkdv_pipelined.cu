@@ -192,10 +192,10 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
   // consumer warp waits for a step's full phase before it releases the step (also where it skips
   // the step's math), so no release counts towards a later phase. The fused dQ's buffers work
   // the same way with 2 (dS^T) or kDqBuffers (the dQ tile) for kStages: dS^T buffer i % 2, phase
-  // i / 2. Before storing step i's dS^T
-  // half a warpgroup waits until all 8 warps are done reading step i - 2's (ds_empty); each warp
-  // arrives there at the end of its step, once its MMAs (the dQ product's among them) have
-  // landed, after its own ds_full arrival: so neither barrier of a buffer runs a phase ahead.
+  // i / 2. Before storing step i's dS^T half a warpgroup waits until all 8 warps are done reading
+  // step i - 2's (ds_empty); each warp arrives there at the end of its step, once its MMAs (the
+  // dQ product's among them) have landed, after its own ds_full arrival: so neither barrier of a
+  // buffer runs a phase ahead.
   if (group == 2) {
     producer_registers();
     const int thread = threadIdx.x - kConsumerThreads;
@@ -301,7 +301,8 @@ __device__ __forceinline__ void dkdv_pipeline(const KvArgs& a, const Problem& p,
         dq_product<kRows, kRows, 64>(dq, ds_buf(j), k_tile, col0, query0);
       }
     };
-    // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile.
+    // Every query before every key of this warpgroup: warpgroup 1 on the diagonal tile at
+    // D = 128 (at D = 64 a step's 128 queries reach past both warpgroups' keys).
     if (q0 + kQ - 1 >= group_key0) {
       dkdv_tile<D, kRows, kQ>(
           dk, dv, k_tile, v_tile, group * 64, q_tile(stage), do_tile(stage), lse_of(stage),
