@@ -136,10 +136,12 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
     probabilities(visible);
   uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
 #pragma unroll
-  for (int ks = 0; ks < kQ / 16; ++ks) {
-    wgmma::accumulator_to_a(pa[ks], st, ks);
-    wgmma::accumulator_to_a(dsa[ks], dpt, ks);
-  }
+  for (int ks = 0; ks < kQ / 16; ++ks) wgmma::accumulator_to_a(pa[ks], st, ks);
+  // dV's MMAs first: the tensor cores run them while dS^T is converted and stored.
+  wgmma::fence();
+  wgmma::issue_registers_times_tile<D, kQ, kQ / 16>(dv, pa, dot);
+#pragma unroll
+  for (int ks = 0; ks < kQ / 16; ++ks) wgmma::accumulator_to_a(dsa[ks], dpt, ks);
   if (ds_tile != nullptr) {
     // A fragment register j: key row0 + 8 (j % 2), queries 16 ks + 8 (j / 2) + 2 (lane % 4) + 0, 1.
     // key_row0 is a multiple of 8: its rows start key_row0 lines into every panel.
@@ -155,11 +157,7 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
   }
   // The query tiles as MN-major [queries][D] operands.
   wgmma::fence();
-#pragma unroll
-  for (int ks = 0; ks < kQ / 16; ++ks) {
-    wgmma::mma<1, D>(dv, pa[ks], mn_major<kQ>(dot, ks * 16, 0));
-    wgmma::mma<1, D>(dk, dsa[ks], mn_major<kQ>(qt, ks * 16, 0));
-  }
+  wgmma::issue_registers_times_tile<D, kQ, kQ / 16>(dk, dsa, qt);
   wgmma::commit();
   while_mmas_run();
   wgmma::wait<0>();
