@@ -137,7 +137,8 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
   uint32_t pa[kQ / 16][4], dsa[kQ / 16][4];
 #pragma unroll
   for (int ks = 0; ks < kQ / 16; ++ks) wgmma::accumulator_to_a(pa[ks], st, ks);
-  // dV's MMAs first: the tensor cores run them while dS^T is converted and stored.
+  // dV's MMAs first (the query tiles as MN-major [queries][D] operands): the tensor cores run
+  // them while dS^T is converted and stored.
   wgmma::fence();
   wgmma::issue_registers_times_tile<D, kQ, kQ / 16>(dv, pa, dot);
 #pragma unroll
@@ -155,7 +156,6 @@ __device__ __forceinline__ void dkdv_tile(float (&dk)[D / 2], float (&dv)[D / 2]
             rows + tile_offset<kKeyRows>(row0 + 8 * (j % 2),
                                          16 * ks + 8 * (j / 2) + 2 * (lane % 4))) = dsa[ks][j];
   }
-  // The query tiles as MN-major [queries][D] operands.
   wgmma::fence();
   wgmma::issue_registers_times_tile<D, kQ, kQ / 16>(dk, dsa, qt);
   wgmma::commit();
